@@ -1,0 +1,82 @@
+"""Run directories: where a stage writes its resolved config, metrics and outputs.
+
+A run is finished once its ``COMPLETE`` marker exists; the marker is written last, atomically.
+``prepare_run_dir`` refuses to reuse a finished run unless told to overwrite, and then clears the
+folder first so nothing stale survives. To avoid wiping a folder that is not a run (``--out .``),
+contents are only deleted when the folder carries the ``.pav_run`` tag that ``prepare_run_dir``
+writes, or a ``COMPLETE`` marker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pav.core.io import atomic_open, write_json
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = "COMPLETE"
+RUN_TAG = ".pav_run"
+SUMMARY_FILE = "summary.json"
+
+
+class RunExistsError(ValueError):
+    """The output folder holds a finished run and overwriting was not asked for."""
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a finished run."""
+    return (Path(run_dir) / COMPLETE).is_file()
+
+
+def _default_run_dir(stage: str) -> Path:
+    base = Path("runs") / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, n = base, 1
+    while run_dir.exists():  # two runs started within the same second
+        n += 1
+        run_dir = base.with_name(f"{base.name}-{n}")
+    return run_dir
+
+
+def _clear(run_dir: Path) -> None:
+    if not ((run_dir / RUN_TAG).exists() or (run_dir / COMPLETE).exists()):
+        raise RunExistsError(f"refusing to delete the contents of {run_dir}: it is not a pav run "
+                             f"directory (no {RUN_TAG} or {COMPLETE} file); choose another --out")
+    logger.warning("--overwrite: deleting the previous contents of %s", run_dir)
+    (run_dir / COMPLETE).unlink(missing_ok=True)  # first, so a half-cleared folder is not 'finished'
+    for child in run_dir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def prepare_run_dir(out: str | Path | None, stage: str, overwrite: bool = False) -> Path:
+    """Create (or reuse) the run directory; default ``runs/<stage>-<YYYYmmdd-HHMMSS>``."""
+    run_dir = _default_run_dir(stage) if out is None else Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunExistsError(f"--out {run_dir} is a file, not a directory")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if overwrite:
+            _clear(run_dir)
+        elif is_complete(run_dir):
+            raise RunExistsError(f"{run_dir} holds a finished run; pass --overwrite to replace it "
+                                 f"or choose another --out")
+        else:
+            logger.warning("reusing the unfinished run directory %s", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_TAG).write_text(f"{stage}\n", encoding="utf-8")
+    return run_dir
+
+
+def mark_complete(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
+    """Write ``summary.json`` (if given) and then, last, the ``COMPLETE`` marker."""
+    run_dir = Path(run_dir)
+    if summary is not None:
+        write_json(run_dir / SUMMARY_FILE, summary)
+    with atomic_open(run_dir / COMPLETE, "w") as f:
+        f.write(f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")

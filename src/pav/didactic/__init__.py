@@ -1,0 +1,8 @@
+"""The didactic laboratory: the paper's planted sub-sequence setting (PAPER.md §3), where Q, V and
+A of the procedural prover are computable exactly.
+
+Modules, bottom-up: `task` (the environment as a match automaton), `prover` (μ_γ with exact
+values by dynamic programming), `policy` (the MADE-like MLP base policy, as an ensemble of
+independent members), `train` (SFT and policy gradient with per-step weights), `experiments`
+(Fig. 3(a)-(c), the γ sweep and Remark 3.1), `report` (plots and report.md from summary.json).
+"""

@@ -92,7 +92,8 @@ def _print_checks(checks: list[dict]) -> None:
     table = Table("target", "measured", "goal", "met")
     for c in checks:
         v = c["value"]
-        table.add_row(c["name"], "—" if v is None else f"{v:.4g}", c["target"], "yes" if c["passed"] else "no")
+        table.add_row(c["name"], "—" if v is None else f"{v:.4g}", c["target"],
+                      "—" if c["passed"] is None else ("yes" if c["passed"] else "no"))
     Console().print(table)
 
 

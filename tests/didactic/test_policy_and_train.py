@@ -7,7 +7,7 @@ import torch
 from pav.didactic.policy import MadeEnsemble
 from pav.didactic.task import PlantedTask
 from pav.didactic.train import (
-    Member, RLSettings, _baseline, generators, success_probability, train_rl, train_sft,
+    Member, RLSettings, _batch_mean_centred, generators, success_counts, train_rl, train_sft,
 )
 
 TASK = PlantedTask()
@@ -100,10 +100,9 @@ def test_every_parameter_changes_after_one_effective_reward_step():
 def test_batch_mean_baseline_centres_live_tokens_per_position():
     w = np.array([[[1.0, 2.0], [3.0, 8.0], [5.0, 0.0]]])  # (E=1, B=3, T=2)
     mask = np.array([[[1, 1], [1, 1], [1, 0]]], dtype=bool)
-    out = _baseline(w, mask, "batch_mean")
+    out = _batch_mean_centred(w, mask)
     np.testing.assert_allclose(out[0, :, 0], [-2.0, 0.0, 2.0])
     np.testing.assert_allclose(out[0, :2, 1], [-3.0, 3.0])
-    np.testing.assert_array_equal(_baseline(w, mask, "none"), w)
 
 
 def test_effective_reward_learns_where_outcome_only_cannot():
@@ -116,7 +115,24 @@ def test_effective_reward_learns_where_outcome_only_cannot():
     assert final[0] > 0.5 and final[1] < 0.02
 
 
-def test_success_probability_stops_early_for_likely_success():
-    policy = MadeEnsemble([0])
-    succ, n = success_probability(policy, TASK, max_samples=4096, chunk=1024, min_successes=1)
-    assert n[0] == 4096 and succ[0] <= 2  # an untrained policy almost never succeeds
+def test_success_counts_stop_early_and_reuse_unchanged_policies(tmp_path):
+    task = PlantedTask(target=(3,), length=3)  # easy: p(success) ≈ 0.2 for a random policy
+    policy = MadeEnsemble([0, 1], length=3)
+    succ, n = success_counts(policy, task, max_samples=8192, chunk=256, min_successes=100, cache_dir=tmp_path)
+    assert np.all(succ >= 100) and np.all(n < 8192) and np.all(n % 256 == 0)
+    assert len(list(tmp_path.iterdir())) == 2
+    again = success_counts(policy.subset([1]), task, 8192, 256, 100, cache_dir=tmp_path)
+    assert again[0][0] == succ[1] and again[1][0] == n[1]
+    hard = MadeEnsemble([0])  # full task: a random policy almost never succeeds
+    succ, n = success_counts(hard, TASK, max_samples=2048, chunk=1024, min_successes=1)
+    assert n[0] == 2048 and succ[0] <= 1
+
+
+def test_subset_and_fingerprint():
+    policy = MadeEnsemble([4, 5, 6])
+    sub = policy.subset([2, 0])
+    assert sub.seeds == [6, 4]
+    assert sub.fingerprint(0) == policy.fingerprint(2) and sub.fingerprint(1) == policy.fingerprint(0)
+    assert policy.fingerprint(0) != policy.fingerprint(1)
+    x = sub.sample(5, generators(sub.seeds, "f"))
+    torch.testing.assert_close(sub.log_probs(x)[0], policy.log_probs(torch.stack([x[1], x[1], x[0]]))[2])

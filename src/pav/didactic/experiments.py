@@ -57,7 +57,8 @@ class RLConfig:
     batch_size: int = knob(64, "responses per RL iteration")
     lr: float = knob(1e-3, "Adam learning rate")
     q_base: Literal["return", "rollouts"] = knob("return", "Q^π estimate: trajectory return or MC rollouts")
-    baseline: Literal["none", "batch_mean"] = knob("none", "baseline subtracted from step weights")
+    baseline: Literal["none", "batch_mean", "mean_return"] = knob(
+        "mean_return", "baseline: none (Eq. 5 as printed), batch_mean (of the whole weight), mean_return (of Q̂^π only)")
     eval_every: int = knob(10, "iterations between accuracy evaluations")
     eval_samples: int = knob(1024, "samples per accuracy evaluation")
 
@@ -78,7 +79,7 @@ class SweepConfig:
 class PassAtNConfig:
     checkpoints: tuple[int, ...] = knob((40, 100), "RL iterations whose policies get Pass@N (Fig. 3(c) uses 100)")
     max_samples: int = knob(2**20, "samples per policy for tiny success probabilities")
-    min_successes: int = knob(4096, "stop sampling a policy early once it has this many successes")
+    min_successes: int = knob(1000, "stop sampling a policy early once it has this many successes")
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,15 @@ def didactic_jobs(cfg: DidacticConfig, run_dir: Path) -> list[Job]:
     ck = cfg.pass_at_n.checkpoints
     jobs = [
         Job("fig3a", job_fig3a, cfg.sft.iterations + cfg.rl.iterations, {"cfg": cfg, "run_dir": str(run_dir)}),
-        Job("pass_at_n_sft", job_pass_at_n, 1, {"cfg": cfg, "source": "sft"}),
+        Job("pass_at_n_sft", job_pass_at_n, 1, {"cfg": cfg, "source": "sft", "run_dir": str(run_dir)}),
         Job("remark", job_remark, 1, {"cfg": cfg}),
     ]
-    jobs += [Job(f"pass_at_n_iter{it}", job_pass_at_n, 1, {"cfg": cfg, "source": str(_ckpt(run_dir, it))},
-                 after=("fig3a",)) for it in ck]
+    # chained after the SFT evaluation so that unchanged policies reuse its cached counts
+    chain = ["fig3a", "pass_at_n_sft"]
+    for it in ck:
+        jobs.append(Job(f"pass_at_n_iter{it}", job_pass_at_n, 1,
+                        {"cfg": cfg, "source": str(_ckpt(run_dir, it)), "run_dir": str(run_dir)}, after=tuple(chain)))
+        chain.append(f"pass_at_n_iter{it}")
     jobs += [Job(f"sweep_{opt}", job_sweep, cfg.sft.iterations + cfg.sweep.iterations, {"cfg": cfg, "optimizer": opt})
              for opt in cfg.sweep.optimizers]
     if cfg.q_base.seeds:
@@ -187,9 +192,9 @@ def job_fig3a(progress: Progress, cfg: DidacticConfig, run_dir: str) -> dict[str
             "sft_final_loss": sft_losses[-1], "rl_seconds": seconds}
 
 
-def job_pass_at_n(progress: Progress, cfg: DidacticConfig, source: str) -> dict[str, Any]:
+def job_pass_at_n(progress: Progress, cfg: DidacticConfig, source: str, run_dir: str) -> dict[str, Any]:
     """Success probability (successes / samples) of each member of the SFT or a saved ensemble."""
-    from pav.didactic.train import success_probability
+    from pav.didactic.train import success_counts
 
     if source == "sft":
         seeds = _seeds(cfg, cfg.rl.seeds)
@@ -206,7 +211,9 @@ def job_pass_at_n(progress: Progress, cfg: DidacticConfig, source: str) -> dict[
         task, policy, _ = _setup(seeds, cfg, None)
         policy.load_state_dict(load_file(source))
     p = cfg.pass_at_n
-    succ, n = success_probability(policy, task, p.max_samples, min_successes=p.min_successes)
+    cache = Path(run_dir) / "jobs" / "pass_at_n_cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    succ, n = success_counts(policy, task, p.max_samples, min_successes=p.min_successes, cache_dir=cache)
     progress(1)
     return {"seeds": seeds, "labels": labels, "successes": succ.tolist(), "samples": n.tolist()}
 
@@ -222,7 +229,8 @@ def job_sweep(progress: Progress, cfg: DidacticConfig, optimizer: str) -> dict[s
     members += [Member(s, "outcome") for s in seeds]
     task, policy, _ = _setup([m.seed for m in members], cfg, progress)
     lr = {"adam": sw.adam_lr, "sgd": sw.sgd_lr}[optimizer]
-    hist = train_rl(policy, task, members, RLSettings(sw.iterations, cfg.rl.batch_size, optimizer, lr), progress)
+    settings = RLSettings(sw.iterations, cfg.rl.batch_size, optimizer, lr, baseline=cfg.rl.baseline)
+    hist = train_rl(policy, task, members, settings, progress)
     run_avg = np.array(hist.batch_accuracy).mean(axis=0)  # (E,)
     return {"members": [{"seed": m.seed, "reward": m.reward, "gamma": m.gamma, "adv": m.adv,
                          "run_avg_accuracy": float(a)} for m, a in zip(members, run_avg)]}

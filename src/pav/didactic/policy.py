@@ -14,6 +14,7 @@ so a member's run is the same whichever ensemble it is part of.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -98,6 +99,24 @@ class MadeEnsemble(torch.nn.Module):
             out[:, :, t] = tok
             h1 += w[0][rows, t * v + tok]  # add the weight row of the chosen input token
         return out
+
+    def subset(self, members: Sequence[int]) -> MadeEnsemble:
+        """A new ensemble holding copies of the chosen members (same seeds, same parameters)."""
+        sizes = self._sizes()
+        sub = MadeEnsemble([self.seeds[i] for i in members], self.length, self.vocab_size, sizes[0], sizes[1])
+        idx = torch.as_tensor(list(members))
+        sub.load_state_dict({k: (v[idx] if not k.startswith("mask") else v) for k, v in self.state_dict().items()})
+        return sub
+
+    def fingerprint(self, member: int) -> str:
+        """SHA-256 of one member's seed and parameters: equal fingerprints sample identically."""
+        h = hashlib.sha256(str(self.seeds[member]).encode())
+        for p in self.parameters():
+            h.update(p[member].detach().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def _sizes(self) -> tuple[int, int]:
+        return self.weights[0].shape[-1], len(self.weights) - 1
 
     def member_state(self) -> dict[str, torch.Tensor]:
         """A detached copy of all parameters (for checkpoints inside an experiment)."""

@@ -41,8 +41,8 @@ def run_didactic(cfg: DidacticConfig, out: str | Path | None, overwrite: bool = 
 
     write_report(summary, checks, run_dir)
     mark_complete(run_dir)
-    passed = sum(c["passed"] for c in checks)
-    log.info("didactic: %d/%d targets met in %.0f s; report: %s", passed, len(checks),
+    targets = [c for c in checks if c["passed"] is not None]
+    log.info("didactic: %d/%d targets met in %.0f s; report: %s", sum(c["passed"] for c in targets), len(targets),
              summary["wall_seconds"], run_dir / "report.md")
     return summary
 
@@ -80,8 +80,10 @@ def check_targets(cfg: DidacticConfig, s: dict[str, Any]) -> list[dict[str, Any]
     for opt, d in s["fig3b"].items():
         for adv in ("exact", "mc"):
             gaps = [x - d["outcome"] for g, x in zip(d["gammas"], d[adv]) if 8 <= g <= 15]
+            # the paper's setting is Adam; plain SGD is a reading reported beside it, not a target
+            rule = (lambda v: v >= 0.5) if opt == "adam" else None
             rows.append((f"Fig 3(b) {opt}/{adv}: min gain over outcome for γ∈[8,15]",
-                         min(gaps) if gaps else None, ">= 0.5", "gains only in [8, 15]", lambda v: v >= 0.5))
+                         min(gaps) if gaps else None, ">= 0.5" if rule else "reading", "gains only in [8, 15]", rule))
     eff = c.get(f"effective@100", {}).get("pass_at_n_median")
     rows.append(("Fig 3(c) effective@100 min Pass@N for N>=4", min(eff[1:]) if eff else None, ">= 0.95",
                  "≈0.25 at N=256 (undertrained)", lambda v: v >= 0.95))
@@ -95,7 +97,7 @@ def check_targets(cfg: DidacticConfig, s: dict[str, Any]) -> list[dict[str, Any]
     if "0.3" in r:
         rows.append(("Remark 3.1 argmax_K distinguishability at mean Q^π=0.3",
                      r["0.3"]["k_maximising_distinguishability"], "4 ± 1", "Bo4 recommended", lambda v: abs(v - 4) <= 1))
-    return [{"name": n, "value": v, "target": t, "paper": p, "passed": v is not None and bool(f(v))}
-            for n, v, t, p, f in rows]
+    return [{"name": n, "value": v, "target": t, "paper": p,
+             "passed": None if f is None else (v is not None and bool(f(v)))} for n, v, t, p, f in rows]
 
 

@@ -126,10 +126,15 @@ class DidacticConfig:
 def didactic_jobs(cfg: DidacticConfig, run_dir: Path) -> list[Job]:
     """Every job of the stage, with the progress units each reports."""
     ck = cfg.pass_at_n.checkpoints
-    jobs = [
-        Job("fig3a", job_fig3a, cfg.sft.iterations + cfg.rl.iterations, {"cfg": cfg, "run_dir": str(run_dir)}),
+    # longest and most depended-on jobs first: the pool starts jobs in list order
+    jobs = [Job("fig3a", job_fig3a, cfg.sft.iterations + cfg.rl.iterations, {"cfg": cfg, "run_dir": str(run_dir)})]
+    if cfg.q_base.seeds:
+        jobs.append(Job("q_base_rollouts", job_q_base, cfg.sft.iterations + cfg.q_base.iterations,
+                        {"cfg": cfg, "mode": "rollouts"}))
+    jobs += [
         Job("pass_at_n_sft", job_pass_at_n, 1, {"cfg": cfg, "source": "sft", "run_dir": str(run_dir)}),
         Job("remark", job_remark, 1, {"cfg": cfg}),
+        Job("adv_scale", job_adv_scale, 1, {"cfg": cfg}),
     ]
     # chained after the SFT evaluation so that unchanged policies reuse its cached counts
     chain = ["fig3a", "pass_at_n_sft"]
@@ -140,8 +145,8 @@ def didactic_jobs(cfg: DidacticConfig, run_dir: Path) -> list[Job]:
     jobs += [Job(f"sweep_{opt}", job_sweep, cfg.sft.iterations + cfg.sweep.iterations, {"cfg": cfg, "optimizer": opt})
              for opt in cfg.sweep.optimizers]
     if cfg.q_base.seeds:
-        jobs += [Job(f"q_base_{mode}", job_q_base, cfg.sft.iterations + cfg.q_base.iterations,
-                     {"cfg": cfg, "mode": mode}) for mode in ("return", "rollouts")]
+        jobs.append(Job("q_base_return", job_q_base, cfg.sft.iterations + cfg.q_base.iterations,
+                        {"cfg": cfg, "mode": "return"}))
     return jobs
 
 
@@ -268,6 +273,25 @@ def job_remark(progress: Progress, cfg: DidacticConfig) -> dict[str, Any]:
     return out
 
 
+def job_adv_scale(progress: Progress, cfg: DidacticConfig, n: int = 8192) -> dict[str, Any]:
+    """How large A^μ is at each swept γ on responses like the initial policy's (samples of μ_sft).
+
+    Plain SGD moves parameters in proportion to these magnitudes; Adam normalises them away.
+    """
+    from pav.didactic.prover import GammaProver
+    from pav.didactic.task import PlantedTask
+
+    task = PlantedTask(**vars(cfg.task))
+    states = task.states(GammaProver(task, cfg.sft.gamma).sample(n, np.random.default_rng(cfg.seed)))
+    live = task.action_mask(states)
+    rows = []
+    for g in cfg.sweep.gammas:
+        adv = np.abs(GammaProver(task, g).advantages(states))[live]  # |A^μ| of live steps
+        rows.append({"gamma": g, "mean_abs_adv": float(adv.mean()), "share_abs_adv_ge_0.1": float((adv >= 0.1).mean())})
+    progress(1)
+    return {"steps": int(live.sum()), "rows": rows}
+
+
 def bok_terms(q_base: np.ndarray, v_base: np.ndarray, policy_probs: np.ndarray, k: int) -> tuple[float, float]:
     """(distinguishability, alignment) of the BoK(π) prover: A^{BoK} = BoK(Q^π) − BoK(V^π)."""
     adv_prover = best_of_k(q_base, k) - best_of_k(v_base, k)
@@ -292,7 +316,8 @@ def summarize(cfg: DidacticConfig, results: dict[str, dict]) -> dict[str, Any]:
     summary = {"fig3a": _summary_fig3a(cfg, results["fig3a"]),
                "fig3b": _summary_fig3b(cfg, results),
                "fig3c": _summary_fig3c(cfg, results),
-               "remark_3_1": _summary_remark(results["remark"])}
+               "remark_3_1": _summary_remark(results["remark"]),
+               "adv_scale": results["adv_scale"]}
     if cfg.q_base.seeds:
         summary["q_base"] = {mode: results[f"q_base_{mode}"] for mode in ("return", "rollouts")}
     return summary

@@ -80,3 +80,21 @@ def test_interrupted_run_reuses_finished_jobs(tmp_path):
 def test_version():
     res = subprocess.run([*PAV, "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and res.stdout.startswith("pav ")
+
+
+def _without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: _without_timings(v) for k, v in obj.items() if "seconds" not in k}
+    if isinstance(obj, list):
+        return [_without_timings(v) for v in obj]
+    return obj
+
+
+def test_same_seed_gives_identical_summaries(quick_run, tmp_path):
+    _, run, _ = quick_run
+    res = pav("didactic", "--quick", "--quiet", "--out", "again", "--set", "workers=2", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    first = json.loads((run / "summary.json").read_text())
+    second = json.loads((tmp_path / "again" / "summary.json").read_text())
+    # workers=2 spreads the jobs over processes: results must not depend on it
+    assert _without_timings(first) == _without_timings(second)

@@ -37,50 +37,102 @@ def main_options(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
-@app.command()
-def didactic(
-    preset: Optional[str] = typer.Option(None, "--preset", "-p", help=PRESET_HELP),
-    quick: bool = typer.Option(False, "--quick", help="shorthand for --preset quick (under a minute; for tests)"),
-    set_: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace a finished run in --out"),
-    show_config: bool = typer.Option(False, "--show-config", help="list every setting with its help and exit"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
-) -> None:
-    """Reproduce the paper's didactic planted sub-sequence study (Fig. 3(a)-(c), Remark 3.1).
-
-    Writes config.toml, summary.json, report.md and PNG figures into the run directory.
-    """
-    from pav.core.config import ConfigError, describe, resolve
-    from pav.didactic.experiments import DidacticConfig
+def _resolve(cls: type, stage: str, preset: Optional[str], quick: bool, set_: list[str]):
+    """defaults → preset (or the stage's quick preset) → --set overrides; exit 2 on a bad setting."""
+    from pav.core.config import ConfigError, resolve
 
     if quick and preset:
         raise typer.BadParameter("use either --quick or --preset, not both")
     try:
-        cfg = resolve(DidacticConfig, "quick" if quick else preset, set_)
+        return resolve(cls, f"{stage}_quick" if quick else preset, set_)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    if show_config:
-        _print_settings(describe(cfg))
-        return
+        _fail(exc)
+
+
+def _fail(exc: BaseException) -> None:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(2)
+
+
+def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> dict:
     from pav.core.rundir import RunExistsError
-    from pav.didactic.stage import run_didactic
 
     try:
-        summary = run_didactic(cfg, out, overwrite, show_progress=not quiet)
-    except RunExistsError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
-    _print_checks(summary["checks"])
+        return stage_fn(cfg, out, overwrite, show_progress=not quiet)
+    except (RunExistsError, ValueError) as exc:
+        _fail(exc)
 
 
-def _print_settings(rows: list[tuple[str, str, str, str]]) -> None:
+QUICK = typer.Option(False, "--quick", help="the stage's quick preset (seconds to a minute; for tests)")
+PRESET = typer.Option(None, "--preset", "-p", help=PRESET_HELP)
+SET = typer.Option([], "--set", "-s", help=SET_HELP)
+OUT = typer.Option(None, "--out", "-o", help=OUT_HELP)
+OVERWRITE = typer.Option(False, "--overwrite", help="replace a finished run in --out")
+SHOW = typer.Option(False, "--show-config", help="list every setting with its help and exit")
+QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars")
+
+
+@app.command()
+def didactic(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+             overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Reproduce the paper's didactic planted sub-sequence study (Fig. 3(a)-(c), Remark 3.1).
+
+    Writes config.toml, summary.json, report.md and PNG figures into the run directory.
+    """
+    from pav.didactic.experiments import DidacticConfig
+
+    cfg = _resolve(DidacticConfig, "didactic", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.didactic.stage import run_didactic
+
+    _print_checks(_run(run_didactic, cfg, out, overwrite, quiet)["checks"])
+
+
+@app.command()
+def sft(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+        overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Train the tiny base policy π from scratch on the built-in task's noisy demonstrator.
+
+    Writes policy/ (safetensors + tokenizer, loadable with from_pretrained), metrics.jsonl and
+    summary.json with held-out pass@1/8/64, the step mix and the quality gate.
+    """
+    from pav.sft.stage import SFTConfig
+
+    cfg = _resolve(SFTConfig, "sft", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.sft.stage import run_sft
+
+    _run(run_sft, cfg, out, overwrite, quiet)
+
+
+@app.command()
+def label(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Monte-Carlo step labels: seed solutions of π, n_mc rollouts from every prefix.
+
+    Reads a policy (--set policy=RUN_OR_MODEL_DIR). Writes labels/shard-*.parquet (raw counts per
+    prefix), solutions/shard-*.jsonl and summary.json. A killed run resumes with the same command.
+    """
+    from pav.rollouts.stage import LabelConfig
+
+    cfg = _resolve(LabelConfig, "label", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.rollouts.stage import run_label
+
+    _run(run_label, cfg, out, overwrite, quiet)
+
+
+def _print_settings(cfg) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pav.core.config import describe
+
     table = Table("setting", "type", "value", "help")
-    for row in rows:
+    for row in describe(cfg):
         table.add_row(*row)
     Console().print(table)
 

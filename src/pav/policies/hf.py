@@ -1,0 +1,373 @@
+"""The transformers backend: load/save causal LMs and a batched KV-cache sampler (`HFPolicy`).
+
+`HFPolicy.sample` follows BUILTIN_TASK.md §2.6:
+
+1. The distinct contexts are sorted by length and packed into groups of at most ``batch_size``
+   rows (a group's rows are its contexts times ``n``). Each group is encoded once, left-padded,
+   with ``position_ids = cumsum(mask) - 1`` and a `DynamicCache` (the prefill).
+2. The prefill cache and the last logits are expanded to one row per rollout
+   (``batch_select_indices`` with repeated indices), so a context shared by R rollouts is encoded
+   once, not R times. A single context with more than ``batch_size`` rollouts decodes in several
+   chunks from copies of one prefill.
+3. Decode token by token; rows that stop (the shared stop rule `scan_steps`, eos, or a budget)
+   leave the batch and the cache at once, so one long row does not keep dead rows alive.
+
+Sampling: ``temperature=0`` is argmax; otherwise temperature, then top-p, then an exponential-race
+draw (argmax of p / Exp(1), the same distribution as multinomial) from a seeded `torch.Generator`.
+Outputs depend on the seed and on ``batch_size`` (which rows share a draw), nothing else.
+The pad token is never sampled (unless it doubles as eos), nor ids past the tokenizer's vocabulary.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DynamicCache,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from pav.policies.base import (
+    Generation,
+    PolicyLoadError,
+    SampleBatch,
+    StepScan,
+    Until,
+    check_sample_args,
+    scan_steps,
+)
+
+logger = logging.getLogger(__name__)
+
+PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading, saving, constructing
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    env = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return bool(constants.HF_HUB_OFFLINE) or env.strip().lower() in {"1", "on", "yes", "true"}
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an invalid repo id is simply not cached
+        return False
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) from a local directory or a hub name; safetensors weights only.
+
+    With ``HF_HUB_OFFLINE=1`` a name that is neither a local directory nor cached fails at once
+    with `PolicyLoadError`. ``dtype=None`` keeps transformers' default ("auto": the checkpoint's).
+    """
+    name = str(name_or_path)
+    local = Path(name).expanduser().is_dir()
+    if not local and (Path(name).is_absolute() or name.startswith((".", "~"))):
+        raise PolicyLoadError(f"no such model directory: {name}")
+    offline = _hub_offline()
+    if not local and offline and not _in_hf_cache(name):
+        raise PolicyLoadError(
+            f"{name!r} is not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
+        )
+    kwargs = {"local_files_only": offline or local, "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    path = str(Path(name).expanduser()) if local else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kwargs["local_files_only"],
+                                                  trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+    except (OSError, ValueError) as err:  # missing files, no safetensors, bad repo id
+        raise PolicyLoadError(f"could not load {name!r}: {err}") from err
+    return model.to(device).eval(), tokenizer
+
+
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and the tokenizer files to ``directory``."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)  # transformers 5 writes safetensors only
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.1) -> torch.Tensor:
+    """``scale * [sin, cos](pos / 10000^(2i/n_embd))``, shape (n_positions, n_embd) (BUILTIN_TASK.md §2.5)."""
+    pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    freq = 10000.0 ** (torch.arange(n_embd // 2, dtype=torch.float64) * 2 / n_embd)  # (n_embd/2,)
+    table = torch.cat([torch.sin(pos / freq), torch.cos(pos / freq)], dim=1)  # (P, 2 * (n_embd/2))
+    out = torch.zeros(n_positions, n_embd, dtype=torch.float64)
+    out[:, : table.shape[1]] = table
+    return (scale * out).float()
+
+
+def tiny_gpt2(
+    vocab_size: int,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_positions: int = 128,
+    seed: int = 0,
+    *,
+    pad_token_id: int | None = 0,
+    eos_token_id: int | None = None,
+) -> GPT2LMHeadModel:
+    """A small GPT-2 (BUILTIN_TASK.md §2.5): all dropout 0, a 0.1-scaled sinusoidal init of ``wpe``.
+
+    The activation is ``gelu_pytorch_tanh``: GPT-2's tanh-approximated GELU as one fused kernel
+    (``gelu_new`` computes the same in Python ops; it cost ~10% of sampling time). Initialisation
+    is seeded and leaves the global torch RNG untouched.
+    """
+    config = GPT2Config(
+        vocab_size=vocab_size, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0,
+        activation_function="gelu_pytorch_tanh",  # gelu_new's maths in one fused kernel
+        bos_token_id=eos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = GPT2LMHeadModel(config)
+    with torch.no_grad():
+        model.transformer.wpe.weight.copy_(sinusoidal_positions(n_positions, n_embd))
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose mass reaches ``top_p``; (B, V) -> (B, V)."""
+    sorted_logits, order = logits.sort(dim=-1, descending=True)  # (B, V)
+    probs = sorted_logits.softmax(dim=-1)
+    drop = probs.cumsum(dim=-1) - probs >= top_p  # the tokens before already reach top_p
+    return logits.scatter(-1, order, sorted_logits.masked_fill(drop, -math.inf))
+
+
+def _pack(order: list[int], rows_of: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Consecutive groups of contexts with at most ``batch_size`` rows (or one oversized context)."""
+    group, size = [], 0
+    for u in order:
+        if group and size + rows_of[u] > batch_size:
+            yield group
+            group, size = [], 0
+        group.append(u)
+        size += rows_of[u]
+    if group:
+        yield group
+
+
+class HFPolicy:
+    """`Policy` over a transformers causal LM; see the module docstring for the algorithm."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        policy_id: str,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        delimiter: str = "\n",
+    ) -> None:
+        if batch_size < 1 or not delimiter:
+            raise ValueError("batch_size must be >= 1 and delimiter non-empty")
+        self.model = model.to(device)
+        self.tokenizer = tokenizer
+        self.policy_id = policy_id
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.delimiter = delimiter
+        self.eos_id: int | None = tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
+        self.max_positions: int | None = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        n_vocab = model.get_output_embeddings().weight.shape[0]
+        pieces = tokenizer.batch_decode([[i] for i in range(min(len(tokenizer), n_vocab))])
+        # (V,) tokens that can complete a delimiter (they hold its last character): run the stop rule
+        self._has_delim = torch.zeros(n_vocab, dtype=torch.bool)
+        self._has_delim[: len(pieces)] = torch.tensor([delimiter[-1] in p for p in pieces], dtype=torch.bool)
+        self._banned = torch.zeros(n_vocab, dtype=torch.bool)  # (V,) never sampled
+        self._banned[len(pieces):] = True
+        if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != self.eos_id:
+            self._banned[tokenizer.pad_token_id] = True
+        self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
+
+    def sample(
+        self,
+        contexts: Sequence[str],
+        n: int,
+        *,
+        until: Until,
+        max_steps: int,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        is_final_step: Callable[[str], bool] | None = None,
+    ) -> SampleBatch:
+        """See `pav.policies.base.Policy.sample`."""
+        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p)
+        start = time.perf_counter()
+        generator = torch.Generator(device=self.device)
+        if seed is None:
+            generator.seed()  # nondeterministic
+        else:
+            generator.manual_seed(seed)
+        stop = functools.partial(scan_steps, until=until, delimiter=self.delimiter, max_steps=max_steps,
+                                 is_final_step=is_final_step)
+        draw = functools.partial(self._next_token, temperature=temperature, top_p=top_p, generator=generator)
+        unique = list(dict.fromkeys(contexts))  # distinct contexts, each encoded once
+        ids = self._encode(unique)
+        copies = Counter(contexts)
+        rows_of = [copies[u] * n for u in unique]
+        order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
+        per_unique: list[list[Generation]] = [[] for _ in unique]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for group in _pack(order, rows_of, self.batch_size):
+                    cache, logits, mask = self._prefill([ids[u] for u in group])
+                    counts = torch.tensor([rows_of[u] for u in group])
+                    src = torch.repeat_interleave(torch.arange(len(group)), counts).to(self.device)  # (rows,)
+                    chunks = src.split(self.batch_size)  # the prefill row of each rollout row, per chunk
+                    for k, rows in enumerate(chunks):
+                        chunk_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
+                        chunk_cache.batch_select_indices(rows)
+                        gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens)
+                        for s, gen in zip(rows.tolist(), gens):
+                            per_unique[group[s]].append(gen)
+        finally:
+            self.model.train(was_training)
+        index = {u: i for i, u in enumerate(unique)}
+        used: Counter[str] = Counter()
+        generations = []
+        for c in contexts:  # duplicates of a context take consecutive slices of its rows
+            generations.append(per_unique[index[c]][used[c] * n : (used[c] + 1) * n])
+            used[c] += 1
+        batch = SampleBatch(
+            generations=generations,
+            prompt_tokens=sum(len(x) for x in ids),
+            generated_tokens=sum(g.n_tokens for row in generations for g in row),
+            seconds=time.perf_counter() - start,
+        )
+        logger.debug("%s: %d contexts x %d, %d prompt + %d generated tokens in %.2f s", self.policy_id,
+                     len(contexts), n, batch.prompt_tokens, batch.generated_tokens, batch.seconds)
+        return batch
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        try:
+            ids = self.tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+        except Exception as err:  # e.g. a character outside a char tokenizer's alphabet
+            raise ValueError(f"cannot tokenize the contexts: {err}") from err
+        for text, x in zip(texts, ids):
+            if not x or (self.max_positions is not None and len(x) >= self.max_positions):
+                raise ValueError(f"a context of {len(x)} tokens leaves no room in a window of "
+                                 f"{self.max_positions}: {text[:80]!r}")
+        return ids
+
+    def _prefill(self, seqs: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode left-padded contexts once: (cache, last logits (G, V), mask (G, T))."""
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(s) for s in seqs], batch_first=True, padding_value=self.pad_id, padding_side="left"
+        ).to(self.device)  # (G, T)
+        mask = torch.nn.utils.rnn.pad_sequence(
+            [torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side="left"
+        ).to(self.device)  # (G, T)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (G, T)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                         past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1)
+        return out.past_key_values, out.logits[:, -1].float(), mask
+
+    def _next_token(self, logits: torch.Tensor, *, temperature: float, top_p: float,
+                    generator: torch.Generator) -> torch.Tensor:
+        """Draw one token per row: logits (B, V) -> (B,)."""
+        logits = logits.masked_fill(self._banned, -math.inf)
+        if temperature == 0:
+            return logits.argmax(-1)
+        logits = logits / temperature
+        if top_p < 1:
+            logits = _top_p_filter(logits, top_p)
+        probs = logits.softmax(-1)  # (B, V)
+        race = torch.empty_like(probs).exponential_(generator=generator)  # (B, V) ~ Exp(1)
+        return (probs / race).argmax(-1)
+
+    def _decode(
+        self,
+        cache: DynamicCache,
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        stop: Callable[[str, int], StepScan],
+        draw: Callable[[torch.Tensor], torch.Tensor],
+        max_new_tokens: int,
+    ) -> list[Generation]:
+        """Sample every row of one chunk to its stop; stopped rows leave the batch and the cache."""
+        n_rows = logits.shape[0]
+        ctx_len = mask.sum(-1)  # (B,) real context tokens = position of the first new token
+        budget = torch.full_like(ctx_len, max_new_tokens)  # (B,)
+        if self.max_positions is not None:
+            budget = torch.minimum(budget, self.max_positions - ctx_len)
+        last_position = (self.max_positions or 2**62) - 1
+        tokens = torch.zeros(n_rows, max_new_tokens, dtype=torch.long, device=self.device)  # (B, T)
+        alive = torch.arange(n_rows, device=self.device)  # (b,) chunk row of each batch row
+        live = torch.ones(n_rows, dtype=torch.bool, device=self.device)  # (b,) not yet stopped
+        steps_seen = [0] * n_rows
+        results: list[Generation | None] = [None] * n_rows
+        for t in range(max_new_tokens):
+            tok = draw(logits)  # (b,)
+            tokens[alive, t] = tok
+            is_eos = tok == self.eos_id if self.eos_id is not None else torch.zeros_like(live)
+            done = live & (is_eos | (budget[alive] <= t + 1))  # (b,)
+            rows = alive.tolist()
+            for i in (live & self._has_delim[tok] & ~is_eos).nonzero().flatten().tolist():
+                text = self.tokenizer.decode(tokens[rows[i], : t + 1].tolist(), skip_special_tokens=True)
+                scan = stop(text, steps_seen[rows[i]])
+                steps_seen[rows[i]] = scan.n_steps
+                if scan.end is not None:
+                    results[rows[i]] = Generation(text[: scan.end], t + 1, scan.finished)
+                    done[i] = True
+            for i in done.nonzero().flatten().tolist():
+                if results[rows[i]] is None:  # eos or a budget
+                    text = self.tokenizer.decode(tokens[rows[i], : t + 1].tolist(), skip_special_tokens=True)
+                    results[rows[i]] = Generation(text, t + 1, bool(is_eos[i]))
+            live &= ~done
+            n_live = int(live.sum())
+            if n_live == 0:
+                break
+            if n_live <= (1 - PRUNE_FRACTION) * live.numel():  # drop stopped rows from batch and cache
+                keep = live.nonzero().flatten()  # (b',)
+                cache.batch_select_indices(keep)
+                alive, tok, mask, live = alive[keep], tok[keep], mask[keep], live[keep]
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # (b, T + 1)
+            position_ids = (ctx_len[alive] + t).clamp(max=last_position)[:, None]  # (b, 1); clamp: stopped rows
+            out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
+            logits = out.logits[:, -1].float()  # (b, V)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,42 @@
+"""A character-level tokenizer, built locally with the `tokenizers` library (no network).
+
+Each character of the alphabet is one token; ``<pad>`` is id 0, the characters follow in alphabet
+order (so the built-in task's characters keep ids 1..69 as in BUILTIN_TASK.md §2.5), and ``<eos>``
+comes last. Characters outside the alphabet are an encoding error, not a silent ``<unk>``. The
+result is a transformers fast tokenizer, so ``save_pretrained`` / ``AutoTokenizer.from_pretrained``
+round-trip it offline.
+"""
+
+from __future__ import annotations
+
+import string
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
+
+PAD_TOKEN = "<pad>"
+EOS_TOKEN = "<eos>"
+
+# BUILTIN_TASK.md §2.5: "\n +-*=>", digits, upper- and lower-case letters (69 characters).
+BUILTIN_ALPHABET = "\n +-*=>" + string.digits + string.ascii_uppercase + string.ascii_lowercase
+
+
+def build_char_tokenizer(alphabet: str = BUILTIN_ALPHABET) -> PreTrainedTokenizerFast:
+    """A character tokenizer: ``<pad>`` = 0, then one id per character, then ``<eos>``."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if len(set(alphabet)) != len(alphabet) or not alphabet:
+        raise ValueError("alphabet must be a non-empty string of distinct characters")
+    vocab = {PAD_TOKEN: 0, **{ch: i + 1 for i, ch in enumerate(alphabet)}, EOS_TOKEN: len(alphabet) + 1}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every char
+    backend.decoder = decoders.Fuse()  # join tokens without spaces
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token=PAD_TOKEN,
+        eos_token=EOS_TOKEN,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )

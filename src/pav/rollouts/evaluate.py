@@ -1,0 +1,43 @@
+"""Sample solutions for held-out problems and measure them: pass@k and the kinds of steps taken."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pav.core.records import Problem
+from pav.policies.base import Policy
+from pav.rollouts.estimates import pass_at_n
+from pav.rollouts.label import LabelSettings, sample_seed_solutions
+from pav.tasks.base import Task
+
+
+def evaluate_policy(
+    policy: Policy, task: Task, problems: Sequence[Problem], n: int, ks: Sequence[int] = (1, 8, 64),
+    seed: int = 0, temperature: float = 1.0,
+) -> dict[str, Any]:
+    """pass@k (unbiased, from n samples per problem, averaged over problems) and the step mix."""
+    start = time.perf_counter()
+    solutions, stats = sample_seed_solutions(policy, task, problems, n, LabelSettings(temperature=temperature), seed)
+    seconds = time.perf_counter() - start
+    wins = Counter(s.problem_id for s in solutions if s.outcome == 1.0)
+    out: dict[str, Any] = {f"pass@{k}": float(np.mean([pass_at_n(n, wins[p.problem_id], k) for p in problems]))
+                           for k in ks if k <= n}
+    kinds: Counter[str] = Counter()
+    analyse = getattr(task, "analyse", None)
+    if analyse is not None:
+        by_id = {p.problem_id: p for p in problems}
+        for s in solutions:
+            kinds.update(a.label for a in analyse(by_id[s.problem_id], s.steps).steps)
+    total = sum(kinds.values())
+    out["step_mix"] = {k: v / total for k, v in sorted(kinds.items())} if total else {}
+    out["mean_steps"] = float(np.mean([len(s.steps) for s in solutions]))
+    out["samples"] = len(solutions)
+    out["tokens_generated"] = stats.tokens_generated
+    out["generated_tokens_per_second"] = stats.tokens_generated / seconds
+    out["seconds"] = seconds
+    return out

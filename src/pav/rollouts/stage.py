@@ -1,0 +1,107 @@
+"""`pav label` as a stage: resolve policies and problems, label shard by shard, summarise."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pav.core.config import knob, load_config, save_config
+from pav.core.io import write_json
+from pav.core.rundir import mark_complete, prepare_run_dir
+from pav.rollouts.label import LabelSettings, label_problems
+from pav.rollouts.views import label_arrays, read_labels
+from pav.tasks.modreach import ModReach, ModReachConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
+    policy: str = knob("", "base policy π: a `pav sft` run directory, a model directory, or an HF model name")
+    prover: str = knob("", "rollout policy: empty = π itself (Best-of-K prover values derive from these "
+                           "counts); otherwise another checkpoint (directory or name) acting as prover μ")
+    problems: int = knob(200, "problems to label")
+    split: Literal["train", "heldout"] = knob("train", "which split of the task's problems")
+    n_cov: int = knob(4, "seed solutions sampled per problem (coverage)")
+    n_mc: int = knob(16, "Monte-Carlo rollouts per prefix (label precision)")
+    strategy: Literal["all", "first_pit"] = knob("all", "label all prefixes, or prefixes up to the first pit (§4.3)")
+    shard_size: int = knob(25, "problems per shard (the unit of resumption)")
+    temperature: float = knob(1.0, "sampling temperature of seeds and rollouts")
+    top_p: float = knob(1.0, "nucleus sampling threshold")
+    batch_size: int = knob(256, "rows per sampler batch")
+    seed: int = knob(0, "seed of problems, seed solutions and rollouts")
+    threads: int = knob(1, "torch threads")
+
+    def __post_init__(self) -> None:
+        if not self.policy:
+            raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
+        if self.problems < 1 or self.n_cov < 1 or self.n_mc < 1 or self.shard_size < 1:
+            raise ValueError("problems, n_cov, n_mc and shard_size must be >= 1")
+
+
+def resolve_model_dir(name: str) -> str:
+    """A `pav sft` run directory stands for its `policy/` folder; anything else is passed through."""
+    path = Path(name)
+    return str(path / "policy") if (path / "policy").is_dir() else name
+
+
+def policy_id(name: str) -> str:
+    """A stable id: the folder name and a hash of its weights, or the hub name."""
+    path = Path(resolve_model_dir(name))
+    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not weights:
+        return name
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(w.read_bytes())
+    label = path.parent.name if path.name == "policy" else path.name
+    return f"{label}@{h.hexdigest()[:12]}"
+
+
+def load_policy(name: str, batch_size: int):
+    from pav.policies.hf import HFPolicy, load_causal_lm
+
+    model, tokenizer = load_causal_lm(resolve_model_dir(name))
+    return HFPolicy(model, tokenizer, policy_id=policy_id(name), batch_size=batch_size)
+
+
+def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Label into a run directory; a killed run continues from its finished shards."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(cfg.threads)
+    run_dir = prepare_run_dir(out, "label", overwrite)
+    config_path = run_dir / "config.toml"
+    if config_path.exists() and load_config(LabelConfig, config_path) != cfg:
+        raise ValueError(f"{run_dir} holds an unfinished labelling run with a different config; "
+                         "rerun with the same settings to continue it, or pass --overwrite")
+    save_config(cfg, config_path)
+    start = time.perf_counter()
+    task = ModReach(cfg.task)
+    policy = load_policy(cfg.policy, cfg.batch_size)
+    rollout_policy = load_policy(cfg.prover, cfg.batch_size) if cfg.prover else policy
+    problems = task.problems(cfg.problems, cfg.seed, cfg.split)
+    settings = LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
+    totals = label_problems(policy, rollout_policy, task, problems, run_dir, settings, cfg.seed, cfg.shard_size,
+                            show_progress)
+    labels = read_labels(run_dir)
+    arr = label_arrays(labels)
+    adv = arr["adv"][np.isfinite(arr["adv"])]
+    summary = {**totals, "records": len(labels), "policy_id": policy.policy_id, "prover_id": rollout_policy.policy_id,
+               "mean_abs_adv": float(np.abs(adv).mean()) if adv.size else None,
+               "mean_q": float(arr["q"].mean()) if len(labels) else None,
+               "wall_seconds": time.perf_counter() - start}
+    write_json(run_dir / "summary.json", summary)
+    mark_complete(run_dir)
+    log.info("label: %d records, %d prefixes and %d rollouts this run, %d tokens generated, %.0f s, mean |Â| %s -> %s",
+             len(labels), totals["prefixes"], totals["rollouts"], totals["tokens_generated"], summary["wall_seconds"],
+             "n/a" if summary["mean_abs_adv"] is None else f"{summary['mean_abs_adv']:.3f}", run_dir)
+    return summary

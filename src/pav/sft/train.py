@@ -1,0 +1,108 @@
+"""Next-token SFT of a causal LM on (prompt, completion) pairs with per-character loss weights.
+
+Task-agnostic: the stage hands in a stream of examples; prompt tokens carry no loss, completion
+tokens carry the weight of their characters (a task may emphasise some characters, e.g. the
+result digit of an arithmetic step). Character weights map to tokens through the fast
+tokenizer's offsets, so the same code serves the built-in character tokenizer and BPE models.
+The weighted loss is divided by the number of completion tokens (BUILTIN_TASK.md §2.5).
+Optimiser: AdamW, linear warm-up then cosine decay to `min_lr_ratio`, gradient clipping.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Example:
+    prompt: str
+    completion: str
+    char_weights: tuple[float, ...] | None = None  # one per completion character; None: all 1
+
+
+@dataclass(frozen=True)
+class SFTSchedule:
+    steps: int
+    lr: float
+    warmup: int = 30
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+
+
+def encode_batch(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids (B, T), attention mask (B, T), and loss weights (B, T) on completion tokens.
+
+    `weights[b, t]` is the weight of predicting token t (0 for prompt and padding tokens); the
+    model's logits at t − 1 predict it.
+    """
+    texts = [e.prompt + e.completion for e in examples]
+    enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False, truncation=True,
+                    max_length=max_length, padding="longest", return_tensors="pt")
+    weights = torch.zeros(enc["input_ids"].shape, dtype=torch.float32)
+    for b, e in enumerate(examples):
+        start = len(e.prompt)
+        cw = e.char_weights or (1.0,) * len(e.completion)
+        if len(cw) != len(e.completion):
+            raise ValueError("char_weights must have one weight per completion character")
+        for t, (lo, hi) in enumerate(enc["offset_mapping"][b].tolist()):
+            if hi > lo and lo >= start and enc["attention_mask"][b, t]:
+                weights[b, t] = max(cw[lo - start:hi - start])
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "weights": weights}
+
+
+def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w_t · CE(logits_{t−1}, id_t) / #completion tokens; logits (B, T, V), ids and weights (B, T)."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
+    nll = -logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)  # (B, T-1)
+    w = weights[:, 1:]
+    return (nll * w).sum() / (w > 0).sum().clamp_min(1)
+
+
+def lr_at(step: int, s: SFTSchedule) -> float:
+    """Linear warm-up to s.lr, then cosine decay to s.lr · s.min_lr_ratio."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train_lm(
+    model: torch.nn.Module, tokenizer, batches: Iterator[list[Example]], schedule: SFTSchedule,
+    max_length: int = 128, on_step: Callable[[int, float], None] | None = None,
+) -> list[float]:
+    """Train `model` in place for `schedule.steps` batches; returns the loss of every step."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": schedule.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=schedule.lr, betas=schedule.betas)
+    model.train()
+    losses = []
+    start = time.perf_counter()
+    for step in range(schedule.steps):
+        batch = encode_batch(tokenizer, next(batches), max_length)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, schedule)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss = weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite SFT loss at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), schedule.grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if on_step:
+            on_step(step, losses[-1])
+    model.eval()
+    log.info("sft: %d steps in %.0f s, final loss %.3f", schedule.steps, time.perf_counter() - start, losses[-1])
+    return losses

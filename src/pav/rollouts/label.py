@@ -193,6 +193,8 @@ def label_problems(
     from tqdm.auto import tqdm
 
     shards = [problems[i:i + shard_size] for i in range(0, len(problems), shard_size)]
+    for stale in [*out.glob("labels/.shard-*.tmp"), *out.glob("solutions/.shard-*.tmp")]:
+        stale.unlink()  # a write cut short by a kill; its shard is redone below
     todo = [i for i in range(len(shards)) if not shard_paths(out, i)[1].exists()]
     if len(todo) < len(shards):
         log.info("label: %d of %d shards already done, resuming", len(shards) - len(todo), len(shards))

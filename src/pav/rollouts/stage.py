@@ -39,8 +39,6 @@ class LabelConfig:
     threads: int = knob(1, "torch threads")
 
     def __post_init__(self) -> None:
-        if not self.policy:
-            raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
         if self.problems < 1 or self.n_cov < 1 or self.n_mc < 1 or self.shard_size < 1:
             raise ValueError("problems, n_cov, n_mc and shard_size must be >= 1")
 
@@ -77,6 +75,8 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
 
     import torch
 
+    if not cfg.policy:
+        raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
     torch.set_num_threads(cfg.threads)
     run_dir = prepare_run_dir(out, "label", overwrite)
     config_path = run_dir / "config.toml"

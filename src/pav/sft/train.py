@@ -47,7 +47,7 @@ def encode_batch(tokenizer, examples: Sequence[Example], max_length: int) -> dic
     """
     texts = [e.prompt + e.completion for e in examples]
     enc = tokenizer(texts, return_offsets_mapping=True, add_special_tokens=False, truncation=True,
-                    max_length=max_length, padding="longest", return_tensors="pt")
+                    max_length=max_length, padding="longest", padding_side="right", return_tensors="pt")
     weights = torch.zeros(enc["input_ids"].shape, dtype=torch.float32)
     for b, e in enumerate(examples):
         start = len(e.prompt)
@@ -92,7 +92,9 @@ def train_lm(
         batch = encode_batch(tokenizer, next(batches), max_length)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, schedule)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mask = batch["attention_mask"]
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) as the sampler numbers them
+        logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions).logits
         loss = weighted_lm_loss(logits, batch["input_ids"], batch["weights"])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite SFT loss at step {step}")

@@ -48,20 +48,27 @@ def run_naive(model, tok, task, items, r, max_new_tokens):
 
     class SolutionDone(StoppingCriteria):
         def __init__(self, start: int):
-            self.start = start
+            self.start, self.done = start, None
 
         def __call__(self, input_ids, scores, **kwargs):  # (R, T) -> (R,) done per row
-            texts = tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
-            return torch.tensor([_done(t) for t in texts])
+            if self.done is None:
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+            fresh = (input_ids[:, -1] == newline) & ~self.done  # only rows that just ended a line
+            for i in fresh.nonzero().flatten().tolist():
+                self.done[i] = _done(tok.decode(input_ids[i, self.start:], skip_special_tokens=True))
+            return self.done.clone()
 
     def _done(text: str) -> bool:
         lines = text.split("\n")[:-1]
         return any(task.is_final_step(line) for line in lines) or len(lines) >= task.max_steps
 
+    newline = tok("\n", add_special_tokens=False)["input_ids"][0]
     tokens, start = 0, time.perf_counter()
     for p, steps in items:
         ids = tok(context_of(task, p, steps), return_tensors="pt")["input_ids"].repeat(r, 1)  # (R, T)
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=max_new_tokens,
+        room = model.config.n_positions - ids.shape[1]  # the sampler in (a) has the same window
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                             max_new_tokens=min(max_new_tokens, room),
                              stopping_criteria=StoppingCriteriaList([SolutionDone(ids.shape[1])]),
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         for row in tok.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True):
@@ -80,25 +87,33 @@ def _useful(text: str, task) -> str:
 
 
 @torch.inference_mode()
-def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int):
+def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int, row_length: int, rollouts: int):
+    """Rounds of: prefill batch_size / rollouts contexts, copy each one's cache `rollouts` times (the
+    same prefix sharing as (a)), decode `row_length` tokens for every row (the mean rollout length
+    of (a)), until as many tokens as (a) generated; no stopping or bookkeeping."""
     from transformers import DynamicCache
 
-    ctx = [context_of(task, p, s) for p, s in items[:batch_size]]
-    ctx = (ctx * (batch_size // len(ctx) + 1))[:batch_size]
-    enc = tok(ctx, return_tensors="pt", padding=True, padding_side="left")
-    steps = max(1, n_tokens // batch_size)
+    ctx = [context_of(task, p, s) for p, s in items]
+    rounds = max(1, round(n_tokens / (batch_size * row_length)))
     start = time.perf_counter()
-    mask = enc["attention_mask"]
-    out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
-    cache, logits = out.past_key_values, out.logits[:, -1]
-    pos = mask.sum(-1, keepdim=True)
-    for _ in range(steps):
-        tok_ids = torch.multinomial(logits.softmax(-1), 1)  # (B, 1)
-        mask = torch.cat([mask, torch.ones_like(tok_ids)], dim=1)
-        out = model(input_ids=tok_ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-        cache, logits, pos = out.past_key_values, out.logits[:, -1], pos + 1
-    return steps * batch_size, time.perf_counter() - start
+    for r in range(rounds):
+        n_ctx = max(1, batch_size // rollouts)
+        chunk = [ctx[(r * n_ctx + i) % len(ctx)] for i in range(n_ctx)]
+        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+        mask = enc["attention_mask"]
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
+                    past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
+        rows = torch.arange(n_ctx).repeat_interleave(rollouts)  # (B,) context of each row
+        out.past_key_values.batch_select_indices(rows)
+        cache, logits, mask, pos = out.past_key_values, out.logits[rows, -1], mask[rows], pos[rows, -1:] + 1
+        for _ in range(row_length):
+            ids = torch.multinomial(logits.softmax(-1), 1)  # (B, 1)
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=pos.clamp(max=model.config.n_positions - 1),
+                        past_key_values=cache, use_cache=True)
+            cache, logits, pos = out.past_key_values, out.logits[:, -1], pos + 1
+    return rounds * len(rows) * row_length, time.perf_counter() - start
 
 
 def main() -> None:
@@ -118,9 +133,10 @@ def main() -> None:
     print(f"{len(items)} prefixes x {args.rollouts} rollouts, batch {args.batch_size}, {args.threads} thread(s)")
     a_tok, a_s = run_pav(policy, task, items, args.rollouts)
     b_tok, b_s = run_naive(model, tok, task, items[: args.naive_prefixes], args.rollouts, 200)
-    c_tok, c_s = run_ceiling(model, tok, task, items, args.batch_size, a_tok)
+    row_length = max(1, round(a_tok / (len(items) * args.rollouts)))
+    c_tok, c_s = run_ceiling(model, tok, task, items, args.batch_size, a_tok, row_length, args.rollouts)
     rows = [("(a) pav labeller", a_tok, a_s), (f"(b) naive generate ({min(len(items), args.naive_prefixes)} prefixes)",
-                                                b_tok, b_s), ("(c) bare decode loop", c_tok, c_s)]
+                                                b_tok, b_s), (f"(c) bare decode loop ({row_length} tokens/row)", c_tok, c_s)]
     for name, n, s in rows:
         print(f"{name:<40} {n:>9} tokens {s:8.1f} s {n / s:10.0f} tokens/s")
     ra, rb, rc = a_tok / a_s, b_tok / b_s, c_tok / c_s

@@ -41,6 +41,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from transformers.cache_utils import DynamicLayer
+
 from pav.policies.base import (
     Generation,
     PolicyLoadError,
@@ -52,6 +54,53 @@ from pav.policies.base import (
 )
 
 logger = logging.getLogger(__name__)
+
+class _GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` that appends into spare capacity (doubling when full) instead of
+    concatenating the whole cache at every decoded token; `keys`/`values` are views of the filled
+    part, so attention sees exactly what a `DynamicLayer` would hold."""
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self._k = self._v = None
+            self._len = 0
+        n = key_states.shape[-2]
+        if self._k is None or self._len + n > self._k.shape[-2]:
+            self._k, self._v = (self._grow(buf, new) for buf, new in ((self._k, key_states), (self._v, value_states)))
+        self._k[..., self._len:self._len + n, :] = key_states
+        self._v[..., self._len:self._len + n, :] = value_states
+        self._len += n
+        self.keys, self.values = self._k[..., : self._len, :], self._v[..., : self._len, :]
+        return self.keys, self.values
+
+    def _grow(self, buf: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
+        cap = max(64, 2 * (self._len + new.shape[-2]))
+        out = new.new_empty(*new.shape[:-2], cap, new.shape[-1])  # (B, H, cap, d)
+        if buf is not None:
+            out[..., : self._len, :] = buf[..., : self._len, :]
+        return out
+
+    def get_seq_length(self) -> int:
+        return self._len if self.is_initialized else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:  # gather the filled part only, then leave spare capacity
+            self._k, self._v = (self._with_room(x[indices]) for x in (self.keys, self.values))
+            self.keys, self.values = self._k[..., : self._len, :], self._v[..., : self._len, :]
+
+    def _with_room(self, filled: torch.Tensor) -> torch.Tensor:
+        out = filled.new_empty(*filled.shape[:-2], self._len + 64, filled.shape[-1])
+        out[..., : self._len, :] = filled
+        return out
+
+
+def _growing_cache(config) -> DynamicCache:
+    cache = DynamicCache(config=config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_GrowingLayer() for _ in cache.layers]
+    return cache
+
 
 PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
 
@@ -303,7 +352,7 @@ class HFPolicy:
         ).to(self.device)  # (G, T)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (G, T)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                         past_key_values=DynamicCache(config=self.model.config), use_cache=True, logits_to_keep=1)
+                         past_key_values=_growing_cache(self.model.config), use_cache=True, logits_to_keep=1)
         return out.past_key_values, out.logits[:, -1].float(), mask
 
     def _next_token(self, logits: torch.Tensor, *, temperature: float, top_p: float,

@@ -69,6 +69,25 @@ def load_policy(name: str, batch_size: int):
     return HFPolicy(model, tokenizer, policy_id=policy_id(name), batch_size=batch_size)
 
 
+def advantage_by_step_kind(task: ModReach, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
+    """Mean Â (Eq. 2 on Q̂) and its standard error for each kind of step the checker names."""
+    from pav.core.io import read_jsonl
+    from pav.core.records import Solution
+
+    by_key = {(lab.solution_id, lab.prefix_len): a for lab, a in zip(labels, adv)}
+    by_id = {p.problem_id: p for p in problems}
+    kinds: dict[str, list[float]] = {}
+    for path in sorted((run_dir / "solutions").glob("shard-*.jsonl")):
+        for sol in read_jsonl(path, Solution):
+            for h, info in enumerate(task.analyse(by_id[sol.problem_id], sol.steps).steps, start=1):
+                a = by_key.get((sol.solution_id, h))
+                if a is not None and np.isfinite(a):
+                    kinds.setdefault(info.label, []).append(float(a))
+    return {k: {"n": len(v), "mean": float(np.mean(v)),
+                "se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None}
+            for k, v in sorted(kinds.items())}
+
+
 def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Label into a run directory; a killed run continues from its finished shards."""
     import time
@@ -98,6 +117,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     summary = {**totals, "records": len(labels), "policy_id": policy.policy_id, "prover_id": rollout_policy.policy_id,
                "mean_abs_adv": float(np.abs(adv).mean()) if adv.size else None,
                "mean_q": float(arr["q"].mean()) if len(labels) else None,
+               "adv_by_step_kind": advantage_by_step_kind(task, problems, run_dir, labels, arr["adv"]),
                "wall_seconds": time.perf_counter() - start}
     write_json(run_dir / "summary.json", summary)
     mark_complete(run_dir)

@@ -77,3 +77,21 @@ def test_empty_existing_folder_is_used_silently(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert prepare_run_dir(tmp_path, "label", overwrite=True) == tmp_path
     assert caplog.text == ""
+
+
+def test_start_run_records_config_and_refuses_a_different_one(tmp_path):
+    from dataclasses import dataclass
+
+    from pav.core.config import knob, load_config
+    from pav.core.rundir import start_run
+
+    @dataclass(frozen=True)
+    class Cfg:
+        steps: int = knob(3, "steps")
+
+    run = start_run(tmp_path / "r", "demo", Cfg())
+    assert load_config(Cfg, run / "config.toml") == Cfg()
+    assert start_run(tmp_path / "r", "demo", Cfg()) == run  # same config: the unfinished run continues
+    with pytest.raises(RunExistsError, match="different config"):
+        start_run(tmp_path / "r", "demo", Cfg(steps=4))
+    assert start_run(tmp_path / "r", "demo", Cfg(steps=4), overwrite=True) == run

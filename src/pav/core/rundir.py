@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 RUN_TAG = ".pav_run"
 SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.toml"
 
 
 class RunExistsError(ValueError):
@@ -70,6 +71,24 @@ def prepare_run_dir(out: str | Path | None, stage: str, overwrite: bool = False)
             logger.warning("reusing the unfinished run directory %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RUN_TAG).write_text(f"{stage}\n", encoding="utf-8")
+    return run_dir
+
+
+def start_run(out: str | Path | None, stage: str, cfg: Any, overwrite: bool = False) -> Path:
+    """`prepare_run_dir`, then record the resolved config in ``config.toml``.
+
+    An unfinished run is continued only with the config it was started with; a different one is
+    refused (continuing it would mix two experiments in one directory).
+    """
+    from pav.core.config import load_config, save_config
+
+    run_dir = prepare_run_dir(out, stage, overwrite)
+    path = run_dir / CONFIG_FILE
+    if path.exists() and load_config(type(cfg), path) != cfg:
+        raise RunExistsError(f"{run_dir} holds an unfinished {stage} run with a different config; rerun with "
+                             "the same settings to continue it, or pass --overwrite")
+    save_config(cfg, path)
+    logger.info("%s: run directory %s", stage, run_dir)
     return run_dir
 
 

@@ -9,10 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from pav.core.config import load_config, save_config
 from pav.core.io import write_json
 from pav.core.jobs import run_jobs
-from pav.core.rundir import mark_complete, prepare_run_dir
+from pav.core.rundir import mark_complete, start_run
 from pav.didactic.experiments import DidacticConfig, didactic_jobs, summarize
 
 log = logging.getLogger(__name__)
@@ -21,13 +20,7 @@ log = logging.getLogger(__name__)
 def run_didactic(cfg: DidacticConfig, out: str | Path | None, overwrite: bool = False,
                  show_progress: bool = True) -> dict[str, Any]:
     """Run the stage into a run directory and return its summary (also in summary.json)."""
-    run_dir = prepare_run_dir(out, "didactic", overwrite)
-    config_path = run_dir / "config.toml"
-    if config_path.exists() and load_config(DidacticConfig, config_path) != cfg:
-        raise ValueError(f"{run_dir} holds an unfinished run with a different config; "
-                         "rerun with the same settings to continue it, or pass --overwrite")
-    save_config(cfg, config_path)
-    log.info("run directory: %s", run_dir)
+    run_dir = start_run(out, "didactic", cfg, overwrite)
     start = time.perf_counter()
     results = run_jobs(didactic_jobs(cfg, run_dir), run_dir / "jobs", cfg.workers, show_progress)
     summary = summarize(cfg, results)

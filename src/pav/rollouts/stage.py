@@ -10,9 +10,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pav.core.config import knob, load_config, save_config
+from pav.core.config import knob
 from pav.core.io import write_json
-from pav.core.rundir import mark_complete, prepare_run_dir
+from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
 from pav.tasks.modreach import ModReach, ModReachConfig
@@ -97,12 +97,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     if not cfg.policy:
         raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
     torch.set_num_threads(cfg.threads)
-    run_dir = prepare_run_dir(out, "label", overwrite)
-    config_path = run_dir / "config.toml"
-    if config_path.exists() and load_config(LabelConfig, config_path) != cfg:
-        raise ValueError(f"{run_dir} holds an unfinished labelling run with a different config; "
-                         "rerun with the same settings to continue it, or pass --overwrite")
-    save_config(cfg, config_path)
+    run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
     task = ModReach(cfg.task)
     policy = load_policy(cfg.policy, cfg.batch_size)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pav.core.config import knob, save_config
+from pav.core.config import knob
 from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger
-from pav.core.rundir import mark_complete, prepare_run_dir
+from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.sft.train import Example, SFTSchedule, train_lm
 from pav.tasks.base import join_steps
@@ -101,8 +101,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     from pav.rollouts.evaluate import evaluate_policy
 
     torch.set_num_threads(cfg.threads)
-    run_dir = prepare_run_dir(out, "sft", overwrite)
-    save_config(cfg, run_dir / "config.toml")
+    run_dir = start_run(out, "sft", cfg, overwrite)
     task = ModReach(cfg.task)
     tokenizer = build_char_tokenizer(BUILTIN_ALPHABET)
     m = cfg.model

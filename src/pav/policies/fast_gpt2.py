@@ -1,0 +1,155 @@
+"""A minimal batched GPT-2 forward over a transformers `GPT2LMHeadModel`'s own weights.
+
+`HFPolicy` decodes GPT-2-family models with this instead of ``model(...)``: on the tiny policies of
+the built-in task the transformers forward is mostly per-call overhead (module dispatch, mask
+construction, cache bookkeeping), not arithmetic. Here one decode step is a fixed, short list of
+plain PyTorch ops on preallocated buffers:
+
+* embeddings ``wte[ids] + wpe[positions]`` with explicit positions;
+* per block (pre-LN): ``ln_1``, fused qkv (HF ``Conv1D``: weight (in, out), so ``addmm(b, x, W)``),
+  k and v written in place into a preallocated KV buffer of shape (B, n_head, max_len, head_dim)
+  at one shared column, attention over the filled columns with an additive key mask (left padding),
+  ``c_proj`` + residual, ``ln_2``, MLP with the model's activation (``ACT2FN``), + residual;
+* ``ln_f`` and the (tied or untied) ``lm_head``.
+
+Nothing is copied: the weights are read from the model at construction (build one per use, so a
+model trained in between is seen as it is now). Rows are left-padded: every row writes column
+``start .. start + T - 1`` at once, and a row's padding columns carry a large negative bias.
+Dropout is ignored (eval only); cross-attention models and other architectures are not supported
+(`FastGPT2.supports`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish"})
+
+
+class KVBuffer:
+    """Preallocated keys/values (B, n_head, max_len, head_dim) per layer and an additive key mask.
+
+    ``bias`` is (B, n_head, 1, max_len): 0 where a row may attend, a large negative number on its
+    left padding (kept per head so a batch of rows views it as (B * n_head, 1, L) without a copy).
+    Rows ``[:size]`` are in use; `compact` keeps a subset of them in place.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, max_len: int, head_dim: int, *,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (batch, n_head, max_len, head_dim)
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.bias = torch.zeros(batch, n_head, 1, max_len, dtype=dtype, device=device)
+        self.size = batch
+        self.max_len = max_len
+
+    def set_padding(self, pad: torch.Tensor) -> None:
+        """Rows ``[:len(pad)]`` ignore their first ``pad[i]`` columns (left padding); (B,) long."""
+        cols = torch.arange(self.max_len, device=pad.device)  # (L,)
+        masked = (cols[None, :] < pad[:, None])[:, None, None, :]  # (B, 1, 1, L)
+        b = pad.shape[0]
+        self.bias[:b] = torch.where(masked, neg_inf(self.bias.dtype), 0.0).to(self.bias.dtype)
+
+    def compact(self, keep: torch.Tensor, filled: int) -> None:
+        """Keep rows ``keep`` (sorted ascending, (b',) long) as rows ``[:b']``; columns ``[:filled]``."""
+        n = keep.shape[0]
+        for buf in (*self.keys, *self.values):
+            buf[:n, :, :filled] = buf[keep, :, :filled]
+        self.bias[:n] = self.bias[keep]
+        self.size = n
+
+
+def neg_inf(dtype: torch.dtype) -> float:
+    """A mask value that zeroes a softmax weight yet keeps a fully masked row finite (no NaN)."""
+    return torch.finfo(dtype).min / 4
+
+
+class FastGPT2:
+    """Forward passes of a `GPT2LMHeadModel` (eval mode) over a `KVBuffer`."""
+
+    @staticmethod
+    def supports(model) -> bool:
+        cfg = getattr(model, "config", None)
+        return (
+            getattr(cfg, "model_type", None) == "gpt2"
+            and hasattr(model, "transformer") and hasattr(model, "lm_head")
+            and not getattr(cfg, "add_cross_attention", False)
+            and cfg.activation_function in SUPPORTED_ACTIVATIONS
+            and getattr(model.lm_head, "bias", None) is None
+        )
+
+    def __init__(self, model) -> None:
+        if not self.supports(model):
+            raise ValueError("FastGPT2 needs a GPT2LMHeadModel without cross-attention")
+        from transformers.activations import ACT2FN
+
+        cfg = model.config
+        tr = model.transformer
+        self.n_layer, self.n_head, self.n_embd = cfg.n_layer, cfg.n_head, cfg.n_embd
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.eps = cfg.layer_norm_epsilon
+        self.wte, self.wpe = tr.wte.weight, tr.wpe.weight
+        self.act = ACT2FN[cfg.activation_function]
+        self.blocks = []
+        for i, h in enumerate(tr.h):
+            scale = self.head_dim ** -0.5 if cfg.scale_attn_weights else 1.0
+            if cfg.scale_attn_by_inverse_layer_idx:
+                scale /= float(i + 1)
+            self.blocks.append((
+                h.ln_1.weight, h.ln_1.bias, h.attn.c_attn.weight, h.attn.c_attn.bias,
+                h.attn.c_proj.weight, h.attn.c_proj.bias, h.ln_2.weight, h.ln_2.bias,
+                h.mlp.c_fc.weight, h.mlp.c_fc.bias, h.mlp.c_proj.weight, h.mlp.c_proj.bias, scale,
+            ))
+        self.ln_f = (tr.ln_f.weight, tr.ln_f.bias)
+        self.lm_head = model.lm_head.weight  # (V, E); tied to wte unless the model unties it
+        self.dtype, self.device = self.wte.dtype, self.wte.device
+
+    def buffer(self, batch: int, max_len: int) -> KVBuffer:
+        return KVBuffer(self.n_layer, batch, self.n_head, max_len, self.head_dim, dtype=self.dtype,
+                        device=self.device)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, cache: KVBuffer, start: int,
+                last_only: bool = False) -> torch.Tensor:
+        """Logits for ``input_ids`` (B, T) at ``position_ids`` (B, T), written to columns
+        ``[start, start + T)`` of rows ``[:B]`` of ``cache``; (B, T, V), or (B, V) if ``last_only``.
+
+        Query t attends to columns ``[0, start + t]`` minus the row's padding (``cache.bias``);
+        a padding query also attends to itself, so its (unused) output stays finite.
+        """
+        b, t = input_ids.shape
+        E, H, d = self.n_embd, self.n_head, self.head_dim
+        end = start + t
+        x = (F.embedding(input_ids, self.wte) + F.embedding(position_ids, self.wpe)).view(b * t, E)
+        bias = cache.bias[:b].view(b * H, 1, cache.max_len)[:, :, :end]  # (bH, 1, L)
+        if t > 1:
+            q_col = torch.arange(start, end, device=x.device)[:, None]  # (T, 1)
+            k_col = torch.arange(end, device=x.device)[None, :]  # (1, L)
+            causal = torch.where(k_col > q_col, neg_inf(x.dtype), 0.0).to(x.dtype)  # (T, L)
+            bias = torch.where(k_col == q_col, 0.0, bias + causal).to(x.dtype)  # (bH, T, L)
+        for i, (w1, b1, wqkv, bqkv, wo, bo, w2, b2, wfc, bfc, wpr, bpr, scale) in enumerate(self.blocks):
+            h = F.layer_norm(x, (E,), w1, b1, self.eps)
+            qkv = torch.addmm(bqkv, h, wqkv).view(b, t, 3, H, d)  # (B, T, 3, H, d)
+            keys, values = cache.keys[i][:b], cache.values[i][:b]  # (B, H, max_len, d)
+            keys[:, :, start:end] = qkv[:, :, 1].transpose(1, 2)
+            values[:, :, start:end] = qkv[:, :, 2].transpose(1, 2)
+            q = qkv[:, :, 0].transpose(1, 2).reshape(b * H, t, d)  # (bH, T, d)
+            k = keys[:, :, :end].reshape(b * H, end, d)  # (bH, L, d), a view
+            v = values[:, :, :end].reshape(b * H, end, d)
+            scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)  # (bH, T, L)
+            o = torch.bmm(scores.softmax(-1), v)  # (bH, T, d)
+            if t > 1:
+                o = o.view(b, H, t, d).transpose(1, 2)
+            o = o.reshape(b * t, E)
+            x = x + torch.addmm(bo, o, wo)
+            h = F.layer_norm(x, (E,), w2, b2, self.eps)
+            x = x + torch.addmm(bpr, self.act(torch.addmm(bfc, h, wfc)), wpr)
+        x = x.view(b, t, E)
+        if last_only:
+            x = x[:, -1]
+        x = F.layer_norm(x, (E,), self.ln_f[0], self.ln_f[1], self.eps)
+        return F.linear(x, self.lm_head)
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVBuffer, column: int) -> torch.Tensor:
+        """One decode step: tokens (b,) at positions (b,) written to ``column``; logits (b, V)."""
+        return self.forward(tokens[:, None], positions[:, None], cache, column, last_only=True)

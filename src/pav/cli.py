@@ -17,7 +17,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-PRESET_HELP = "preset: a name shipped with pav (e.g. 'quick') or a path to a TOML file of overrides"
+PRESET_HELP = "preset: a name shipped with pav (e.g. 'didactic_quick') or a path to a TOML file of overrides"
 SET_HELP = "override one setting, e.g. --set rl.iterations=500 (repeatable; see --show-config)"
 OUT_HELP = "run directory (default: runs/<stage>-<timestamp>); a finished run is never overwritten silently"
 

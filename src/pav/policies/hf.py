@@ -43,6 +43,7 @@ from transformers import (
 
 from transformers.cache_utils import DynamicLayer
 
+from pav.policies.fast_gpt2 import FastGPT2
 from pav.policies.base import (
     Generation,
     PolicyLoadError,
@@ -103,6 +104,7 @@ def _growing_cache(config) -> DynamicCache:
 
 
 PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
+FAST_PRUNE_FRACTION = 0.1  # the same for the fast GPT-2 path (a drop compacts its KV buffers in place)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -245,6 +247,7 @@ class HFPolicy:
         device: str | torch.device = "cpu",
         batch_size: int = 256,
         delimiter: str = "\n",
+        fast: bool = True,
     ) -> None:
         if batch_size < 1 or not delimiter:
             raise ValueError("batch_size must be >= 1 and delimiter non-empty")
@@ -254,6 +257,7 @@ class HFPolicy:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.delimiter = delimiter
+        self.fast = fast  # decode GPT-2-family models with `FastGPT2` (module docstring)
         self.eos_id: int | None = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
         self.max_positions: int | None = getattr(model.config.get_text_config(), "max_position_embeddings", None)
@@ -267,6 +271,9 @@ class HFPolicy:
         if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != self.eos_id:
             self._banned[tokenizer.pad_token_id] = True
         self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
+        self._flagged = self._has_delim.clone()  # (V,) tokens after which the fast path looks at a row
+        if self.eos_id is not None and self.eos_id < n_vocab:
+            self._flagged[self.eos_id] = True
 
     def sample(
         self,
@@ -298,6 +305,7 @@ class HFPolicy:
         rows_of = [copies[u] * n for u in unique]
         order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
         per_unique: list[list[Generation]] = [[] for _ in unique]
+        fast = FastGPT2(self.model) if self.fast and FastGPT2.supports(self.model) else None
         was_training = self.model.training
         self.model.eval()
         try:
@@ -308,6 +316,12 @@ class HFPolicy:
                     src = torch.repeat_interleave(torch.arange(len(group)), counts).to(self.device)  # (rows,)
                     chunks = src.split(self.batch_size)  # the prefill row of each rollout row, per chunk
                     for k, rows in enumerate(chunks):
+                        if fast is not None:
+                            gens = self._decode_fast(fast, cache, rows, logits[rows], mask[rows], stop, draw,
+                                                     max_new_tokens)
+                            for s, gen in zip(rows.tolist(), gens):
+                                per_unique[group[s]].append(gen)
+                            continue
                         chunk_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
                         chunk_cache.batch_select_indices(rows)
                         gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens)

@@ -3,7 +3,6 @@
 from __future__ import annotations  # annotations are strings: get_type_hints must resolve them
 
 import dataclasses
-import textwrap
 from pathlib import Path
 from typing import Literal, Optional
 

@@ -17,7 +17,7 @@ Departures and choices (the paper is silent or the issue asks for more):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 

@@ -77,7 +77,7 @@ def check_targets(cfg: DidacticConfig, s: dict[str, Any]) -> list[dict[str, Any]
             rule = (lambda v: v >= 0.5) if opt == "adam" else None
             rows.append((f"Fig 3(b) {opt}/{adv}: min gain over outcome for γ∈[8,15]",
                          min(gaps) if gaps else None, ">= 0.5" if rule else "reading", "gains only in [8, 15]", rule))
-    eff = c.get(f"effective@100", {}).get("pass_at_n_median")
+    eff = c.get("effective@100", {}).get("pass_at_n_median")
     rows.append(("Fig 3(c) effective@100 min Pass@N for N>=4", min(eff[1:]) if eff else None, ">= 0.95",
                  "≈0.25 at N=256 (undertrained)", lambda v: v >= 0.95))
     for name in ("sft", "outcome@100"):

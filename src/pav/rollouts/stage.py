@@ -11,13 +11,15 @@ from typing import Any, Literal
 import numpy as np
 
 from pav.core.config import knob
-from pav.core.io import write_json
+from pav.core.io import write_json, write_jsonl
 from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
 from pav.tasks.modreach import ModReach, ModReachConfig
 
 log = logging.getLogger(__name__)
+
+PROBLEMS_FILE = "problems.jsonl"
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     policy = load_policy(cfg.policy, cfg.batch_size)
     rollout_policy = load_policy(cfg.prover, cfg.batch_size) if cfg.prover else policy
     problems = task.problems(cfg.problems, cfg.seed, cfg.split)
+    write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read the problems from here
     settings = LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
     totals = label_problems(policy, rollout_policy, task, problems, run_dir, settings, cfg.seed, cfg.shard_size,
                             show_progress)

@@ -1,0 +1,251 @@
+"""`ValueVerifier`: an LM backbone plus a scalar value head read at the end of every step.
+
+The verifier predicts the value of a solution prefix, e.g. ``Q^π(s_h, a_h)`` (PAPER.md §4.4); its
+output is the logit of a value in [0, 1]. One forward pass over ``prompt + step_1 + delim + ... +
+step_H + delim`` gives all H + 1 prefix values of a solution.
+
+Which token is read. The value of the prefix with ``h`` steps (``h = 0``: the question alone) is
+read from the hidden state of the token that ends that prefix's last delimiter: the last character
+of the prompt for ``h = 0`` (the prompt ends with the delimiter, ``Task.prompt``), the delimiter
+after step ``h`` otherwise. There the model has seen the whole step and its delimiter and nothing
+after it; attention is causal, so the hidden state, and hence the value, is exactly what scoring
+that prefix alone would give (tested). Positions come from the tokenizer's character offsets
+(``step_end_positions``): the token read is the last one whose span starts before the prefix's
+end, i.e. the token that ends at or covers the delimiter's last character, so a delimiter that
+tokenises to several tokens is read at its last token, never one token early or late.
+
+Choices where the paper is silent or departs (PAPER.md §4.4 reads a fixed scoring token appended
+to the prefix; which token and how its logits become a probability are [NOT FOUND]):
+- No scoring token is appended: the delimiter that ends each step plays its role, which is what
+  lets one pass score every prefix. The head is ``Linear(hidden, 1)`` in float32 on the backbone's
+  last hidden state; the value is ``sigmoid(logit)``. The backbone's LM head is dropped.
+- A token that merges the delimiter's end with characters of the next step (possible with BPE)
+  is still the one read; the model has then seen the start of the next step, so such a prefix
+  is *not* scored exactly as alone. ``encode_solution`` counts these; callers log a warning. Choose a
+  delimiter that is a token boundary (all built-in tokenizers) to avoid it.
+- Sequences longer than ``max_length`` tokens are cut on the right. Prefixes whose end falls past
+  the cut are dropped (fewer positions are returned), never shifted onto another token.
+- Padding (left or right) is handled with ``position_ids = cumsum(mask) - 1``, as the sampler does.
+- Files: ``model.safetensors`` (backbone and head), ``config.json`` (the backbone's), a small
+  ``verifier.json`` and the tokenizer files. Loading is offline and never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pav.core.io import write_json
+from pav.tasks.base import join_steps
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pav.value_verifier"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "verifier.json"
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenised solution: ids (T,) and the token index ending each kept prefix (≤ H + 1)."""
+
+    input_ids: list[int]
+    positions: list[int]  # positions[h] ends the prefix with h steps; truncated prefixes are absent
+    n_prefixes: int  # H + 1, what it would hold untruncated
+    straddling: int = 0  # prefixes read at a token that also covers characters after their end
+
+
+def prefix_char_ends(prompt: str, steps: Sequence[str], delimiter: str) -> list[int]:
+    """Character offset just past each prefix (h = 0..H) of ``prompt + join_steps(steps)``."""
+    if not delimiter or not prompt.endswith(delimiter):
+        raise ValueError(f"the prompt must end with the step delimiter {delimiter!r}: {prompt[-40:]!r}")
+    ends = [len(prompt)]
+    for step in steps:
+        ends.append(ends[-1] + len(step) + len(delimiter))
+    return ends
+
+
+def encode_solution(tokenizer: Any, prompt: str, steps: Sequence[str], delimiter: str,
+                    max_length: int | None = None) -> Encoded:
+    """Token ids of prompt + steps and the token that ends each prefix (see the module docstring)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("step positions need a fast tokenizer (character offsets)")
+    ends = prefix_char_ends(prompt, steps, delimiter)
+    enc = tokenizer(prompt + join_steps(steps, delimiter), add_special_tokens=True,
+                    return_offsets_mapping=True)
+    ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
+    real = [t for t, (lo, hi) in enumerate(spans) if hi > lo]  # special tokens have empty spans
+    starts = [spans[t][0] for t in real]
+    positions, straddling = [], 0
+    for e in ends:
+        k = bisect.bisect_left(starts, e) - 1  # last real token starting before e
+        if k < 0 or spans[real[k]][1] < e:
+            raise ValueError(f"no token covers character {e - 1} (the delimiter ending a prefix); "
+                             "the tokenizer drops or normalises it away")
+        straddling += spans[real[k]][1] > e
+        positions.append(real[k])
+    if max_length is not None:
+        positions = [t for t in positions if t < max_length]
+    ids = ids[: positions[-1] + 1] if positions else []
+    return Encoded(ids, positions, len(ends), straddling)
+
+
+def step_end_positions(tokenizer: Any, prompt: str, steps: Sequence[str], delimiter: str,
+                       max_length: int | None = None) -> list[int]:
+    """Token index whose hidden state scores each prefix h = 0..H; fewer when cut by max_length."""
+    return encode_solution(tokenizer, prompt, steps, delimiter, max_length).positions
+
+
+def warn_encoding(encoded: Sequence[Encoded], max_length: int | None) -> tuple[int, int]:
+    """Log (and return) how many prefixes were cut by max_length or share a token with the next step."""
+    cut = sum(e.n_prefixes - len(e.positions) for e in encoded)
+    straddling = sum(e.straddling for e in encoded)
+    if cut:
+        log.warning("%d of %d prefixes end past max_length=%s tokens and are dropped",
+                    cut, sum(e.n_prefixes for e in encoded), max_length)
+    if straddling:
+        log.warning("%d prefix end(s) share a token with the next step's text; their values see "
+                    "the start of that step", straddling)
+    return cut, straddling
+
+
+def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+            padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """Pad (ids, positions) rows: input_ids and attention_mask (B, T), positions (B, K), -1 = none.
+
+    ``positions`` index the padded rows (shifted by the padding on the left).
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    T = max(len(ids) for ids, _ in rows)
+    K = max(len(pos) for _, pos in rows)
+    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T)
+    positions = torch.full((len(rows), K), -1, dtype=torch.long)  # (B, K)
+    for b, (ids, pos) in enumerate(rows):
+        shift = T - len(ids) if padding_side == "left" else 0
+        input_ids[b, shift: shift + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[b, shift: shift + len(ids)] = 1
+        positions[b, : len(pos)] = torch.tensor(pos, dtype=torch.long) + shift
+    return {"input_ids": input_ids, "attention_mask": mask, "positions": positions}
+
+
+class ValueVerifier(torch.nn.Module):
+    """Backbone (an HF decoder, its LM head dropped) + ``Linear(hidden, 1)`` read at step ends."""
+
+    def __init__(self, backbone: torch.nn.Module, tokenizer: Any, delimiter: str = "\n",
+                 max_length: int | None = None, seed: int = 0) -> None:
+        super().__init__()
+        base = getattr(backbone, "base_model", backbone)  # a *ForCausalLM -> its decoder
+        self.backbone = base
+        self.tokenizer = tokenizer
+        self.delimiter = delimiter
+        text_config = base.config.get_text_config()
+        self.max_length = max_length or getattr(text_config, "max_position_embeddings", None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.head = torch.nn.Linear(text_config.hidden_size, 1)  # float32 whatever the backbone
+        self.to(next(base.parameters()).device)
+
+    @property
+    def pad_id(self) -> int:
+        tok = self.tokenizer
+        return next((i for i in (tok.pad_token_id, tok.eos_token_id) if i is not None), 0)
+
+    def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
+        return encode_solution(self.tokenizer, prompt, steps, self.delimiter, self.max_length)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                positions: torch.Tensor) -> torch.Tensor:
+        """Logits (B, K) at ``positions`` (B, K); entries where positions < 0 are 0."""
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
+                            position_ids=position_ids, use_cache=False)
+        hidden = out.last_hidden_state  # (B, T, D)
+        index = positions.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])  # (B, K, D)
+        logits = self.head(hidden.gather(1, index).float()).squeeze(-1)  # (B, K)
+        return logits.masked_fill(positions < 0, 0.0)
+
+    @torch.no_grad()
+    def prefix_values(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]],
+                      batch_size: int = 32, padding_side: str = "right") -> list[np.ndarray]:
+        """sigmoid values of every prefix h = 0..H of each solution (shorter when truncated)."""
+        encoded = [self.encode(p, s) for p, s in zip(prompts, steps_list, strict=True)]
+        warn_encoding(encoded, self.max_length)
+        out = [np.zeros(0, dtype=np.float32) for _ in encoded]
+        todo = [i for i, e in enumerate(encoded) if e.positions]
+        was_training = self.training
+        self.eval()
+        try:
+            for start in range(0, len(todo), batch_size):
+                idx = todo[start: start + batch_size]
+                batch = collate([(encoded[i].input_ids, encoded[i].positions) for i in idx],
+                                self.pad_id, padding_side)
+                values = torch.sigmoid(self(**batch))  # (B, K)
+                for b, i in enumerate(idx):
+                    out[i] = values[b, : len(encoded[i].positions)].numpy().astype(np.float32)
+        finally:
+            self.train(was_training)
+        return out
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write model.safetensors, the backbone's config.json, verifier.json and the tokenizer."""
+        from safetensors.torch import save_model
+
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        save_model(self, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
+        self.backbone.config.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        write_json(path / META_FILE, {"format": FORMAT, "version": FORMAT_VERSION,
+                                      "delimiter": self.delimiter, "max_length": self.max_length})
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> ValueVerifier:
+        """Rebuild a saved verifier offline (local files only, safetensors only)."""
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        path = Path(directory)
+        meta = read_meta(path)
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        backbone = AutoModel.from_config(config)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        verifier = cls(backbone, tokenizer, meta["delimiter"], meta["max_length"])
+        load_model(verifier, str(path / WEIGHTS_FILE), strict=True)
+        return verifier.to(device).eval()
+
+    @classmethod
+    def from_policy(cls, name_or_path: str | os.PathLike, delimiter: str = "\n", seed: int = 0,
+                    max_length: int | None = None) -> ValueVerifier:
+        """A fresh head on a causal LM loaded with `pav.policies.hf.load_causal_lm`."""
+        from pav.policies.hf import load_causal_lm
+
+        model, tokenizer = load_causal_lm(name_or_path)
+        return cls(model, tokenizer, delimiter, max_length, seed)
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """verifier.json of a saved verifier, checked."""
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a saved verifier: cannot read {META_FILE}: {exc}") from exc
+    if meta.get("format") != FORMAT or not isinstance(meta.get("version"), int):
+        raise ValueError(f"{path / META_FILE}: not a {FORMAT} file")
+    if meta["version"] > FORMAT_VERSION:
+        raise ValueError(f"{path / META_FILE}: version {meta['version']} is newer than supported")
+    return meta

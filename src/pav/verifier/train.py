@@ -1,0 +1,476 @@
+"""Verifier training: soft-label binary cross-entropy on Monte-Carlo values (PAPER.md §4.4).
+
+The loop, top to bottom: draw a batch of examples (class-balanced or uniform,
+`pav.verifier.data`), score every labelled prefix of each in one forward pass, take
+``Σ w · BCE(logit, Q̂) / Σ w`` over all labelled prefixes of the batch (soft targets Q̂ ∈ [0, 1]),
+clip the gradient norm, AdamW step; linear warm-up then cosine decay to ``min_lr_ratio · lr``.
+``verifier/loss`` and ``verifier/lr`` go to ``metrics.jsonl`` every step, held-out MSE of the
+values against Q̂ (and the Monte-Carlo noise floor, mean Q̂(1−Q̂)/n) every ``eval_every`` steps.
+
+Choices where the paper is silent or departs: the paper trains 20k iterations at batch 32 with
+max lr 5e-7 from a 9B checkpoint; the defaults here suit a tiny CPU backbone. A batch counts
+*solutions*, not prefixes. Weight decay skips biases and norms. Draws are i.i.d. with replacement.
+
+Checkpoints (``<out>/checkpoints/step-XXXXXXXX/``) are written every ``checkpoint_every`` steps and
+at the end: a loadable verifier directory plus ``optimizer.safetensors`` / ``optimizer.json``
+(the optimizer state's tensors, flattened, and its scalars), ``rng.safetensors`` (torch's CPU RNG
+state) and ``trainer.json`` (step, the sampler's numpy Generator state, fingerprints of the
+trajectory-relevant config and of the data). Each is filled in a temp folder, every file is
+fsynced, a ``COMPLETE`` marker holding every file's SHA-256 is written last, and the folder is
+renamed into place. On start, the newest checkpoint that passes every check (marker, checksums,
+readable files, shapes) is restored; every skipped one is named with its reason in a warning. If
+checkpoints exist and none is usable, training raises unless ``restart=True``. A checkpoint of a
+different config or data raises too. Restoring parameters, optimizer, schedule step, RNG states
+and sampler position makes a killed-and-resumed run end with the parameters of an uninterrupted
+one (tested on CPU). Metrics lines past the resumed step are dropped, so the file reads as one run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from pav.core.config import knob
+from pav.core.io import atomic_open, write_json
+from pav.core.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from pav.core.seeding import derive_seed
+from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
+from pav.verifier.model import WEIGHTS_FILE, ValueVerifier, collate, warn_encoding
+
+log = logging.getLogger(__name__)
+
+MARKER = "COMPLETE"
+CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class VerifierTrainConfig:
+    steps: int = knob(1000, "optimizer steps")
+    batch_size: int = knob(16, "solutions per batch; each brings all its labelled prefixes")
+    lr: float = knob(3e-4, "peak learning rate (AdamW)")
+    warmup: int = knob(50, "linear warm-up steps, then cosine decay")
+    min_lr_ratio: float = knob(0.1, "learning rate at the end, as a share of lr")
+    weight_decay: float = knob(0.01, "AdamW weight decay of matrices (not biases or norms)")
+    grad_clip: float = knob(1.0, "clip the gradient norm to this")
+    balanced: bool = knob(True, "class-balanced sampling over Q̂ < 0.5 vs >= 0.5 (§4.4)")
+    padding_side: Literal["left", "right"] = knob("right", "padding of training batches")
+    eval_every: int = knob(100, "held-out evaluation every this many steps (and at the end)")
+    eval_batch_size: int = knob(64, "solutions per held-out batch")
+    checkpoint_every: int = knob(100, "checkpoint every this many steps (and at the end)")
+    keep_checkpoints: int = knob(2, "complete checkpoints kept (oldest are deleted)")
+    seed: int = knob(0, "seed of the sampler and of torch")
+
+    def __post_init__(self) -> None:
+        if min(self.steps, self.batch_size, self.eval_every, self.eval_batch_size,
+               self.checkpoint_every, self.keep_checkpoints) < 1 or self.warmup < 0:
+            raise ValueError("steps, batch sizes, intervals and keep_checkpoints must be >= 1, warmup >= 0")
+
+
+# Knobs that do not change the parameters a run ends with; a resumed run may change them.
+_FREE_KNOBS = ("eval_every", "eval_batch_size", "checkpoint_every", "keep_checkpoints")
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be resumed, or they belong to another run."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """An example ready for the model: ids (T,), positions / targets / weights / n (K,)."""
+
+    input_ids: list[int]
+    positions: list[int]
+    targets: list[float]
+    weights: list[float]
+    n_rollouts: list[int]
+
+
+# ------------------------------------------------------------------------------ maths
+
+
+def lr_at(step: int, cfg: VerifierTrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr · cfg.min_lr_ratio."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def soft_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Σ w · BCE(sigmoid(logit), Q̂) / Σ w over labelled prefixes; all (B, K), w = 0 on padding."""
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    return (weights * bce).sum() / weights.sum().clamp_min(1e-12)
+
+
+# ------------------------------------------------------------------------------ data -> tensors
+
+
+def fit_examples(verifier: ValueVerifier, examples: Sequence[VerifierExample]
+                 ) -> tuple[list[Row], list[VerifierExample]]:
+    """Tokenise examples; labelled prefixes cut by max_length are dropped (examples left with none
+    are dropped too). Returns the rows and the examples as they will be trained on."""
+    rows, kept, encoded = [], [], []
+    for ex in examples:
+        enc = verifier.encode(ex.prompt, ex.steps)
+        encoded.append(enc)
+        keep = [k for k, h in enumerate(ex.prefix_lens) if h < len(enc.positions)]
+        if not keep:
+            continue
+        fields = ("prefix_lens", "targets", "weights", "n_rollouts")
+        kept.append(dataclasses.replace(ex, **{f: tuple(getattr(ex, f)[k] for k in keep) for f in fields}))
+        rows.append(Row(enc.input_ids, [enc.positions[h] for h in kept[-1].prefix_lens],
+                        list(kept[-1].targets), list(kept[-1].weights), list(kept[-1].n_rollouts)))
+    warn_encoding(encoded, verifier.max_length)
+    if len(kept) < len(examples):
+        log.warning("%d of %d examples have no labelled prefix within max_length and are dropped",
+                    len(examples) - len(kept), len(examples))
+    return rows, kept
+
+
+def make_batch(rows: Sequence[Row], pad_id: int, padding_side: str) -> dict[str, torch.Tensor]:
+    """Model inputs plus targets and weights (B, K), weight 0 on padding."""
+    batch = collate([(r.input_ids, r.positions) for r in rows], pad_id, padding_side)
+    K = batch["positions"].shape[1]
+    batch["targets"] = torch.tensor([r.targets + [0.0] * (K - len(r.targets)) for r in rows])  # (B, K)
+    batch["weights"] = torch.tensor([r.weights + [0.0] * (K - len(r.weights)) for r in rows])  # (B, K)
+    return batch
+
+
+@torch.no_grad()
+def evaluate(verifier: ValueVerifier, rows: Sequence[Row], batch_size: int) -> dict[str, float]:
+    """Held-out weighted MSE of sigmoid values vs Q̂, and the noise floor mean Q̂(1−Q̂)/n."""
+    was_training = verifier.training
+    verifier.eval()
+    sq = total = floor = 0.0
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start: start + batch_size]
+            batch = make_batch(chunk, verifier.pad_id, "right")
+            values = torch.sigmoid(verifier(batch["input_ids"], batch["attention_mask"], batch["positions"]))
+            sq += float((batch["weights"] * (values - batch["targets"]) ** 2).sum())
+            total += float(batch["weights"].sum())
+            for r in chunk:
+                floor += sum(w * q * (1 - q) / n for q, w, n in zip(r.targets, r.weights, r.n_rollouts))
+    finally:
+        verifier.train(was_training)
+    total = max(total, 1e-12)
+    return {"verifier/heldout_mse": sq / total, "verifier/heldout_noise_floor": floor / total}
+
+
+# ------------------------------------------------------------------------------ the loop
+
+
+def train_verifier(
+    verifier: ValueVerifier, train: Sequence[VerifierExample], heldout: Sequence[VerifierExample],
+    out: str | Path, cfg: VerifierTrainConfig, *, restart: bool = False,
+    on_step: Callable[[int, float], None] | None = None, show_progress: bool | None = None,
+) -> dict[str, Any]:
+    """Train in place, resuming from ``<out>/checkpoints``; the final model goes to ``<out>/verifier``."""
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    start_time = time.perf_counter()
+    rows, kept = fit_examples(verifier, train)
+    held_rows, _ = fit_examples(verifier, heldout)
+    if not rows:
+        raise ValueError("no training example has a labelled prefix within max_length")
+    probs = balanced_probs(kept) if cfg.balanced else np.full(len(kept), 1 / len(kept))
+    sampler = ExampleSampler(probs, derive_seed(cfg.seed, "verifier", "sampler"))
+    opt = make_optimizer(verifier, cfg)
+    torch.manual_seed(derive_seed(cfg.seed, "verifier", "torch"))
+    fingerprint = run_fingerprint(cfg, kept)
+    first = resume(out / CHECKPOINTS, verifier, opt, sampler, fingerprint, restart)
+    _trim_metrics(out, first)
+    verifier.train()
+    losses: list[float] = []
+    show = sys.stderr.isatty() if show_progress is None else show_progress
+    with MetricsLogger(out / METRICS_FILE) as metrics:
+        bar = tqdm(range(first, cfg.steps), initial=first, total=cfg.steps, desc="verifier", disable=not show)
+        for step in bar:
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = make_batch([rows[i] for i in sampler.draw(cfg.batch_size)], verifier.pad_id, cfg.padding_side)
+            logits = verifier(batch["input_ids"], batch["attention_mask"], batch["positions"])  # (B, K)
+            loss = soft_bce(logits, batch["targets"], batch["weights"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite verifier loss at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(verifier.parameters(), cfg.grad_clip)
+            opt.step()
+            done = step + 1
+            losses.append(float(loss.detach()))
+            metrics.log(done, {"verifier/loss": losses[-1], "verifier/lr": lr})
+            if held_rows and (done % cfg.eval_every == 0 or done == cfg.steps):
+                metrics.log(done, evaluate(verifier, held_rows, cfg.eval_batch_size))
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                save_checkpoint(out / CHECKPOINTS, done, verifier, opt, sampler, fingerprint, cfg.keep_checkpoints)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if on_step:
+                on_step(done, losses[-1])
+    verifier.eval()
+    write_dir_atomically(out / "verifier", verifier.save)
+    summary = _summary(verifier, cfg, first, losses, held_rows, heldout, kept, time.perf_counter() - start_time)
+    log.info("verifier: steps %d..%d in %.0f s, last loss %s, held-out MSE %s (noise floor %s) -> %s",
+             first, cfg.steps, summary["seconds"], _fmt(summary["final_loss"]), _fmt(summary.get("heldout_mse")),
+             _fmt(summary.get("heldout_noise_floor")), out / "verifier")
+    return summary
+
+
+def _summary(verifier: ValueVerifier, cfg: VerifierTrainConfig, first: int, losses: list[float],
+             held_rows: list[Row], heldout: Sequence[VerifierExample], kept: list[VerifierExample],
+             seconds: float) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "steps": cfg.steps, "resumed_from": first, "final_loss": losses[-1] if losses else None,
+        "train_examples": len(kept), "train_prefixes": sum(len(e.prefix_lens) for e in kept),
+        "heldout_examples": len(held_rows), "heldout_prefixes": sum(len(r.positions) for r in held_rows),
+        "seconds": seconds,
+    }
+    if held_rows:
+        ev = evaluate(verifier, held_rows, cfg.eval_batch_size)
+        mean_q = np.average([t for e in kept for t in e.targets], weights=[w for e in kept for w in e.weights])
+        const = [(w * (mean_q - t) ** 2, w) for r in held_rows for t, w in zip(r.targets, r.weights)]
+        summary.update(heldout_mse=ev["verifier/heldout_mse"], heldout_noise_floor=ev["verifier/heldout_noise_floor"],
+                       heldout_mse_constant=sum(a for a, _ in const) / max(sum(w for _, w in const), 1e-12))
+    return summary
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def make_optimizer(verifier: ValueVerifier, cfg: VerifierTrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in verifier.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in verifier.parameters() if p.requires_grad and p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+
+
+def run_fingerprint(cfg: VerifierTrainConfig, examples: Sequence[VerifierExample]) -> dict[str, str]:
+    """Hashes of the trajectory-relevant config and of the training data."""
+    knobs = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _FREE_KNOBS}
+    data = hashlib.sha256()
+    for ex in examples:
+        data.update(json.dumps([ex.solution_id, ex.prompt, ex.steps, ex.prefix_lens, ex.targets, ex.weights]).encode())
+    return {"config": hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16],
+            "data": data.hexdigest()[:16]}
+
+
+def _trim_metrics(out: Path, step: int) -> None:
+    """Drop metrics lines a killed run wrote after the checkpoint it resumes from."""
+    path = out / METRICS_FILE
+    if not path.is_file():
+        return
+    rows = read_metrics(path)
+    keep = [r for r in rows if r["step"] <= step]
+    if len(keep) < len(rows):
+        with atomic_open(path, "w") as f:
+            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in keep)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def write_dir_atomically(dst: Path, fill: Callable[[Path], Any]) -> None:
+    """``fill`` a temp folder beside ``dst``, fsync every file, then rename it to ``dst``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".tmp-{dst.name}-"))
+    try:
+        fill(tmp)
+        for f in tmp.iterdir():
+            _fsync(f)
+        _fsync(tmp)
+        if dst.exists():  # same step written again (a rerun of a finished run): replace it
+            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".tmp-old-{dst.name}-"))
+            os.replace(dst, old / dst.name)
+            os.replace(tmp, dst)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, dst)
+        _fsync(dst.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # directories cannot be fsynced everywhere
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_checkpoint(root: Path, step: int, verifier: ValueVerifier, opt: torch.optim.Optimizer,
+                    sampler: ExampleSampler, fingerprint: dict[str, str], keep: int) -> Path:
+    """Write ``root/step-XXXXXXXX`` atomically with its marker last; keep the newest ``keep``."""
+    from safetensors.torch import save_file
+
+    def fill(tmp: Path) -> None:
+        verifier.save(tmp)
+        tensors, scalars = flatten_optimizer(opt.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        write_json(tmp / "optimizer.json", scalars)
+        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        write_json(tmp / "trainer.json", {"step": step, "sampler": sampler.state_dict(), "fingerprint": fingerprint})
+        files = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        write_json(tmp / MARKER, {"step": step, "files": files})
+
+    path = root / f"step-{step:08d}"
+    write_dir_atomically(path, fill)
+    for old in _checkpoint_dirs(root)[keep:]:
+        if (old / MARKER).is_file():
+            shutil.rmtree(old)
+    return path
+
+
+def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Optimizer state dict -> ({"<param>.<key>": tensor}, JSON of param groups and scalars)."""
+    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        for key, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().contiguous()
+            else:
+                scalars["state"].setdefault(str(pid), {})[key] = value
+    return tensors, scalars
+
+
+def unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {int(pid): dict(entry) for pid, entry in scalars["state"].items()}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    return {"state": state, "param_groups": scalars["param_groups"]}
+
+
+def _checkpoint_dirs(root: Path) -> list[Path]:
+    """Checkpoint folders, newest first."""
+    return sorted((p for p in root.glob("step-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+
+
+class _Unusable(Exception):
+    """Why one checkpoint cannot be restored."""
+
+
+def resume(root: Path, verifier: ValueVerifier, opt: torch.optim.Optimizer, sampler: ExampleSampler,
+           fingerprint: dict[str, str], restart: bool) -> int:
+    """Restore the newest usable checkpoint under ``root``; the step to continue from (0 if none)."""
+    for stale in root.glob(".tmp-*"):
+        log.info("removing %s, a checkpoint write cut short", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    candidates = _checkpoint_dirs(root)
+    for path in candidates:
+        try:
+            state = read_checkpoint(path, verifier, opt)
+        except _Unusable as why:
+            log.warning("skipping checkpoint %s: %s", path, why)
+            continue
+        if state["trainer"]["fingerprint"] != fingerprint and not restart:
+            raise CheckpointError(f"{path} was written with another training config or data "
+                                  f"({state['trainer']['fingerprint']} vs {fingerprint}); use another output "
+                                  "folder, or restart=True to train from scratch")
+        if state["trainer"]["fingerprint"] != fingerprint:
+            break
+        _apply(state, verifier, opt, sampler)
+        log.info("resuming verifier training from %s (step %d)", path, state["trainer"]["step"])
+        return state["trainer"]["step"]
+    if candidates and not restart:
+        raise CheckpointError(f"{len(candidates)} checkpoint(s) in {root} and none can be resumed (see the "
+                              "warnings); fix or remove them, or pass restart=True to train from step 0")
+    if candidates:
+        log.warning("restart: ignoring the checkpoints in %s and training from step 0", root)
+        shutil.rmtree(root)
+    return 0
+
+
+def read_checkpoint(path: Path, verifier: ValueVerifier, opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load and check a checkpoint without touching the model; raises _Unusable naming why."""
+    from safetensors.torch import load_file
+
+    marker = path / MARKER
+    if not marker.is_file():
+        raise _Unusable(f"missing {MARKER} marker (an incomplete write)")
+    try:
+        files = json.loads(marker.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise _Unusable(f"unreadable {MARKER} marker: {exc}") from None
+    for name, digest in files.items():
+        if not (path / name).is_file():
+            raise _Unusable(f"missing file {name}")
+        if _sha256(path / name) != digest:
+            raise _Unusable(f"checksum mismatch in {name} (corrupt file)")
+    loaded: dict[str, Any] = {}
+    for key, name in (("model", WEIGHTS_FILE), ("opt_tensors", "optimizer.safetensors"), ("rng", "rng.safetensors")):
+        try:
+            loaded[key] = load_file(str(path / name))
+        except Exception as exc:  # safetensors raises its own error types
+            raise _Unusable(f"unreadable file {name}: {exc}") from None
+    for key, name in (("opt_scalars", "optimizer.json"), ("trainer", "trainer.json")):
+        try:
+            loaded[key] = json.loads((path / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise _Unusable(f"unreadable file {name}: {exc}") from None
+    _check_model_shapes(verifier, loaded["model"])
+    loaded["optimizer"] = unflatten_optimizer(loaded.pop("opt_tensors"), loaded.pop("opt_scalars"))
+    _check_optimizer_shapes(opt, loaded["optimizer"])
+    return loaded
+
+
+def _check_model_shapes(verifier: ValueVerifier, state: dict[str, torch.Tensor]) -> None:
+    own = verifier.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise _Unusable(f"shape mismatch: unexpected tensors {unknown[:3]}")
+    for name, tensor in state.items():
+        if tensor.shape != own[name].shape:
+            raise _Unusable(f"shape mismatch: {name} is {tuple(tensor.shape)}, the model has {tuple(own[name].shape)}")
+    stored = {own[name].data_ptr() for name in state}
+    missing = [n for n in own if n not in state and own[n].data_ptr() not in stored]  # not a tied alias
+    if missing:
+        raise _Unusable(f"shape mismatch: missing tensors {missing[:3]}")
+
+
+def _check_optimizer_shapes(opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    params = [p for group in opt.param_groups for p in group["params"]]
+    sizes = [len(g["params"]) for g in state["param_groups"]]
+    if sizes != [len(g["params"]) for g in opt.param_groups]:
+        raise _Unusable(f"shape mismatch: optimizer groups hold {sizes} parameters")
+    for pid, entry in state["state"].items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if pid >= len(params) or (key in entry and entry[key].shape != params[pid].shape):
+                raise _Unusable(f"shape mismatch: optimizer state {pid}.{key}")
+
+
+def _apply(state: dict[str, Any], verifier: ValueVerifier, opt: torch.optim.Optimizer,
+           sampler: ExampleSampler) -> None:
+    verifier.load_state_dict(state["model"], strict=False)  # tied aliases were checked above
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"]["torch_cpu"])
+    sampler.load_state_dict(state["trainer"]["sampler"])

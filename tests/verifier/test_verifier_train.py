@@ -19,10 +19,9 @@ from pav.policies.hf import tiny_gpt2
 from pav.policies.tokenizer import build_char_tokenizer
 from pav.verifier.data import VerifierExample
 from pav.verifier.model import ValueVerifier
+from pav.verifier.checkpoint import CheckpointError, _sha256
 from pav.verifier.train import (
-    CheckpointError,
     VerifierTrainConfig,
-    _sha256,
     evaluate,
     fit_examples,
     soft_bce,

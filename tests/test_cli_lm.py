@@ -83,3 +83,26 @@ def test_kill_9_and_resume_gives_identical_shards(sft_run, tmp_path):
         assert [p.name for p in a] == [p.name for p in b]
         assert all(x.read_bytes() == y.read_bytes() for x, y in zip(a, b)), sub
         assert not [p for p in (tmp_path / "killed" / sub).iterdir() if p.name.startswith(".")]
+
+
+def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
+    run, _ = sft_run
+    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=tmp_path).returncode == 0
+    res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
+              "--out", "pqv", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "pqv" / "summary.json").read_text())
+    assert summary["view"] == "pqv" and summary["train_prefixes"] > 0 and (tmp_path / "pqv" / "verifier").is_dir()
+    sols = sorted((tmp_path / "labels" / "solutions").glob("*.jsonl"))[0]
+    res = pav("score", "--set", f"solutions={sols}", "--set", "problems=labels/problems.jsonl", "--set",
+              "verifier=pqv", "--set", "alpha=0.5", "--out", "scores", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(line) for line in (tmp_path / "scores" / "scores.jsonl").read_text().splitlines()]
+    solutions = [json.loads(line) for line in sols.read_text().splitlines()]
+    assert [r["solution_id"] for r in rows] == [s["solution_id"] for s in solutions]
+    for r, s in zip(rows, solutions):
+        assert len(r["q_base"]) == len(r["adv_prover"]) == len(s["steps"])
+        finite = [q == q for q in r["q_base"]]  # NaN: past the verifier's window (untrained policy rambles)
+        assert finite == sorted(finite, reverse=True)  # only a tail can be cut, never a middle step
+        for q, a, e, ok in zip(r["q_base"], r["adv_prover"], r["effective_reward"], finite):
+            assert not ok or e == pytest.approx(q + 0.5 * a)

@@ -59,7 +59,7 @@ def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> di
 
     try:
         return stage_fn(cfg, out, overwrite, show_progress=not quiet)
-    except (RunExistsError, ValueError) as exc:
+    except (RunExistsError, ValueError, FileNotFoundError) as exc:
         _fail(exc)
 
 
@@ -123,6 +123,43 @@ def label(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] =
     from pav.rollouts.stage import run_label
 
     _run(run_label, cfg, out, overwrite, quiet)
+
+
+@app.command("train-verifier")
+def train_verifier(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET,
+                   out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, show_config: bool = SHOW,
+                   quiet: bool = QUIET) -> None:
+    """Train a value verifier (PQV or ORM) on a label run: soft-label BCE, class-balanced sampling.
+
+    Reads --set labels=LABEL_RUN and --set backbone=POLICY. Writes verifier/ (safetensors),
+    checkpoints/ (resumable after a kill), metrics.jsonl and summary.json (held-out MSE beside
+    the Monte-Carlo noise floor).
+    """
+    from pav.verifier.stage import TrainVerifierConfig
+
+    cfg = _resolve(TrainVerifierConfig, "train_verifier", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.verifier.stage import run_train_verifier
+
+    _run(run_train_verifier, cfg, out, overwrite, quiet)
+
+
+@app.command()
+def score(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
+          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Score solutions with a verifier: per step q_base, q_prover, adv_prover, effective reward.
+
+    Reads --set solutions=FILE --set problems=FILE --set verifier=DIR. Writes scores.jsonl.
+    """
+    from pav.verifier.stage import ScoreConfig
+
+    cfg = _resolve(ScoreConfig, "score", preset, False, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.verifier.stage import run_score
+
+    _run(run_score, cfg, out, overwrite, quiet)
 
 
 def _print_settings(cfg) -> None:

@@ -1,0 +1,79 @@
+"""The read-only `Scorer` that search and RL consume (PAPER.md §1.5, §4.5).
+
+For each (prompt, steps) a scorer returns, per step h = 1..H:
+- ``q_base``      Q̂^π(s_h, a_h): the PQV's value of the prefix that ends with step h;
+- ``q_prover``    Q̂^μ(s_h, a_h): for a Best-of-K prover 1 − (1 − Q̂^π)^K of the same outputs (one
+                  model, as the paper does), or the values of a second verifier trained on the
+                  prover's own labels;
+- ``adv_prover``  Â^μ(s_h, a_h) = Q̂^μ(prefix h) − Q̂^μ(prefix h − 1) (Eq. 2), the question-only
+                  prefix giving V^μ of the first step;
+- ``effective_reward(alpha)`` = q_base + α · adv_prover;
+and ``outcome``, the outcome score of the whole solution: the ORM's value after the last step when
+an ORM is given, else the PQV's (the paper's "PRM as ORM").
+All prefixes of all solutions of a call are scored in batched single forward passes per solution.
+Steps the verifier cannot see (cut by its max length) get NaN, never a shifted value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from pav.rollouts.estimates import advantages_from_prefix_values, best_of_k, effective_reward
+from pav.verifier.model import ValueVerifier
+
+
+@dataclass(frozen=True)
+class StepScores:
+    """Scores of one solution; arrays are (H,), step h at index h − 1."""
+
+    v_base: float  # V̂^π of the question-only prefix
+    q_base: np.ndarray
+    q_prover: np.ndarray
+    adv_prover: np.ndarray
+    outcome: float
+
+    def effective_reward(self, alpha: float) -> np.ndarray:
+        return effective_reward(self.q_base, self.adv_prover, alpha)
+
+
+class Scorer(Protocol):
+    def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
+        ...
+
+
+class VerifierScorer:
+    """PQV (+ Best-of-K prover or a prover verifier) (+ ORM) as a `Scorer`."""
+
+    def __init__(self, pqv: ValueVerifier, *, k: int | None = 4, prover: ValueVerifier | None = None,
+                 orm: ValueVerifier | None = None, batch_size: int = 32) -> None:
+        if (k is None) == (prover is None):
+            raise ValueError("give exactly one prover: a Best-of-K size k, or a prover verifier")
+        if k is not None and k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.pqv, self.k, self.prover, self.orm, self.batch_size = pqv, k, prover, orm, batch_size
+
+    def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
+        n_steps = [len(s) for s in steps_list]
+        v_pi = _full(self.pqv.prefix_values(prompts, steps_list, self.batch_size), n_steps)  # (H + 1,) each
+        if self.prover is not None:
+            v_mu = _full(self.prover.prefix_values(prompts, steps_list, self.batch_size), n_steps)
+        else:
+            v_mu = [best_of_k(np.nan_to_num(v, nan=0.0), self.k) + np.where(np.isnan(v), np.nan, 0.0) for v in v_pi]
+        finals = ([v[-1] for v in _full(self.orm.prefix_values(prompts, steps_list, self.batch_size), n_steps)]
+                  if self.orm is not None else [v[-1] for v in v_pi])
+        return [StepScores(float(vp[0]), vp[1:], vm[1:], advantages_from_prefix_values(vm), float(f))
+                for vp, vm, f in zip(v_pi, v_mu, finals)]
+
+
+def _full(values: list[np.ndarray], n_steps: list[int]) -> list[np.ndarray]:
+    """Pad each solution's values to H + 1 with NaN where the verifier's window cut it."""
+    out = []
+    for v, h in zip(values, n_steps):
+        full = np.full(h + 1, np.nan)
+        full[: len(v)] = v
+        out.append(full)
+    return out

@@ -1,0 +1,49 @@
+"""The Scorer: BoK prover values and advantages from one PQV pass, a prover verifier, the ORM."""
+
+import numpy as np
+import pytest
+import torch
+
+from pav.policies.hf import tiny_gpt2
+from pav.policies.tokenizer import build_char_tokenizer
+from pav.rollouts.estimates import best_of_k
+from pav.verifier.model import ValueVerifier
+from pav.verifier.scorer import VerifierScorer
+
+TOK = build_char_tokenizer()
+PROMPTS = ["3 to 7 mod 10 ops +4 *2 +1 max 5\n", "1 to 2 mod 10 ops *2 +3 +5 max 4\n"]
+STEPS = [["3+4=7", "ans 7"], ["1 to 2", "1*2=2", "ans 2"]]
+
+
+def verifier(seed: int) -> ValueVerifier:
+    torch.set_num_threads(1)
+    return ValueVerifier(tiny_gpt2(len(TOK), seed=seed, eos_token_id=TOK.eos_token_id), TOK, seed=seed)
+
+
+def test_bok_prover_scores_follow_from_the_pqv_values():
+    pqv = verifier(0)
+    scores = VerifierScorer(pqv, k=4).score(PROMPTS, STEPS)
+    values = pqv.prefix_values(PROMPTS, STEPS)
+    for sc, v, steps in zip(scores, values, STEPS):
+        assert sc.q_base.shape == (len(steps),) and sc.v_base == pytest.approx(v[0])
+        np.testing.assert_allclose(sc.q_base, v[1:], rtol=1e-6)
+        q_mu = best_of_k(v.astype(np.float64), 4)
+        np.testing.assert_allclose(sc.q_prover, q_mu[1:], rtol=1e-6)
+        np.testing.assert_allclose(sc.adv_prover, np.diff(q_mu), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(sc.effective_reward(0.5), v[1:] + 0.5 * np.diff(q_mu), rtol=1e-6)
+        assert sc.outcome == pytest.approx(v[-1])  # the PQV as ORM
+
+
+def test_prover_verifier_and_orm_are_used_when_given():
+    pqv, prover, orm = verifier(0), verifier(1), verifier(2)
+    scores = VerifierScorer(pqv, k=None, prover=prover, orm=orm).score(PROMPTS, STEPS)
+    for sc, vm, vo in zip(scores, prover.prefix_values(PROMPTS, STEPS), orm.prefix_values(PROMPTS, STEPS)):
+        np.testing.assert_allclose(sc.adv_prover, np.diff(vm), rtol=1e-6, atol=1e-9)
+        assert sc.outcome == pytest.approx(vo[-1])
+
+
+def test_exactly_one_prover_must_be_named():
+    with pytest.raises(ValueError):
+        VerifierScorer(verifier(0), k=None)
+    with pytest.raises(ValueError):
+        VerifierScorer(verifier(0), k=4, prover=verifier(1))

@@ -94,6 +94,11 @@ def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
     summary = json.loads((tmp_path / "pqv" / "summary.json").read_text())
     assert summary["view"] == "pqv" and summary["train_prefixes"] > 0 and (tmp_path / "pqv" / "verifier").is_dir()
     sols = sorted((tmp_path / "labels" / "solutions").glob("*.jsonl"))[0]
+    res = pav("eval-verifier", "--set", "labels=labels", "--set", "verifier=pqv", "--set", "heldout_fraction=0.5",
+              "--out", "quality", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    quality = json.loads((tmp_path / "quality" / "summary.json").read_text())
+    assert quality["prefixes"] > 0 and quality["mse"] >= 0 and (tmp_path / "quality" / "verifier_quality.png").is_file()
     res = pav("score", "--set", f"solutions={sols}", "--set", "problems=labels/problems.jsonl", "--set",
               "verifier=pqv", "--set", "alpha=0.5", "--out", "scores", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

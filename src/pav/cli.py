@@ -162,6 +162,25 @@ def score(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[P
     _run(run_score, cfg, out, overwrite, quiet)
 
 
+@app.command("eval-verifier")
+def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
+                  overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """How good a verifier is on held-out labels: MSE vs the Monte-Carlo noise, calibration, AUROC.
+
+    Reads --set labels=LABEL_RUN --set verifier=VERIFIER_RUN. Writes predictions.jsonl,
+    verifier_quality.png (reliability diagram; outcome AUROC by step, Q^π vs effective reward),
+    summary.json and report.md.
+    """
+    from pav.verifier.stage import EvalVerifierConfig
+
+    cfg = _resolve(EvalVerifierConfig, "eval_verifier", preset, False, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.verifier.stage import run_eval_verifier
+
+    _run(run_eval_verifier, cfg, out, overwrite, quiet)
+
+
 def _print_settings(cfg) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -115,3 +115,73 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
     mark_complete(run_dir)
     log.info("score: %d solutions -> %s", len(solutions), run_dir / "scores.jsonl")
     return summary
+
+
+@dataclass(frozen=True)
+class EvalVerifierConfig:
+    labels: str = knob("", "a `pav label` run directory (its held-out problems are evaluated)")
+    verifier: str = knob("", "a `pav train-verifier` run or its verifier/ directory")
+    heldout_fraction: float = knob(0.2, "held-out share; use the value the verifier was trained with")
+    k: int = knob(4, "Best-of-K prover size for the advantages of Fig. 10")
+    alpha: float = knob(0.5, "α of the effective reward in Fig. 10")
+    batch_size: int = knob(32, "solutions per forward pass")
+    threads: int = knob(1, "torch threads")
+
+
+def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite: bool = False,
+                      show_progress: bool = True) -> dict[str, Any]:
+    """Predictions on held-out labels → quality numbers, a PNG and report.md."""
+    import numpy as np
+    import torch
+
+    from pav.verifier.quality import plot_quality, verifier_quality
+    from pav.rollouts.estimates import best_of_k
+    from pav.verifier.data import load_examples, split_heldout
+
+    if not cfg.labels or not cfg.verifier:
+        raise ValueError("eval-verifier needs --set labels=LABEL_RUN --set verifier=VERIFIER_RUN")
+    torch.set_num_threads(cfg.threads)
+    run_dir = start_run(out, "eval-verifier", cfg, overwrite)
+    _, heldout = split_heldout(load_examples(cfg.labels, "pqv")[0], cfg.heldout_fraction)
+    outcomes = {s.solution_id: s.outcome for p in sorted((Path(cfg.labels) / "solutions").glob("shard-*.jsonl"))
+                for s in read_jsonl(p, Solution)}
+    values = load_verifier(cfg.verifier).prefix_values([e.prompt for e in heldout], [e.steps for e in heldout],
+                                                       cfg.batch_size)
+    rows = []
+    for ex, v in zip(heldout, values):
+        q_mu = best_of_k(v.astype(np.float64), cfg.k)
+        for h, k, n in zip(ex.prefix_lens, np.round(np.array(ex.targets) * np.array(ex.n_rollouts)), ex.n_rollouts):
+            if h < len(v):
+                rows.append({"solution_id": ex.solution_id, "prefix_len": int(h), "n_correct": int(k),
+                             "n_rollouts": int(n), "pred": float(v[h]),
+                             "adv": float(q_mu[h] - q_mu[h - 1]) if h >= 1 else float("nan"),
+                             "outcome": float(outcomes[ex.solution_id] or 0.0), "complete": h == len(ex.steps)})
+    if not rows:
+        raise ValueError(f"no held-out labelled prefixes in {cfg.labels} at heldout_fraction={cfg.heldout_fraction}")
+    quality = verifier_quality(rows, cfg.alpha)
+    with atomic_open(run_dir / "predictions.jsonl") as f:
+        f.writelines(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}) + "\n"
+                     for r in rows)
+    plot_quality(quality, run_dir / "verifier_quality.png")
+    write_json(run_dir / "summary.json", quality)
+    (run_dir / "report.md").write_text(_quality_markdown(quality), encoding="utf-8")
+    mark_complete(run_dir)
+    log.info("eval-verifier: %d held-out prefixes, MSE %.4f (MC noise %.4f, constant %.4f), AUROC complete %s -> %s",
+             quality["prefixes"], quality["mse"], quality["mc_noise"], quality["mse_constant"],
+             "n/a" if quality["auroc_complete"] is None else f"{quality['auroc_complete']:.3f}", run_dir)
+    return quality
+
+
+def _quality_markdown(q: dict[str, Any]) -> str:
+    f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    lines = ["# Verifier quality on held-out labels", "",
+             f"- prefixes: {q['prefixes']}",
+             f"- MSE against Monte-Carlo Q̂: {q['mse']:.4f}; irreducible MC noise mean Q̂(1−Q̂)/n: {q['mc_noise']:.4f}; "
+             f"a constant predictor: {q['mse_constant']:.4f}",
+             f"- AUROC of the complete solution's value for its outcome (verifier as ORM): {f(q['auroc_complete'])}",
+             "", "![quality](verifier_quality.png)", "",
+             "| steps in prefix | n | AUROC Q̂^π | AUROC effective reward |", "|---|---|---|---|"]
+    eff = {r["prefix_len"]: r["auroc_effective"] for r in q["fig10"]}
+    lines += [f"| {r['prefix_len']} | {r['n']} | {f(r['auroc'])} | {f(eff.get(r['prefix_len']))} |"
+              for r in q["auroc_by_position"]]
+    return "\n".join(lines) + "\n"

@@ -8,7 +8,11 @@ clip the gradient norm, AdamW step; linear warm-up then cosine decay to ``min_lr
 values against Q̂ (and the Monte-Carlo noise floor, mean Q̂(1−Q̂)/n) every ``eval_every`` steps.
 
 Choices where the paper is silent or departs: the paper trains 20k iterations at batch 32 with
-max lr 5e-7 from a 9B checkpoint; the defaults here suit a tiny CPU backbone. A batch counts
+max lr 5e-7 from a 9B checkpoint; the defaults here suit a tiny CPU backbone and the default
+label run (200 problems), where longer or faster training overfits. Class-balanced sampling
+(§4.4) is available but off by default: on the default labels (mean Q̂ 0.13) it pulled the values
+up and worsened held-out MSE from 0.043 to 0.104 (a constant predictor: 0.063) for the same
+outcome AUROC (0.879 vs 0.875), measured with 400 steps at lr 1e-4. A batch counts
 *solutions*, not prefixes. Weight decay skips biases and norms. Draws are i.i.d. with replacement.
 
 Checkpoints (`pav.verifier.checkpoint`) are written every ``checkpoint_every`` steps and at the
@@ -48,17 +52,16 @@ from pav.verifier.model import ValueVerifier, collate, warn_encoding
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class VerifierTrainConfig:
-    steps: int = knob(1000, "optimizer steps")
+    steps: int = knob(400, "optimizer steps")
     batch_size: int = knob(16, "solutions per batch; each brings all its labelled prefixes")
-    lr: float = knob(3e-4, "peak learning rate (AdamW)")
+    lr: float = knob(1e-4, "peak learning rate (AdamW)")
     warmup: int = knob(50, "linear warm-up steps, then cosine decay")
     min_lr_ratio: float = knob(0.1, "learning rate at the end, as a share of lr")
     weight_decay: float = knob(0.01, "AdamW weight decay of matrices (not biases or norms)")
     grad_clip: float = knob(1.0, "clip the gradient norm to this")
-    balanced: bool = knob(True, "class-balanced sampling over Q̂ < 0.5 vs >= 0.5 (§4.4)")
+    balanced: bool = knob(False, "class-balanced sampling over Q̂ < 0.5 vs >= 0.5 (the paper's §4.4 recipe)")
     padding_side: Literal["left", "right"] = knob("right", "padding of training batches")
     eval_every: int = knob(100, "held-out evaluation every this many steps (and at the end)")
     eval_batch_size: int = knob(64, "solutions per held-out batch")

@@ -100,7 +100,8 @@ def plot_quality(quality: dict[str, Any], path: Any) -> None:
     f10 = quality["fig10"]
     b.plot([r["prefix_len"] for r in f10], [r["auroc_effective"] for r in f10], "s--",
            label=f"effective reward Q̂^π + {quality['alpha']}·Â^μ of the step")
-    b.set(xlabel="steps in the prefix", ylabel="AUROC for the final outcome", ylim=(0.4, 1.0),
+    b.axhline(0.5, color="grey", linestyle=":", label="chance")
+    b.set(xlabel="steps in the prefix", ylabel="AUROC for the final outcome", ylim=(0.0, 1.02),
           title="How early the outcome is predicted (cf. Fig. 10)")
     b.legend(fontsize=8)
     fig.tight_layout()

@@ -153,3 +153,91 @@ class FastGPT2:
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVBuffer, column: int) -> torch.Tensor:
         """One decode step: tokens (b,) at positions (b,) written to ``column``; logits (b, V)."""
         return self.forward(tokens[:, None], positions[:, None], cache, column, last_only=True)
+
+    def grid_step(self, tokens: torch.Tensor, positions: torch.Tensor, grid: PrefixGrid, t: int) -> torch.Tensor:
+        """One decode step of every grid slot: tokens (G*R,) at positions (G*R,), written to suffix
+        column ``t``; logits (G*R, V)."""
+        G, R, P = grid.G, grid.R, grid.P
+        if grid.flat is not None:
+            return self.step(tokens, positions, grid.flat, P + t)
+        n, E, H, d, s = G * R, self.n_embd, self.n_head, self.head_dim, t + 1
+        x = F.embedding(tokens, self.wte) + F.embedding(positions, self.wpe)  # (n, E)
+        prefix_bias = grid.prefix_bias.view(G * H, 1, P)
+        for i, (w1, b1, wqkv, bqkv, wo, bo, w2, b2, wfc, bfc, wpr, bpr, scale) in enumerate(self.blocks):
+            h = F.layer_norm(x, (E,), w1, b1, self.eps)
+            qkv = torch.addmm(bqkv, h, wqkv).view(n, 3, H, d)
+            keys, values = grid.suffix_keys[i][:n], grid.suffix_values[i][:n]  # (n, H, max_new, d)
+            keys[:, :, t] = qkv[:, 1]
+            values[:, :, t] = qkv[:, 2]
+            q = qkv[:, 0] * scale  # (n, H, d)
+            q_grid = q.view(G, R, H, d).transpose(1, 2).reshape(G * H, R, d)  # the rows of each context
+            kp = grid.prefix_keys[i].view(G * H, P, d)
+            scores_p = torch.baddbmm(prefix_bias, q_grid, kp.transpose(1, 2))  # (GH, R, P)
+            ks = keys[:, :, :s].reshape(n * H, s, d)
+            scores_s = torch.bmm(q.view(n * H, 1, d), ks.transpose(1, 2))  # (nH, 1, s)
+            probs = torch.cat([scores_p.view(G, H, R, P), scores_s.view(G, R, H, s).transpose(1, 2)],
+                              dim=-1).softmax(-1)  # (G, H, R, P + s)
+            o_p = torch.bmm(probs.view(G * H, R, P + s)[:, :, :P], grid.prefix_values[i].view(G * H, P, d))
+            p_s = probs[..., P:].transpose(1, 2).reshape(n * H, 1, s)
+            o = torch.bmm(p_s, values[:, :, :s].reshape(n * H, s, d)).view(G, R, H, d)
+            o = (o + o_p.view(G, H, R, d).transpose(1, 2)).reshape(n, E)
+            x = x + torch.addmm(bo, o, wo)
+            h = F.layer_norm(x, (E,), w2, b2, self.eps)
+            x = x + torch.addmm(bpr, self.act(torch.addmm(bfc, h, wfc)), wpr)
+        x = F.layer_norm(x, (E,), self.ln_f[0], self.ln_f[1], self.eps)
+        return F.linear(x, self.lm_head)
+
+
+class PrefixGrid:
+    """Decode state for rollouts that share prefixes: G contexts x R rows (a grid, row-major).
+
+    The prefix keys/values of the G contexts are stored once, (G, n_head, P, head_dim), with an
+    additive mask of their left padding; each row has its own preallocated suffix buffer
+    (rows, n_head, max_new, head_dim) for the tokens it generates, written in place at column t
+    by every row at step t. Attention of a row = softmax over [its context's prefix | its suffix],
+    so a prefix is read once per context per step instead of once per row. Grid slots that hold
+    no row (contexts with fewer than R rows) or stopped rows are computed and ignored until
+    `compact` repacks the grid. With one row per context (``rows_per_context == 1``, nothing
+    shared) the grid is a plain `KVBuffer` instead: each row's prefix then suffix in one buffer.
+    """
+
+    def __init__(self, prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor],
+                 prefix_pad: torch.Tensor, rows_per_context: int, max_new: int) -> None:
+        g, h, p, d = prefix_keys[0].shape
+        self.G, self.R, self.P = g, rows_per_context, p
+        self.flat: KVBuffer | None = None
+        if rows_per_context == 1:  # nothing shared: one buffer per row, prefix then suffix (fewer ops)
+            self.flat = KVBuffer(len(prefix_keys), g, h, p + max_new, d, dtype=prefix_keys[0].dtype,
+                                 device=prefix_keys[0].device)
+            for buf, x in zip((*self.flat.keys, *self.flat.values), (*prefix_keys, *prefix_values)):
+                buf[:, :, :p] = x
+            self.flat.set_padding(prefix_pad.to(prefix_keys[0].device))
+            return
+        self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
+        dtype, device = prefix_keys[0].dtype, prefix_keys[0].device
+        cols = torch.arange(p, device=device)
+        masked = (cols[None, :] < prefix_pad[:, None].to(device))[:, None, None, :]  # (G, 1, 1, P)
+        self.prefix_bias = torch.where(masked, neg_inf(dtype), 0.0).to(dtype).expand(g, h, 1, p).contiguous()
+        shape = (g * rows_per_context, h, max_new, d)
+        self.suffix_keys = [torch.empty(shape, dtype=dtype, device=device) for _ in prefix_keys]
+        self.suffix_values = [torch.empty(shape, dtype=dtype, device=device) for _ in prefix_keys]
+
+    @property
+    def n_slots(self) -> int:
+        return self.G * self.R
+
+    def compact(self, contexts: torch.Tensor, slots: torch.Tensor, rows_per_context: int, filled: int) -> None:
+        """Repack into ``len(contexts)`` x ``rows_per_context``: new slot k takes old slot
+        ``slots[k]`` (long, (G' * R',)), new context g takes old context ``contexts[g]``;
+        suffix columns ``[:filled]`` are kept."""
+        n = slots.shape[0]
+        if self.flat is not None:  # one row per context: contexts == slots
+            self.flat.compact(slots, self.P + filled)
+            self.G = n
+            return
+        for buf in (*self.suffix_keys, *self.suffix_values):
+            buf[:n, :, :filled] = buf[slots, :, :filled]
+        self.prefix_keys = [x[contexts] for x in self.prefix_keys]
+        self.prefix_values = [x[contexts] for x in self.prefix_values]
+        self.prefix_bias = self.prefix_bias[contexts]
+        self.G, self.R = contexts.shape[0], rows_per_context

@@ -252,3 +252,14 @@ def test_rows_stop_at_the_position_window(tok, model):
     batch = HFPolicy(model, tok, "tiny").sample(["1" * 120], 2, until="solution", max_steps=99,
                                                 max_new_tokens=50, temperature=0)
     assert all(g.n_tokens <= 8 for g in batch.generations[0])
+
+
+def test_count_tokens_matches_the_prompt_tokens_of_a_sample():
+    from pav.policies.hf import HFPolicy, tiny_gpt2
+    from pav.policies.tokenizer import build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    policy = HFPolicy(tiny_gpt2(len(tok), eos_token_id=tok.eos_token_id), tok, "p")
+    context = "3 to 7 mod 10 ops +4 *2 +1 max 5\n"
+    batch = policy.sample([context], 3, until="step", max_steps=1, max_new_tokens=4, seed=0)
+    assert policy.count_tokens(context) == batch.prompt_tokens == len(context)

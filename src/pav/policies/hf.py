@@ -54,7 +54,8 @@ from pav.policies.base import (
     check_sample_args,
     scan_steps,
 )
-from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
+from pav.policies.fast_decode import decode_cohorts
+from pav.policies.fast_gpt2 import FastGPT2
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,6 @@ def _growing_cache(config) -> DynamicCache:
 
 
 PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
-FAST_PRUNE_FRACTION = 0.1  # the fast GPT-2 path repacks its grid when that saves this share of it
-GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,17 +316,15 @@ class HFPolicy:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for group in _pack(order, rows_of, self.batch_size):
+                if fast is not None:  # the fast GPT-2 path (`pav.policies.fast_decode`)
+                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens)
+                groups = _pack(order, rows_of, self.batch_size) if fast is None else ()
+                for group in groups:
                     cache, logits, mask = self._prefill([ids[u] for u in group])
                     counts = torch.tensor([rows_of[u] for u in group])
                     src = torch.repeat_interleave(torch.arange(len(group)), counts).to(self.device)  # (rows,)
                     chunks = src.split(self.batch_size)  # the prefill row of each rollout row, per chunk
                     for k, rows in enumerate(chunks):
-                        if fast is not None:
-                            gens = self._decode_fast(fast, cache, rows, logits, mask, stop, draw, max_new_tokens)
-                            for s, gen in zip(rows.tolist(), gens):
-                                per_unique[group[s]].append(gen)
-                            continue
                         chunk_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
                         chunk_cache.batch_select_indices(rows)
                         gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens)
@@ -350,6 +347,10 @@ class HFPolicy:
         logger.debug("%s: %d contexts x %d, %d prompt + %d generated tokens in %.2f s", self.policy_id,
                      len(contexts), n, batch.prompt_tokens, batch.generated_tokens, batch.seconds)
         return batch
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as `sample` encodes a context (special tokens included)."""
+        return len(self._encode([text])[0])
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         try:
@@ -449,113 +450,3 @@ class HFPolicy:
         if self._backend_decode is not None:
             return self._backend_decode(rows, skip_special_tokens=True)
         return [self.tokenizer.decode(r, skip_special_tokens=True) for r in rows]
-
-    def _decode_fast(
-        self,
-        fast: FastGPT2,
-        prefill: DynamicCache,
-        rows: torch.Tensor,
-        logits: torch.Tensor,
-        mask: torch.Tensor,
-        stop: Callable[[str, int], StepScan],
-        draw: Callable[[torch.Tensor], torch.Tensor],
-        max_new_tokens: int,
-    ) -> list[Generation]:
-        """`_decode` on `FastGPT2`: the same rows, stop rules and results.
-
-        ``rows`` (B,) are the prefill rows (contexts) of the chunk's rows, ascending; ``logits``
-        (G, V) and ``mask`` (G, T) are the prefill's. The chunk's contexts and their rows form a
-        `PrefixGrid`: each prefix is kept once, not copied per row. Stopped rows stay in the grid,
-        ignored, until repacking the grid saves `FAST_PRUNE_FRACTION` of it. Python work per step
-        is limited to rows that just sampled a token that may end them (the delimiter's last
-        character or eos) or reached their budget.
-        """
-        contexts, counts = torch.unique_consecutive(rows, return_counts=True)
-        counts = counts.tolist()
-        n_ctx, per = len(counts), max(counts)
-        if per == 1 or n_ctx * per > GRID_SLACK * len(rows):  # sharing does not pay: one row per context
-            contexts, counts, n_ctx, per = rows, [1] * len(rows), len(rows), 1
-        slot_row: list[int] = []  # chunk row of each grid slot, -1: an empty slot
-        first = 0
-        for c in counts:
-            slot_row += list(range(first, first + c)) + [-1] * (per - c)
-            first += c
-        n_rows = len(rows)
-        ctx_len = mask[contexts].sum(-1)  # (G,) real context tokens = position of the first new token
-        grid = PrefixGrid([layer.keys[contexts] for layer in prefill.layers],
-                          [layer.values[contexts] for layer in prefill.layers],
-                          mask.shape[1] - ctx_len, per, max_new_tokens)
-        slot_ctx = torch.arange(n_ctx, device=self.device).repeat_interleave(per)  # (G*R,)
-        logits = logits[contexts][slot_ctx]  # (n, V)
-        positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
-        ends: dict[int, list[int]] = {}  # step -> chunk rows whose budget ends with that step's token
-        lens = ctx_len.tolist()
-        for r, c in enumerate(slot_row):
-            if c >= 0:
-                n = lens[r // per]
-                budget = max_new_tokens if self.max_positions is None else min(max_new_tokens, self.max_positions - n)
-                ends.setdefault(budget - 1, []).append(c)
-        last_position = (self.max_positions or 2**62) - 1
-        tokens = torch.empty(grid.n_slots, max_new_tokens, dtype=torch.long, device=self.device)  # (n, T)
-        where = {r: i for i, r in enumerate(slot_row) if r >= 0}  # grid slot of each chunk row
-        live_in = list(counts)  # live rows per grid context
-        steps_seen = [0] * n_rows
-        results: list[Generation | None] = [None] * n_rows
-        done = [r < 0 for r in slot_row]  # per slot: empty or stopped
-        n_live = n_rows
-        eos = self.eos_id
-        for t in range(max_new_tokens):
-            tok = draw(logits)  # (n,)
-            tokens[: grid.n_slots, t] = tok
-            hits = self._flagged[tok].nonzero().flatten().tolist()
-            ending = ends.get(t, ())
-            if hits or ending:
-                kinds: dict[int, str] = {}  # slot -> why we look at it
-                values = tok.tolist() if hits else None
-                for i in hits:
-                    if not done[i]:
-                        kinds[i] = "eos" if values[i] == eos else "delim"
-                ended = {where[r] for r in ending if results[r] is None}  # live rows at their budget
-                for i in ended:
-                    kinds.setdefault(i, "budget")
-                look = list(kinds)
-                texts = self._decode_texts(tokens[look, : t + 1].tolist()) if look else []
-                for i, text in zip(look, texts):
-                    r, kind = slot_row[i], kinds[i]
-                    if kind == "eos":
-                        results[r] = Generation(text, t + 1, True)
-                    elif kind == "delim":
-                        scan = stop(text, steps_seen[r])
-                        steps_seen[r] = scan.n_steps
-                        if scan.end is not None:
-                            results[r] = Generation(text[: scan.end], t + 1, scan.finished)
-                        elif i in ended:
-                            results[r] = Generation(text, t + 1, False)
-                    else:
-                        results[r] = Generation(text, t + 1, False)
-                    if results[r] is not None:
-                        done[i] = True
-                        n_live -= 1
-                        live_in[i // per] -= 1
-            if n_live == 0:
-                break
-            new_per = max(live_in)
-            kept = [g for g, k in enumerate(live_in) if k]
-            if len(kept) * new_per <= (1 - FAST_PRUNE_FRACTION) * len(slot_row):  # repack the grid
-                slots, new_rows = [], []
-                for g in kept:
-                    mine = [i for i in range(g * per, (g + 1) * per) if not done[i]]
-                    slots += mine + [mine[0]] * (new_per - len(mine))
-                    new_rows += [slot_row[i] for i in mine] + [-1] * (new_per - len(mine))
-                index = torch.tensor(slots, device=self.device)
-                grid.compact(torch.tensor(kept, device=self.device), index, new_per, t)
-                tokens[: len(slots), : t + 1] = tokens[index, : t + 1]
-                tok, positions = tok[index], positions[index]
-                slot_row, per = new_rows, new_per
-                where = {r: i for i, r in enumerate(slot_row) if r >= 0}
-                live_in = [live_in[g] for g in kept]
-                done = [r < 0 for r in slot_row]
-            logits = fast.grid_step(tok, positions, grid, t).float()  # (n, V)
-            positions += 1
-            positions.clamp_(max=last_position)  # stopped rows may run past the window
-        return results  # type: ignore[return-value]

@@ -102,6 +102,7 @@ def rollout_counts(
 
 
 def _n_tokens(policy: Policy, text: str) -> int:
+    """Prompt tokens of one context, for its label record (a policy without a tokenizer counts characters)."""
     count = getattr(policy, "count_tokens", None)
     return int(count(text)) if count else len(text)
 

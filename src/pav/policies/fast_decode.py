@@ -1,0 +1,200 @@
+"""The fast GPT-2 decode path of `HFPolicy.sample`: cohorts of contexts decoded on `FastGPT2`.
+
+A *cohort* is a group of contexts prefilled together and decoded in step: its contexts and their
+rollouts form a `PrefixGrid` (each prefix kept once, not copied per row), all its rows write the
+same suffix column, and stopped rows stay in the grid, ignored, until repacking it saves
+`FAST_PRUNE_FRACTION` of it. Cohorts are packed from the contexts in order (shortest first) up to
+``batch_size`` rows; a context with more rows than that is split over several cohorts.
+
+Continuous batching (off by default, ``MAX_COHORTS = 1``): with ``MAX_COHORTS > 1``, whenever at
+least `REFILL_FRACTION` of ``batch_size`` rows are free, the next contexts that fit are prefilled as
+a new cohort and decode alongside the running ones; one `FastGPT2.grids_step` runs all cohorts'
+rows together, each cohort attending over its own grid. Measured on one CPU thread it does not
+pay: repacking already keeps a cohort's cost proportional to its live rows, so filling the batch
+saves only the per-step fixed cost, which the extra attention ops of each cohort eat up (labelling
+bench ~41k tok/s either way; sampler bench 10% slower with 3 cohorts).
+
+Python work per step is limited to rows that just sampled a token that may end them (the
+delimiter's last character or eos) or reached their budget. Outputs depend on the seed and on
+``batch_size`` (which rows share a draw and a cohort), nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from pav.policies.base import Generation, StepScan
+from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
+
+if TYPE_CHECKING:
+    from pav.policies.hf import HFPolicy
+
+FAST_PRUNE_FRACTION = 0.1  # a cohort repacks its grid when that saves this share of it
+GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
+REFILL_FRACTION = 0.375  # with MAX_COHORTS > 1: start a new cohort once this share of batch_size rows is free
+MAX_COHORTS = 1  # cohorts decoding at once (each costs its own attention ops per step; see above)
+
+
+class _Cohort:
+    """One prefill group's rows decoding in step; results go to ``out[u][k]``."""
+
+    def __init__(self, policy: HFPolicy, units: list[tuple[int, int, int]], ids: Sequence[list[int]],
+                 max_new_tokens: int) -> None:
+        device = policy.device
+        cache, logits, mask = policy._prefill([ids[u] for u, _, _ in units])
+        counts = [c for _, _, c in units]
+        self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
+        rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
+        n_ctx, per = len(counts), max(counts)
+        if per == 1 or n_ctx * per > GRID_SLACK * len(rows):  # sharing does not pay: one row per context
+            contexts, counts, n_ctx, per = rows, [1] * len(rows), len(rows), 1
+        else:
+            contexts = torch.arange(n_ctx, device=device)
+        slot_row: list[int] = []  # cohort row of each grid slot, -1: an empty slot
+        first = 0
+        for c in counts:
+            slot_row += list(range(first, first + c)) + [-1] * (per - c)
+            first += c
+        n_rows = len(rows)
+        ctx_len = mask[contexts].sum(-1)  # (G,) real context tokens = position of the first new token
+        self.grid = PrefixGrid([layer.keys[contexts] for layer in cache.layers],
+                               [layer.values[contexts] for layer in cache.layers],
+                               mask.shape[1] - ctx_len, per, max_new_tokens)
+        slot_ctx = torch.arange(n_ctx, device=device).repeat_interleave(per)  # (G*R,)
+        self.logits = logits[contexts][slot_ctx]  # (n, V)
+        self.positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
+        self.ends: dict[int, list[int]] = {}  # step -> cohort rows whose budget ends with that step's token
+        lens = ctx_len.tolist()
+        for r, c in enumerate(slot_row):
+            if c >= 0:
+                m = lens[r // per]
+                budget = max_new_tokens if policy.max_positions is None else min(max_new_tokens, policy.max_positions - m)
+                self.ends.setdefault(budget - 1, []).append(c)
+        self.tokens = torch.empty(self.grid.n_slots, max_new_tokens, dtype=torch.long, device=device)  # (n, T)
+        self.slot_row, self.per = slot_row, per
+        self.where = {r: i for i, r in enumerate(slot_row) if r >= 0}  # grid slot of each cohort row
+        self.live_in = list(counts)  # live rows per grid context
+        self.steps_seen = [0] * n_rows
+        self.results: list[Generation | None] = [None] * n_rows
+        self.done = [r < 0 for r in slot_row]  # per slot: empty or stopped
+        self.n_live = n_rows
+        self.t = 0
+        self.tok: torch.Tensor | None = None
+
+    def after_draw(self, policy: HFPolicy, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
+                   out: list[list[Generation | None]]) -> None:
+        """Record the tokens of step t (n,), stop rows, write finished results to ``out``."""
+        t, slot_row, results = self.t, self.slot_row, self.results
+        self.tokens[: self.grid.n_slots, t] = tok
+        hits = policy._flagged[tok].nonzero().flatten().tolist()
+        ending = self.ends.get(t, ())
+        if hits or ending:
+            kinds: dict[int, str] = {}  # slot -> why we look at it
+            values = tok.tolist() if hits else None
+            for i in hits:
+                if not self.done[i]:
+                    kinds[i] = "eos" if values[i] == policy.eos_id else "delim"
+            ended = {self.where[r] for r in ending if results[r] is None}  # live rows at their budget
+            for i in ended:
+                kinds.setdefault(i, "budget")
+            look = list(kinds)
+            texts = policy._decode_texts(self.tokens[look, : t + 1].tolist()) if look else []
+            for i, text in zip(look, texts):
+                r, kind = slot_row[i], kinds[i]
+                if kind == "eos":
+                    results[r] = Generation(text, t + 1, True)
+                elif kind == "delim":
+                    scan = stop(text, self.steps_seen[r])
+                    self.steps_seen[r] = scan.n_steps
+                    if scan.end is not None:
+                        results[r] = Generation(text[: scan.end], t + 1, scan.finished)
+                    elif i in ended:
+                        results[r] = Generation(text, t + 1, False)
+                else:
+                    results[r] = Generation(text, t + 1, False)
+                if results[r] is not None:
+                    self.done[i] = True
+                    self.n_live -= 1
+                    self.live_in[i // self.per] -= 1
+                    u, k = self.owner[r]
+                    out[u][k] = results[r]
+        self.tok = tok
+
+    def repack(self) -> None:
+        """Drop stopped rows and empty contexts from the grid when that saves enough of it."""
+        live_in, per = self.live_in, self.per
+        new_per = max(live_in)
+        kept = [g for g, k in enumerate(live_in) if k]
+        if len(kept) * new_per > (1 - FAST_PRUNE_FRACTION) * len(self.slot_row):
+            return
+        slots, new_rows = [], []
+        for g in kept:
+            mine = [i for i in range(g * per, (g + 1) * per) if not self.done[i]]
+            slots += mine + [mine[0]] * (new_per - len(mine))
+            new_rows += [self.slot_row[i] for i in mine] + [-1] * (new_per - len(mine))
+        device = self.positions.device
+        index = torch.tensor(slots, device=device)
+        self.grid.compact(torch.tensor(kept, device=device), index, new_per, self.t)
+        self.tokens[: len(slots), : self.t + 1] = self.tokens[index, : self.t + 1]
+        self.tok, self.positions = self.tok[index], self.positions[index]
+        self.slot_row, self.per = new_rows, new_per
+        self.where = {r: i for i, r in enumerate(new_rows) if r >= 0}
+        self.live_in = [live_in[g] for g in kept]
+        self.done = [r < 0 for r in new_rows]
+
+
+def decode_cohorts(
+    policy: HFPolicy,
+    fast: FastGPT2,
+    ids: Sequence[list[int]],
+    order: Sequence[int],
+    rows_of: Sequence[int],
+    stop: Callable[[str, int], StepScan],
+    draw: Callable[[torch.Tensor], torch.Tensor],
+    max_new_tokens: int,
+) -> list[list[Generation]]:
+    """Sample ``rows_of[u]`` rollouts of each context ``ids[u]``, contexts taken in ``order``;
+    returns the generations of each context, rollout k at index k."""
+    batch = policy.batch_size
+    out: list[list[Generation | None]] = [[None] * k for k in rows_of]
+    units = []  # (context, first rollout, rows): a context with more rows than a batch is split
+    for u in order:
+        units += [(u, k0, min(batch, rows_of[u] - k0)) for k0 in range(0, rows_of[u], batch)]
+    units.reverse()  # pop() takes the next one
+    last_position = (policy.max_positions or 2**62) - 1
+    cohorts: list[_Cohort] = []
+    while units or cohorts:
+        free = batch - sum(c.n_live for c in cohorts)
+        if units and (not cohorts or (free >= REFILL_FRACTION * batch and len(cohorts) < MAX_COHORTS)):
+            group = []
+            while units and (units[-1][2] <= free or not (group or cohorts)):
+                free -= units[-1][2]
+                group.append(units.pop())
+            if group:
+                cohorts.append(_Cohort(policy, group, ids, max_new_tokens))
+        logits = cohorts[0].logits if len(cohorts) == 1 else torch.cat([c.logits for c in cohorts])
+        tok = draw(logits)  # (N,)
+        a = 0
+        for c in cohorts:
+            b = a + c.grid.n_slots
+            c.after_draw(policy, tok[a:b], stop, out)
+            a = b
+        cohorts = [c for c in cohorts if c.n_live]
+        if not cohorts:
+            continue
+        for c in cohorts:
+            c.repack()
+        tokens = cohorts[0].tok if len(cohorts) == 1 else torch.cat([c.tok for c in cohorts])
+        positions = cohorts[0].positions if len(cohorts) == 1 else torch.cat([c.positions for c in cohorts])
+        logits = fast.grids_step(tokens, positions, [(c.grid, c.t) for c in cohorts]).float()  # (N, V)
+        a = 0
+        for c in cohorts:
+            b = a + c.grid.n_slots
+            c.logits = logits[a:b]
+            c.positions = (c.positions + 1).clamp_(max=last_position)  # stopped rows may run past the window
+            c.t += 1
+            a = b
+    return out  # type: ignore[return-value]

@@ -9,7 +9,8 @@ import torch
 from pav.policies.hf import tiny_gpt2
 from pav.policies.tokenizer import build_char_tokenizer
 from pav.sft.stage import emphasis_weights
-from pav.sft.train import Example, SFTSchedule, encode_batch, lr_at, train_lm, weighted_lm_loss
+from pav.core.schedule import warmup_cosine as lr_at
+from pav.sft.train import Example, SFTSchedule, encode_batch, train_lm, weighted_lm_loss
 
 TOK = build_char_tokenizer()
 

@@ -11,12 +11,13 @@ Optimiser: AdamW, linear warm-up then cosine decay to `min_lr_ratio`, gradient c
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from pav.core.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: tor
     return (nll * w).sum() / (w > 0).sum().clamp_min(1)
 
 
-def lr_at(step: int, s: SFTSchedule) -> float:
-    """Linear warm-up to s.lr, then cosine decay to s.lr · s.min_lr_ratio."""
-    if step < s.warmup:
-        return s.lr * (step + 1) / s.warmup
-    progress = (step - s.warmup) / max(1, s.steps - s.warmup)
-    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train_lm(
     model: torch.nn.Module, tokenizer, batches: Iterator[list[Example]], schedule: SFTSchedule,
     max_length: int = 128, on_step: Callable[[int, float], None] | None = None,
@@ -91,7 +84,7 @@ def train_lm(
     for step in range(schedule.steps):
         batch = encode_batch(tokenizer, next(batches), max_length)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, schedule)
+            group["lr"] = warmup_cosine(step, schedule)
         mask = batch["attention_mask"]
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) as the sampler numbers them
         logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=positions).logits

@@ -30,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 
 from pav.core.config import knob
+from pav.core.schedule import warmup_cosine
 from pav.core.io import atomic_open
 from pav.core.metrics import METRICS_FILE, MetricsLogger, read_metrics
 from pav.core.seeding import derive_seed
@@ -91,14 +91,6 @@ class Row:
 
 
 # ------------------------------------------------------------------------------ maths
-
-
-def lr_at(step: int, cfg: VerifierTrainConfig) -> float:
-    """Linear warm-up to cfg.lr, then cosine decay to cfg.lr · cfg.min_lr_ratio."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def soft_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -192,7 +184,7 @@ def train_verifier(
     with MetricsLogger(out / METRICS_FILE) as metrics:
         bar = tqdm(range(first, cfg.steps), initial=first, total=cfg.steps, desc="verifier", disable=not show)
         for step in bar:
-            lr = lr_at(step, cfg)
+            lr = warmup_cosine(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
             batch = make_batch([rows[i] for i in sampler.draw(cfg.batch_size)], verifier.pad_id, cfg.padding_side)

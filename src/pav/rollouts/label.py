@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from pav.core.io import write_jsonl, write_parquet
 from pav.core.records import Problem, Solution, StepLabel
@@ -212,14 +211,6 @@ def label_problems(
     return {"shards": len(shards), "shards_written": len(todo), "prefixes": total.prefixes,
             "rollouts": total.rollouts, "tokens_generated": total.tokens_generated,
             "tokens_prompt": total.tokens_prompt, "seconds": time.perf_counter() - start}
-
-
-def mean_abs_advantage(labels: Sequence[StepLabel]) -> float:
-    """Mean |Â| over consecutive prefixes of each labelled solution (Eq. 2 on Q̂ from counts)."""
-    from pav.rollouts.views import label_arrays
-
-    arr = label_arrays(labels)
-    return float(np.nanmean(np.abs(arr["adv"]))) if np.isfinite(arr["adv"]).any() else float("nan")
 
 
 def best_of_k_counts(

@@ -29,7 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from pav.core.io import write_jsonl, write_parquet
 from pav.core.records import Problem, Solution, StepLabel
 from pav.core.seeding import derive_seed

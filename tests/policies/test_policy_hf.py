@@ -263,3 +263,26 @@ def test_count_tokens_matches_the_prompt_tokens_of_a_sample():
     context = "3 to 7 mod 10 ops +4 *2 +1 max 5\n"
     batch = policy.sample([context], 3, until="step", max_steps=1, max_new_tokens=4, seed=0)
     assert policy.count_tokens(context) == batch.prompt_tokens == len(context)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_per_context_seeds_make_rollouts_independent_of_the_batch(tok, model, fast):
+    """One seed per context: a context's rollouts are the same alone, beside others, in any order,
+    repeated, and at any batch size (step-level beam search relies on this)."""
+    kw = dict(until="solution", max_steps=3, max_new_tokens=16)
+    seeds = [11, 12, 13, 14, 15, 16, 17]
+    together = HFPolicy(model, tok, "tiny", batch_size=16, fast=fast).sample(CONTEXTS, 4, seed=seeds, **kw).texts
+    for batch_size in (1, 5, 64):
+        policy = HFPolicy(model, tok, "tiny", batch_size=batch_size, fast=fast)
+        for c, s, expected in zip(CONTEXTS, seeds, together):
+            assert policy.sample([c], 4, seed=[s], **kw).texts == [expected]
+    reordered = HFPolicy(model, tok, "tiny", batch_size=16, fast=fast).sample(
+        CONTEXTS[::-1] + CONTEXTS[:1], 4, seed=seeds[::-1] + [99], **kw).texts
+    assert reordered[:-1] == together[::-1]
+    assert reordered[-1] != together[0]  # the repeated context with another seed: other rollouts
+    assert len({t for row in together for t in row}) > len(CONTEXTS)  # rollouts of one context differ
+
+
+def test_per_context_seeds_must_match_the_contexts(tok, model):
+    with pytest.raises(ValueError, match="one seed per context"):
+        HFPolicy(model, tok, "tiny").sample(CONTEXTS, 2, until="step", max_steps=1, max_new_tokens=4, seed=[1, 2])

@@ -72,7 +72,7 @@ class Policy(Protocol):
         max_new_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         is_final_step: Callable[[str], bool] | None = None,
     ) -> SampleBatch:
         """Continue each context ``n`` times.
@@ -81,6 +81,9 @@ class Policy(Protocol):
         ``until="solution"``: a row stops after a completed step line (delimiter stripped) for
         which ``is_final_step(line)`` is true, or after ``max_steps`` delimiters. In both modes a
         row also stops at eos or after ``max_new_tokens`` tokens. ``temperature=0`` is argmax.
+        ``seed``: an int seeds the whole call; a sequence gives one seed per context, and then
+        rollout r of context c depends on (seed[c], r) only, not on the other contexts of the call
+        (step-level beam search relies on this); None is nondeterministic.
         """
         ...
 

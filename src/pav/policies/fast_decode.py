@@ -16,7 +16,8 @@ bench ~41k tok/s either way; sampler bench 10% slower with 3 cohorts).
 
 Python work per step is limited to rows that just sampled a token that may end them (the
 delimiter's last character or eos) or reached their budget. Outputs depend on the seed and on
-``batch_size`` (which rows share a draw and a cohort), nothing else.
+``batch_size`` (which rows share a draw and a cohort), nothing else; with keyed noise (one seed
+per context, `pav.policies.noise`) on the seeds alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 
 from pav.policies.base import Generation, StepScan
 from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
+from pav.policies.noise import step_salt
 
 if TYPE_CHECKING:
     from pav.policies.hf import HFPolicy
@@ -42,7 +44,7 @@ class _Cohort:
     """One prefill group's rows decoding in step; results go to ``out[u][k]``."""
 
     def __init__(self, policy: HFPolicy, units: list[tuple[int, int, int]], ids: Sequence[list[int]],
-                 max_new_tokens: int) -> None:
+                 max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
         device = policy.device
         cache, logits, mask = policy._prefill([ids[u] for u, _, _ in units])
         counts = [c for _, _, c in units]
@@ -83,6 +85,13 @@ class _Cohort:
         self.n_live = n_rows
         self.t = 0
         self.tok: torch.Tensor | None = None
+        self.keys: torch.Tensor | None = None  # (n, 2) keyed-noise keys of the slots (empty slots: 0)
+        if keys_of is not None:
+            self.keys = torch.zeros(len(slot_row), 2, dtype=torch.int64, device=device)
+            for i, r in enumerate(slot_row):
+                if r >= 0:
+                    u, k = self.owner[r]
+                    self.keys[i] = keys_of[u][k]
 
     def after_draw(self, policy: HFPolicy, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
                    out: list[list[Generation | None]]) -> None:
@@ -140,6 +149,8 @@ class _Cohort:
         self.grid.compact(torch.tensor(kept, device=device), index, new_per, self.t)
         self.tokens[: len(slots), : self.t + 1] = self.tokens[index, : self.t + 1]
         self.tok, self.positions = self.tok[index], self.positions[index]
+        if self.keys is not None:
+            self.keys = self.keys[index]
         self.slot_row, self.per = new_rows, new_per
         self.where = {r: i for i, r in enumerate(new_rows) if r >= 0}
         self.live_in = [live_in[g] for g in kept]
@@ -153,11 +164,13 @@ def decode_cohorts(
     order: Sequence[int],
     rows_of: Sequence[int],
     stop: Callable[[str, int], StepScan],
-    draw: Callable[[torch.Tensor], torch.Tensor],
+    draw: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     max_new_tokens: int,
+    keys_of: Sequence[torch.Tensor] | None = None,
 ) -> list[list[Generation]]:
     """Sample ``rows_of[u]`` rollouts of each context ``ids[u]``, contexts taken in ``order``;
-    returns the generations of each context, rollout k at index k."""
+    returns the generations of each context, rollout k at index k. ``keys_of[u]`` (rows_of[u], 2):
+    keyed-noise keys of each context's rows (None: the call's generator)."""
     batch = policy.batch_size
     out: list[list[Generation | None]] = [[None] * k for k in rows_of]
     units = []  # (context, first rollout, rows): a context with more rows than a batch is split
@@ -174,9 +187,10 @@ def decode_cohorts(
                 free -= units[-1][2]
                 group.append(units.pop())
             if group:
-                cohorts.append(_Cohort(policy, group, ids, max_new_tokens))
+                cohorts.append(_Cohort(policy, group, ids, max_new_tokens, keys_of))
         logits = cohorts[0].logits if len(cohorts) == 1 else torch.cat([c.logits for c in cohorts])
-        tok = draw(logits)  # (N,)
+        salt = None if keys_of is None else torch.cat([step_salt(c.keys, c.t) for c in cohorts])  # (N,)
+        tok = draw(logits, salt)  # (N,)
         a = 0
         for c in cohorts:
             b = a + c.grid.n_slots

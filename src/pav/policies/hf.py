@@ -13,9 +13,11 @@
    leave the batch and the cache at once, so one long row does not keep dead rows alive.
 
 Sampling: ``temperature=0`` is argmax; otherwise temperature, then top-p, then an exponential-race
-draw (argmax of p / E with E = -log U ~ Exp(1), the same distribution as multinomial) from a seeded
-`torch.Generator`.
-Outputs depend on the seed and on ``batch_size`` (which rows share a draw), nothing else.
+draw (argmax of p / E with E = -log U ~ Exp(1), the same distribution as multinomial). With an int
+``seed``, U comes from one seeded `torch.Generator` and outputs depend on the seed and on
+``batch_size`` (which rows share a draw), nothing else. With one seed per context, U comes from
+`pav.policies.noise` keyed by (that seed, rollout index, token index), so a context's rollouts
+are the same whichever contexts share the call (up to floating-point differences in the logits).
 The pad token is never sampled (unless it doubles as eos), nor ids past the tokenizer's vocabulary.
 """
 
@@ -25,6 +27,7 @@ import copy
 import functools
 import logging
 import math
+import numbers
 import os
 import time
 from collections import Counter
@@ -56,6 +59,7 @@ from pav.policies.base import (
 )
 from pav.policies.fast_decode import decode_cohorts
 from pav.policies.fast_gpt2 import FastGPT2
+from pav.policies.noise import keyed_uniform, row_keys, step_salt
 
 logger = logging.getLogger(__name__)
 
@@ -225,6 +229,17 @@ def _top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return logits.scatter(-1, order, sorted_logits.masked_fill(drop, -math.inf))
 
 
+def _chunk_keys(keys_of: list[torch.Tensor], group: list[int], rows: list[int],
+                per_unique: list[list[Generation]]) -> torch.Tensor:
+    """(B, 2) keys of a chunk's rows: each row is its context's next rollout not yet decoded."""
+    taken = [len(per_unique[u]) for u in group]
+    out = []
+    for s in rows:
+        out.append(keys_of[group[s]][taken[s]])
+        taken[s] += 1
+    return torch.stack(out)
+
+
 def _pack(order: list[int], rows_of: list[int], batch_size: int) -> Iterator[list[int]]:
     """Consecutive groups of contexts with at most ``batch_size`` rows (or one oversized context)."""
     group, size = [], 0
@@ -291,17 +306,20 @@ class HFPolicy:
         max_new_tokens: int,
         temperature: float = 1.0,
         top_p: float = 1.0,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         is_final_step: Callable[[str], bool] | None = None,
     ) -> SampleBatch:
         """See `pav.policies.base.Policy.sample`."""
         check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p)
         start = time.perf_counter()
+        keyed = seed is not None and not isinstance(seed, numbers.Integral)  # one seed per context
+        if keyed and len(seed) != len(contexts):
+            raise ValueError(f"give one seed per context: {len(seed)} seeds for {len(contexts)} contexts")
         generator = torch.Generator(device=self.device)
         if seed is None:
             generator.seed()  # nondeterministic
-        else:
-            generator.manual_seed(seed)
+        elif not keyed:
+            generator.manual_seed(int(seed))
         stop = functools.partial(scan_steps, until=until, delimiter=self.delimiter, max_steps=max_steps,
                                  is_final_step=is_final_step)
         draw = functools.partial(self._next_token, temperature=temperature, top_p=top_p, generator=generator)
@@ -309,6 +327,7 @@ class HFPolicy:
         ids = self._encode(unique)
         copies = Counter(contexts)
         rows_of = [copies[u] * n for u in unique]
+        keys_of = self._row_keys(contexts, seed, n, unique) if keyed else None  # (rows_of[u], 2) each
         order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
         per_unique: list[list[Generation]] = [[] for _ in unique]
         fast = FastGPT2(self.model) if self.fast and FastGPT2.supports(self.model) else None
@@ -317,7 +336,7 @@ class HFPolicy:
         try:
             with torch.inference_mode():
                 if fast is not None:  # the fast GPT-2 path (`pav.policies.fast_decode`)
-                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens)
+                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens, keys_of)
                 groups = _pack(order, rows_of, self.batch_size) if fast is None else ()
                 for group in groups:
                     cache, logits, mask = self._prefill([ids[u] for u in group])
@@ -327,7 +346,8 @@ class HFPolicy:
                     for k, rows in enumerate(chunks):
                         chunk_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
                         chunk_cache.batch_select_indices(rows)
-                        gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens)
+                        keys = None if keys_of is None else _chunk_keys(keys_of, group, rows.tolist(), per_unique)
+                        gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens, keys)
                         for s, gen in zip(rows.tolist(), gens):
                             per_unique[group[s]].append(gen)
         finally:
@@ -347,6 +367,15 @@ class HFPolicy:
         logger.debug("%s: %d contexts x %d, %d prompt + %d generated tokens in %.2f s", self.policy_id,
                      len(contexts), n, batch.prompt_tokens, batch.generated_tokens, batch.seconds)
         return batch
+
+    def _row_keys(self, contexts: Sequence[str], seeds: Sequence[int], n: int, unique: list[str]) -> list[torch.Tensor]:
+        """Noise keys of every row, per distinct context: row k of a context that occurs several
+        times is rollout k % n of its (k // n)-th occurrence, with that occurrence's seed."""
+        occurrences: dict[str, list[int]] = {u: [] for u in unique}
+        for c, s in zip(contexts, seeds):
+            occurrences[c].append(int(s))
+        return [row_keys([occurrences[u][k // n] for k in range(n * len(occurrences[u]))],
+                         [k % n for k in range(n * len(occurrences[u]))], self.device) for u in unique]
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` as `sample` encodes a context (special tokens included)."""
@@ -376,9 +405,9 @@ class HFPolicy:
                          past_key_values=_growing_cache(self.model.config), use_cache=True, logits_to_keep=1)
         return out.past_key_values, out.logits[:, -1].float(), mask
 
-    def _next_token(self, logits: torch.Tensor, *, temperature: float, top_p: float,
-                    generator: torch.Generator) -> torch.Tensor:
-        """Draw one token per row: logits (B, V) -> (B,)."""
+    def _next_token(self, logits: torch.Tensor, salt: torch.Tensor | None = None, *, temperature: float,
+                    top_p: float, generator: torch.Generator) -> torch.Tensor:
+        """Draw one token per row: logits (B, V) -> (B,); ``salt`` (B,): keyed noise (`pav.policies.noise`)."""
         logits = logits.masked_fill(self._banned, -math.inf)
         if temperature == 0:
             return logits.argmax(-1)
@@ -388,7 +417,10 @@ class HFPolicy:
         probs = logits.softmax(-1)  # (B, V)
         # race = -log(U) ~ Exp(1); argmax p / race = argmin p / log(U). `exponential_` costs ~5x as
         # much as `rand` + `log` on CPU at these sizes; U = 0 gives log U = -inf: that token loses.
-        log_u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype).log_()
+        if salt is None:
+            log_u = torch.rand(probs.shape, generator=generator, device=probs.device, dtype=probs.dtype).log_()
+        else:
+            log_u = keyed_uniform(salt, probs.shape[-1], probs.dtype).log_()
         return (probs / log_u).argmin(-1)
 
     def _decode(
@@ -397,10 +429,12 @@ class HFPolicy:
         logits: torch.Tensor,
         mask: torch.Tensor,
         stop: Callable[[str, int], StepScan],
-        draw: Callable[[torch.Tensor], torch.Tensor],
+        draw: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
         max_new_tokens: int,
+        keys: torch.Tensor | None = None,
     ) -> list[Generation]:
-        """Sample every row of one chunk to its stop; stopped rows leave the batch and the cache."""
+        """Sample every row of one chunk to its stop; stopped rows leave the batch and the cache.
+        ``keys`` (B, 2): the rows' keyed-noise keys (None: the call's generator)."""
         n_rows = logits.shape[0]
         ctx_len = mask.sum(-1)  # (B,) real context tokens = position of the first new token
         budget = torch.full_like(ctx_len, max_new_tokens)  # (B,)
@@ -413,7 +447,7 @@ class HFPolicy:
         steps_seen = [0] * n_rows
         results: list[Generation | None] = [None] * n_rows
         for t in range(max_new_tokens):
-            tok = draw(logits)  # (b,)
+            tok = draw(logits, None if keys is None else step_salt(keys[alive], t))  # (b,)
             tokens[alive, t] = tok
             is_eos = tok == self.eos_id if self.eos_id is not None else torch.zeros_like(live)
             done = live & (is_eos | (budget[alive] <= t + 1))  # (b,)

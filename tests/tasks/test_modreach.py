@@ -318,3 +318,16 @@ def test_expert_is_deterministic_and_perfect_without_noise():
     for p in perfect.problems(200, seed=9):
         a = perfect.analyse(p, perfect.demonstrate(p, random.Random(0)))
         assert a.success and a.labels == ("progress",) * p.meta["distance"] + ("answer_ok",)
+
+
+def test_answer_is_the_first_answer_line():
+    assert TASK.answer(["3+2=5", "ans 5", "ans 7"]) == "5"
+    assert TASK.answer(["3+2=5", "ans 05", "5 to 5"]) is None  # not canonical: not an answer line
+    assert TASK.answer([]) is None
+
+
+@given(st.lists(st.text(alphabet="ans 0123456789+*=to", max_size=12), max_size=6))
+def test_answer_never_raises_and_agrees_with_is_final_step(steps):
+    ans = TASK.answer(steps)
+    finals = [s for s in steps if TASK.is_final_step(s)]
+    assert ans == (finals[0].split()[1] if finals else None)

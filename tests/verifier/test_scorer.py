@@ -47,3 +47,10 @@ def test_exactly_one_prover_must_be_named():
         VerifierScorer(verifier(0), k=None)
     with pytest.raises(ValueError):
         VerifierScorer(verifier(0), k=4, prover=verifier(1))
+
+
+def test_verifier_tokens_count_every_model_pass():
+    pqv, orm = verifier(0), verifier(2)
+    per_pass = [len(TOK(p + "".join(s + "\n" for s in steps))["input_ids"]) for p, steps in zip(PROMPTS, STEPS)]
+    assert [s.verifier_tokens for s in VerifierScorer(pqv, k=4).score(PROMPTS, STEPS)] == per_pass
+    assert [s.verifier_tokens for s in VerifierScorer(pqv, k=4, orm=orm).score(PROMPTS, STEPS)] == [2 * t for t in per_pass]

@@ -88,6 +88,12 @@ class Policy(Protocol):
         ...
 
 
+def context_tokens(policy: Policy, text: str) -> int:
+    """Tokens of one context as the policy encodes it (a policy without ``count_tokens``: characters)."""
+    count = getattr(policy, "count_tokens", None)
+    return int(count(text)) if count else len(text)
+
+
 class StepScan(NamedTuple):
     """What `scan_steps` found in a row's generated text."""
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from pav.core.io import write_jsonl, write_parquet
 from pav.core.records import Problem, Solution, StepLabel
 from pav.core.seeding import derive_seed
-from pav.policies.base import Policy
+from pav.policies.base import Policy, context_tokens
 from pav.tasks.base import Task, join_steps
 
 log = logging.getLogger(__name__)
@@ -95,14 +95,8 @@ def rollout_counts(
             wins += int(task.outcome(p, full) == 1.0)
         correct.append(wins)
         generated.append(sum(g.n_tokens for g in gens))
-    prompt = [_n_tokens(policy, c) for c in contexts]
+    prompt = [context_tokens(policy, c) for c in contexts]
     return correct, generated, prompt, batch.prompt_tokens
-
-
-def _n_tokens(policy: Policy, text: str) -> int:
-    """Prompt tokens of one context, for its label record (a policy without a tokenizer counts characters)."""
-    count = getattr(policy, "count_tokens", None)
-    return int(count(text)) if count else len(text)
 
 
 def label_shard(

@@ -44,6 +44,10 @@ class Task(Protocol):
         """Whether ``step`` ends the solution (an answer line)."""
         ...
 
+    def answer(self, steps: Sequence[str]) -> str | None:
+        """The final answer a solution states (what majority voting compares), None if it states none."""
+        ...
+
     def outcome(self, problem: Problem, steps: Sequence[str]) -> float:
         """Final-answer reward of a solution: 1.0 if correct, else 0.0. Never raises."""
         ...

@@ -286,6 +286,14 @@ class ModReach:
     def is_final_step(self, step: str) -> bool:
         return _ANSWER.fullmatch(step) is not None
 
+    def answer(self, steps: Sequence[str]) -> str | None:
+        """The number of the first answer line (``ans 7`` -> ``"7"``), None without one."""
+        for step in steps:
+            m = _ANSWER.fullmatch(step)
+            if m:
+                return m.group(1)
+        return None
+
     # -- checker (§2.3)
 
     def outcome(self, problem: Problem, steps: Sequence[str]) -> float:

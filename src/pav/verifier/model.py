@@ -176,14 +176,20 @@ class ValueVerifier(torch.nn.Module):
         logits = self.head(hidden.gather(1, index).float()).squeeze(-1)  # (B, K)
         return logits.masked_fill(positions < 0, 0.0)
 
-    @torch.no_grad()
     def prefix_values(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]],
                       batch_size: int = 32, padding_side: str = "right") -> list[np.ndarray]:
         """sigmoid values of every prefix h = 0..H of each solution (shorter when truncated)."""
         encoded = [self.encode(p, s) for p, s in zip(prompts, steps_list, strict=True)]
+        return self.values_of(encoded, batch_size, padding_side)
+
+    @torch.no_grad()
+    def values_of(self, encoded: Sequence[Encoded], batch_size: int = 32,
+                  padding_side: str = "right") -> list[np.ndarray]:
+        """`prefix_values` of already encoded solutions (``len(e.input_ids)`` tokens are read each);
+        batches are formed from solutions of similar length, so little padding is computed."""
         warn_encoding(encoded, self.max_length)
         out = [np.zeros(0, dtype=np.float32) for _ in encoded]
-        todo = [i for i, e in enumerate(encoded) if e.positions]
+        todo = sorted((i for i, e in enumerate(encoded) if e.positions), key=lambda i: len(encoded[i].input_ids))
         was_training = self.training
         self.eval()
         try:

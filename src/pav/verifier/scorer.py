@@ -9,7 +9,8 @@ For each (prompt, steps) a scorer returns, per step h = 1..H:
                   prefix giving V^μ of the first step;
 - ``effective_reward(alpha)`` = q_base + α · adv_prover;
 and ``outcome``, the outcome score of the whole solution: the ORM's value after the last step when
-an ORM is given, else the PQV's (the paper's "PRM as ORM").
+an ORM is given, else the PQV's (the paper's "PRM as ORM"); ``verifier_tokens`` counts the tokens
+every verifier model read for the solution (compute accounting, `pav.core.compute`).
 All prefixes of all solutions of a call are scored in batched single forward passes per solution.
 Steps the verifier cannot see (cut by its max length) get NaN, never a shifted value.
 """
@@ -35,6 +36,7 @@ class StepScores:
     q_prover: np.ndarray
     adv_prover: np.ndarray
     outcome: float
+    verifier_tokens: int = 0
 
     def effective_reward(self, alpha: float) -> np.ndarray:
         return effective_reward(self.q_base, self.adv_prover, alpha)
@@ -58,15 +60,21 @@ class VerifierScorer:
 
     def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
         n_steps = [len(s) for s in steps_list]
-        v_pi = _full(self.pqv.prefix_values(prompts, steps_list, self.batch_size), n_steps)  # (H + 1,) each
+        tokens = np.zeros(len(n_steps), dtype=np.int64)
+
+        def values(model: ValueVerifier) -> list[np.ndarray]:  # (H + 1,) each
+            encoded = [model.encode(p, s) for p, s in zip(prompts, steps_list, strict=True)]
+            tokens[:] += [len(e.input_ids) for e in encoded]
+            return _full(model.values_of(encoded, self.batch_size), n_steps)
+
+        v_pi = values(self.pqv)
         if self.prover is not None:
-            v_mu = _full(self.prover.prefix_values(prompts, steps_list, self.batch_size), n_steps)
+            v_mu = values(self.prover)
         else:
             v_mu = [best_of_k(np.nan_to_num(v, nan=0.0), self.k) + np.where(np.isnan(v), np.nan, 0.0) for v in v_pi]
-        finals = ([v[-1] for v in _full(self.orm.prefix_values(prompts, steps_list, self.batch_size), n_steps)]
-                  if self.orm is not None else [v[-1] for v in v_pi])
-        return [StepScores(float(vp[0]), vp[1:], vm[1:], advantages_from_prefix_values(vm), float(f))
-                for vp, vm, f in zip(v_pi, v_mu, finals)]
+        finals = [v[-1] for v in values(self.orm)] if self.orm is not None else [v[-1] for v in v_pi]
+        return [StepScores(float(vp[0]), vp[1:], vm[1:], advantages_from_prefix_values(vm), float(f), int(t))
+                for vp, vm, f, t in zip(v_pi, v_mu, finals, tokens)]
 
 
 def _full(values: list[np.ndarray], n_steps: list[int]) -> list[np.ndarray]:

@@ -111,3 +111,38 @@ def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
         assert finite == sorted(finite, reverse=True)  # only a tail can be cut, never a middle step
         for q, a, e, ok in zip(r["q_base"], r["adv_prover"], r["effective_reward"], finite):
             assert not ok or e == pytest.approx(q + 0.5 * a)
+
+
+def test_search_cli_compares_every_method_and_resumes(sft_run, tmp_path):
+    run, _ = sft_run
+    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=tmp_path).returncode == 0
+    for view in ("pqv", "orm"):
+        res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
+                  "--set", f"view={view}", "--out", view, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", "verifier=pqv", "--set", "orm=orm",
+            "--out", "search"]
+    res = pav(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "search"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["curves"]) == {"orm", "pav_as_orm", "majority", "weighted_majority", "pqv_beam", "pav_beam"}
+    for points in summary["curves"].values():
+        assert [p["n"] for p in points] == [2, 4]
+        assert all(0 <= p["accuracy"] <= 1 and p["generated"] > 0 for p in points)
+    assert summary["alpha"] in (0.0, 0.5) and [s["alpha"] for s in summary["alpha_sweep"]] == [0.0, 0.5]
+    assert set(summary["prover_sweep"]) == {"1", "4"}
+    assert all(p["accuracy"] <= 1 for p in summary["pass_at"])
+    assert {"compute_efficiency", "mean_gain", "gains_at_equal_compute"} <= set(summary["headline"])
+    for name in ("search_curves.png", "search_sweeps.png", "report.md", "results/best_of_n.jsonl"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "results" / "pav_beam_N2_a{:g}.jsonl".format(summary["alpha"]))
+            .read_text().splitlines()]
+    assert len(rows) == 6 and all(r["generated"] > 0 and r["samples"] >= 6 for r in rows)
+    # a finished run is refused; an unfinished one reuses its finished jobs
+    assert pav(*args, cwd=tmp_path).returncode == 2
+    (out / "COMPLETE").unlink()
+    (out / "jobs" / "pqv_beam_N4.json").unlink()
+    again = pav(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads((out / "summary.json").read_text())["curves"] == summary["curves"]

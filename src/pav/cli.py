@@ -181,6 +181,26 @@ def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Op
     _run(run_eval_verifier, cfg, out, overwrite, quiet)
 
 
+@app.command()
+def search(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+           overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Test-time search: best-of-N (ORM, PAV-as-ORM, majority votes) against step-level beam search
+    scored by Q^π (PQV) and by Q^π + α·A^μ (PAV), on held-out problems, N = 2…128.
+
+    Reads --set policy=SFT_RUN --set verifier=PQV_RUN --set orm=ORM_RUN. Writes results/ (per
+    problem), summary.json (curves, compute-efficiency ratio, accuracy gain at equal compute, α and
+    prover sweeps), search_curves.png, search_sweeps.png and report.md. A killed run resumes.
+    """
+    from pav.search.stage import SearchConfig
+
+    cfg = _resolve(SearchConfig, "search", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.search.stage import run_search
+
+    _print_checks(_run(run_search, cfg, out, overwrite, quiet)["checks"])
+
+
 def _print_settings(cfg) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -378,8 +378,8 @@ class HFPolicy:
                          [k % n for k in range(n * len(occurrences[u]))], self.device) for u in unique]
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` as `sample` encodes a context (special tokens included)."""
-        return len(self._encode([text])[0])
+        """Tokens of ``text`` as `sample` encodes a context (special tokens included; no window check)."""
+        return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         try:

@@ -11,8 +11,8 @@ Choices where the paper is silent (PAPER.md §5.1 [NOT FOUND]; we follow Snell e
   state; Snell et al. start from N first-step samples). Starting from one state, a beam of width
   128 with C = 3 would fill only after five depths, longer than most solutions here.
 - A candidate is *complete* when its step is a final step (`Task.is_final_step`), when the policy
-  stopped without a delimiter (eos or the step-token budget: it cannot continue), or at
-  ``max_steps`` steps. Complete candidates that make the top ranks are set aside; the others form
+  stopped without a delimiter (eos or the step-token budget: it cannot continue), at
+  ``max_steps`` steps, or when it fills the policy's context window (``policy.max_positions``). Complete candidates that make the top ranks are set aside; the others form
   the next beam. At each depth only ``width − (solutions set aside)`` candidates are kept, so the
   search ends when ``width`` complete solutions exist (or at ``max_steps``, where every candidate
   is complete). The beam never holds more than ``width`` prefixes.
@@ -130,12 +130,13 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
                 settings: BeamSettings, seed: int) -> list[BeamResult]:
     """Search every problem; all beams advance together (see the module docstring)."""
     beams = [_ProblemBeam(p, task.prompt(p)) for p in problems]
+    delim, window = task.step_delimiter, getattr(policy, "max_positions", None)
     for depth in range(settings.max_steps):
         active = [b for b in beams if b.beam]
         if not active:
             break
         expand = [(b, i, prefix) for b in active for i, prefix in enumerate(b.beam)]  # (problem, rank, prefix)
-        contexts = [b.prompt + join_steps(prefix, task.step_delimiter) for b, _, prefix in expand]
+        contexts = [b.prompt + join_steps(prefix, delim) for b, _, prefix in expand]
         n = settings.candidates * (settings.width if depth == 0 else 1)  # depth 0: B copies of the question
         batch = policy.sample(contexts, n, until="step", max_steps=1,
                               max_new_tokens=settings.step_tokens, temperature=settings.temperature,
@@ -148,6 +149,10 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
             per_beam[id(b)] += _candidates(task, prefix, [g.text for g in gens], settings.max_steps)
         if settings.dedup:
             per_beam = {k: _unique(v) for k, v in per_beam.items()}
+        if window is not None:  # a prefix that fills the policy's context window cannot go on
+            for b in active:
+                for c in per_beam[id(b)]:
+                    c.complete = c.complete or context_tokens(policy, b.prompt + join_steps(c.steps, delim)) >= window
         flat = [(b, c) for b in active for c in per_beam[id(b)]]
         scores = scorer.score([b.prompt for b, _ in flat], [c.steps for _, c in flat])  # one call per depth
         at = 0

@@ -1,0 +1,67 @@
+"""Beam-search throughput: pav's batched beam search vs a per-problem loop, same settings and outputs.
+
+(a) batched: `beam_search` over all problems at once — one sampler call and one scorer call per
+    depth for every beam of every problem;
+(b) per-problem: the same function called with one problem at a time, as search-and-learn's
+    beam search runs (its batch holds one problem's beams).
+Both use per-problem keyed seeds, so their solutions must be identical; the script checks that
+(chosen solutions, complete-solution lists and compute counts) and prints the wall-clock ratio.
+One torch thread each, run one after the other.
+
+    .venv/bin/python bench/search_bench.py --policy runs/sft --verifier runs/pqv [--problems 100] [--width 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from pav.rollouts.stage import load_policy
+from pav.search.beam import BeamSettings, beam_search
+from pav.search.stage import SearchConfig, split_problems
+from pav.tasks.modreach import ModReach
+from pav.verifier.scorer import VerifierScorer
+from pav.verifier.stage import load_verifier
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--policy", required=True, help="a `pav sft` run or a model directory")
+    ap.add_argument("--verifier", required=True, help="a `pav train-verifier` run (PQV)")
+    ap.add_argument("--problems", type=int, default=100, help="held-out problems")
+    ap.add_argument("--width", type=int, default=16, help="beam width N")
+    ap.add_argument("--alpha", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    task = ModReach()
+    _, problems = split_problems(SearchConfig(problems=args.problems, val_problems=0, alpha=args.alpha))
+    policy = load_policy(args.policy, 256)
+    scorer = VerifierScorer(load_verifier(args.verifier), k=4, batch_size=64)
+    settings = BeamSettings(args.width, 3, args.alpha, task.max_steps)
+
+    start = time.perf_counter()
+    batched = beam_search(policy, scorer, task, problems, settings, args.seed)
+    t_batched = time.perf_counter() - start
+    start = time.perf_counter()
+    alone = [beam_search(policy, scorer, task, [p], settings, args.seed)[0] for p in problems]
+    t_alone = time.perf_counter() - start
+
+    same_choice = sum(a.steps == b.steps for a, b in zip(batched, alone))
+    same_complete = sum([s for s, _ in a.complete] == [s for s, _ in b.complete] for a, b in zip(batched, alone))
+    same_compute = sum(a.compute == b.compute for a, b in zip(batched, alone))
+    gen = sum(r.compute.generated for r in batched)
+    acc = sum(task.outcome(p, r.steps) for p, r in zip(problems, batched)) / len(problems)
+    print(f"{len(problems)} problems, width {args.width}, C = 3, alpha = {args.alpha}: accuracy {acc:.3f}, "
+          f"{gen / len(problems):.0f} policy tokens generated per problem")
+    print(f"(a) batched      {t_batched:8.1f} s  {len(problems) / t_batched:7.2f} problems/s")
+    print(f"(b) per-problem  {t_alone:8.1f} s  {len(problems) / t_alone:7.2f} problems/s")
+    print(f"speed-up (b)/(a): {t_alone / t_batched:.1f}x (goal >= 10x)")
+    print(f"identical outputs: chosen solution {same_choice}/{len(problems)}, complete solutions "
+          f"{same_complete}/{len(problems)}, compute counts {same_compute}/{len(problems)}")
+
+
+if __name__ == "__main__":
+    main()

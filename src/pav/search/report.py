@@ -1,0 +1,195 @@
+"""`pav search` results → summary numbers, two figures and report.md (from job results only).
+
+The reference for the paper's ratios is ORM best-of-N (PAV-as-ORM best-of-N when no ORM was
+given). Compute is generated policy tokens per problem (PAPER.md §5.3, `pav.core.compute`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pav.search.compare import efficiency_ratio, gains_at_equal_compute
+
+LABELS = {"orm": "ORM best-of-N", "pav_as_orm": "PAV-as-ORM best-of-N", "majority": "majority vote",
+          "weighted_majority": "ORM-weighted majority", "pqv_beam": "PQV beam (α = 0)", "pav_beam": "PAV beam"}
+PAPER = {"compute_efficiency": "1.5–5× (Gemma 27B–2B)", "gain": "+8 to +10 points"}
+GOALS = {"gain": 0.10, "compute_efficiency": 5.0}
+
+
+def _xy(points: list[dict]) -> tuple[list[float], list[float]]:
+    return [p["generated"] for p in points], [p["accuracy"] for p in points]
+
+
+def _safe(fn, *args):
+    """A ratio, or None when a curve's compute does not increase with N (it is then undefined)."""
+    try:
+        return fn(*args)
+    except ValueError:
+        return None
+
+
+def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
+    a = f"{alpha:g}"
+    curves: dict[str, list[dict]] = dict(results["best_of_n"]["curves"])
+    curves["pqv_beam"] = [results[f"pqv_beam_N{n}"] for n in cfg.ns]
+    curves["pav_beam"] = [results[f"pav_beam_N{n}_a{a}"] for n in cfg.ns]
+    ref_name = "orm" if "orm" in curves else "pav_as_orm"
+    ref = curves[ref_name]
+    pass_at = [{**p, "generated": r["generated"]} for p, r in zip(results["best_of_n"]["pass_at"], ref)]
+    gains = _safe(gains_at_equal_compute, _xy(ref), _xy(curves["pav_beam"])) or []
+    known = [g for g in gains if g is not None]
+    over_pqv = [p["accuracy"] - q["accuracy"] for p, q in zip(curves["pav_beam"], curves["pqv_beam"])]
+    headline = {
+        "reference": ref_name,
+        "compute_efficiency": _safe(efficiency_ratio, _xy(ref), _xy(curves["pav_beam"])),
+        "compute_efficiency_pqv_beam": _safe(efficiency_ratio, _xy(ref), _xy(curves["pqv_beam"])),
+        "compute_efficiency_vs_pqv_beam": _safe(efficiency_ratio, _xy(curves["pqv_beam"]), _xy(curves["pav_beam"])),
+        "gains_at_equal_compute": [{"n": p["n"], "gain": g} for p, g in zip(curves["pav_beam"], gains)],
+        "mean_gain": float(np.mean(known)) if known else None,
+        "max_gain": float(np.max(known)) if known else None,
+        "gain_at_equal_n": [{"n": p["n"], "gain": p["accuracy"] - r["accuracy"]} for p, r in zip(curves["pav_beam"], ref)],
+        "pav_minus_pqv_beam": [{"n": n, "gain": g} for n, g in zip(cfg.ns, over_pqv)],
+        "pav_above_pqv_beam": sum(g > 0 for g in over_pqv) / len(over_pqv),
+    }
+    checks = [
+        {"name": "PAV beam vs ORM: mean accuracy gain at equal compute", "value": headline["mean_gain"],
+         "target": f">= +{100 * GOALS['gain']:.0f} points", "passed": None if headline["mean_gain"] is None
+         else headline["mean_gain"] >= GOALS["gain"]},
+        {"name": f"compute to match ORM best-of-{max(cfg.ns)} (ratio)", "value": headline["compute_efficiency"],
+         "target": f">= {GOALS['compute_efficiency']:g}x", "passed": headline["compute_efficiency"] is not None
+         and headline["compute_efficiency"] >= GOALS["compute_efficiency"]},
+        {"name": "PAV beam above PQV beam (share of N)", "value": headline["pav_above_pqv_beam"],
+         "target": "1.0", "passed": headline["pav_above_pqv_beam"] == 1.0},
+    ]
+    sweep = [{k: results[f"alpha_{v:g}"][k] for k in ("alpha", "accuracy", "accuracy_se", "generated")}
+             for v in cfg.alpha_grid] if cfg.alpha is None else []
+    provers = {}
+    for k in cfg.prover_ks:
+        provers[str(k)] = [results[f"pav_beam_N{n}_a{a}"] if k == cfg.k and n in cfg.ns else
+                           results[f"prover_K{k}_N{n}_a{a}"] for n in cfg.prover_ns]
+    return {"alpha": alpha, "alpha_chosen_by": "given" if cfg.alpha is not None else "validation sweep",
+            "k": cfg.k, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
+            "curves": curves, "pass_at": pass_at, "headline": headline, "checks": checks,
+            "alpha_sweep": sweep, "prover_sweep": provers, "paper": PAPER}
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    styles = {"orm": ("C0", "o", "-"), "pav_as_orm": ("C1", "s", "-"), "majority": ("C7", "^", ":"),
+              "weighted_majority": ("C4", "v", ":"), "pqv_beam": ("C2", "D", "--"), "pav_beam": ("C3", "*", "-")}
+    for name, points in summary["curves"].items():
+        color, marker, line = styles[name]
+        x, y = _xy(points)
+        ax.errorbar(x, y, yerr=[p["accuracy_se"] for p in points], color=color, marker=marker, linestyle=line,
+                    capsize=2, markersize=6 if marker != "*" else 10, label=LABELS[name])
+    x, y = _xy(summary["pass_at"])
+    ax.plot(x, y, color="0.5", linestyle="--", label="Pass@N (oracle ceiling)")
+    for p in summary["curves"]["pav_beam"]:
+        ax.annotate(f"N={p['n']}", (p["generated"], p["accuracy"]), textcoords="offset points", xytext=(4, -11),
+                    fontsize=7, color="C3")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("compute: policy tokens generated per problem (log2)")
+    ax.set_ylabel(f"accuracy on {summary['problems']} held-out problems")
+    h = summary["headline"]
+    eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.1f}×"
+    gain = "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} pts"
+    ax.set_title(f"Test-time search (α = {summary['alpha']:g}, prover Bo{summary['k']}): "
+                 f"compute efficiency {eff}, gain at equal compute {gain}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_sweeps(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sweep = summary["alpha_sweep"]
+    if sweep:
+        left.errorbar([s["alpha"] for s in sweep], [s["accuracy"] for s in sweep],
+                      yerr=[s["accuracy_se"] for s in sweep], marker="o", capsize=2, color="C3")
+        left.axvline(summary["alpha"], color="0.5", linestyle=":", label=f"chosen α = {summary['alpha']:g}")
+        left.legend(fontsize=8)
+    else:
+        left.text(0.5, 0.5, f"α = {summary['alpha']:g} given; no sweep", ha="center", transform=left.transAxes)
+    left.set_xlabel("α in Q̂^π + α·Â^μ")
+    left.set_ylabel(f"accuracy ({summary['val_problems']} validation problems)")
+    left.set_title("α sweep (beam width 16 by default)", fontsize=9)
+    left.grid(alpha=0.3)
+    for i, (k, points) in enumerate(summary["prover_sweep"].items()):
+        right.plot([p["n"] for p in points], [p["accuracy"] for p in points], marker="o", color=f"C{i}",
+                   label=f"Bo{k}" + (" (K = 1: μ = π)" if k == "1" else ""))
+    right.set_xscale("log", base=2)
+    right.set_xlabel("beam width N (log2)")
+    right.set_ylabel("accuracy (test problems)")
+    right.set_title("PAV beam search by prover strength μ = Best-of-K(π)", fontsize=9)
+    right.grid(alpha=0.3)
+    if summary["prover_sweep"]:
+        right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _f(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:+.1f}" if pct else f"{x:.3f}"
+
+
+def write_report(summary: dict[str, Any], run_dir: Path) -> None:
+    plot_curves(summary, run_dir / "search_curves.png")
+    plot_sweeps(summary, run_dir / "search_sweeps.png")
+    h = summary["headline"]
+    eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.2f}×"
+    lines = ["# Test-time search: best-of-N against beam search with the effective reward", "",
+             f"{summary['problems']} held-out problems; PAV beam uses α = {summary['alpha']:g} "
+             f"({summary['alpha_chosen_by']}) and prover Best-of-{summary['k']}(π). "
+             "Compute = policy tokens generated per problem.", "",
+             "![curves](search_curves.png)", "",
+             "| measured | here | paper | goal | met |", "|---|---|---|---|---|",
+             f"| compute PAV beam needs to match {LABELS[h['reference']]} at N = {summary['ns'][-1]} | {eff} | "
+             f"{PAPER['compute_efficiency']} | ≥ 5× | {'yes' if summary['checks'][1]['passed'] else 'no'} |",
+             f"| mean accuracy gain over {LABELS[h['reference']]} at equal compute | "
+             f"{_f(h['mean_gain'], True)} points | {PAPER['gain']} | ≥ +10 | "
+             f"{'—' if summary['checks'][0]['passed'] is None else ('yes' if summary['checks'][0]['passed'] else 'no')} |",
+             f"| N where PAV beam beats PQV beam | {h['pav_above_pqv_beam']:.0%} | all N | all N | "
+             f"{'yes' if summary['checks'][2]['passed'] else 'no'} |", "",
+             "## Accuracy (± standard error over problems) and compute per problem", "",
+             "| method | " + " | ".join(f"N={n}" for n in summary["ns"]) + " |",
+             "|---|" + "---|" * len(summary["ns"])]
+    for name, points in summary["curves"].items():
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{p['accuracy']:.3f} ± {p['accuracy_se']:.3f}"
+                                                          for p in points) + " |")
+    lines.append("| Pass@N | " + " | ".join(f"{p['accuracy']:.3f}" for p in summary["pass_at"]) + " |")
+    lines += ["", "| generated tokens / problem | " + " | ".join(f"N={n}" for n in summary["ns"]) + " |",
+              "|---|" + "---|" * len(summary["ns"])]
+    for name, points in summary["curves"].items():
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{p['generated']:.0f}" for p in points) + " |")
+    beam = summary["curves"]["pav_beam"][-1]
+    lines += ["", f"At N = {beam['n']} PAV beam search also encoded {beam['encoded']:.0f} context tokens and its "
+              f"verifier read {beam['scored']:.0f} tokens per problem.", "",
+              "## α sweep and prover sweep", "", "![sweeps](search_sweeps.png)", ""]
+    if summary["alpha_sweep"]:
+        lines += ["| α | " + " | ".join(f"{s['alpha']:g}" for s in summary["alpha_sweep"]) + " |",
+                  "|---|" + "---|" * len(summary["alpha_sweep"]),
+                  "| accuracy | " + " | ".join(f"{s['accuracy']:.3f}" for s in summary["alpha_sweep"]) + " |", ""]
+    if summary["prover_sweep"]:
+        ns = [p["n"] for p in next(iter(summary["prover_sweep"].values()))]
+        lines += ["| prover | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
+        lines += [f"| Bo{k} | " + " | ".join(f"{p['accuracy']:.3f}" for p in pts) + " |"
+                  for k, pts in summary["prover_sweep"].items()]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -113,15 +113,23 @@ def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
             assert not ok or e == pytest.approx(q + 0.5 * a)
 
 
-def test_search_cli_compares_every_method_and_resumes(sft_run, tmp_path):
+@pytest.fixture(scope="module")
+def verifiers(sft_run, tmp_path_factory):
+    """A quick label run and a PQV and an ORM trained on it, next to the quick SFT policy."""
     run, _ = sft_run
-    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=tmp_path).returncode == 0
+    root = tmp_path_factory.mktemp("verifiers")
+    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=root).returncode == 0
     for view in ("pqv", "orm"):
         res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
-                  "--set", f"view={view}", "--out", view, cwd=tmp_path)
+                  "--set", f"view={view}", "--out", view, cwd=root)
         assert res.returncode == 0, res.stderr
-    args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", "verifier=pqv", "--set", "orm=orm",
-            "--out", "search"]
+    return root
+
+
+def test_search_cli_compares_every_method_and_resumes(sft_run, verifiers, tmp_path):
+    run, _ = sft_run
+    args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+            "--set", f"orm={verifiers / 'orm'}", "--out", "search"]
     res = pav(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     out = tmp_path / "search"
@@ -146,3 +154,39 @@ def test_search_cli_compares_every_method_and_resumes(sft_run, tmp_path):
     again = pav(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "summary.json").read_text())["curves"] == summary["curves"]
+
+
+def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
+    run, _ = sft_run
+    args = ["rl", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+            "--out", "rl"]
+    res = pav(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "rl"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["reward"] == "pav" and summary["samples"] == 16 and set(summary["final"]) >= {"pass@1", "pass@4"}
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and "rl/heldout_accuracy" in rows[-1]
+    assert (out / "policy" / "model.safetensors").is_file() and len(list((out / "checkpoints").iterdir())) == 2
+    assert "rl pav: held-out accuracy" in res.stderr
+    res = pav("rl", "--quick", "--set", f"policy={run}", "--out", "no-verifier", cwd=tmp_path)
+    assert res.returncode == 2 and "verifier" in res.stderr
+    res = pav("rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set",
+              f"rft_labels={verifiers / 'labels'}", "--out", "no-correct", cwd=tmp_path)  # an untrained policy
+    assert res.returncode == 2 and "no correct seed solution" in res.stderr
+
+
+def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):
+    run, _ = sft_run
+    res = pav("rl-compare", "--quick", "--quiet", "--set", f"rl.policy={run}", "--set",
+              f"rl.verifier={verifiers / 'pqv'}", "--out", "cmp", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "cmp"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["rewards"]) == {"orm", "pav"} and summary["reference"] == "orm"
+    for d in summary["rewards"].values():
+        assert d["samples"] == [0, 8, 16] and len(d["final"]) == 2 and all(0 <= a <= 1 for a in d["mean"])
+    [c] = summary["comparisons"]
+    assert c["reward"] == "pav" and "sample_efficiency" in c and set(c["pass_at_gain"]) == {"pass@1", "pass@2", "pass@4"}
+    assert {p.name for p in (out / "arms").iterdir()} == {"orm_s0", "pav_s0", "orm_s1", "pav_s1"}
+    assert (out / "rl_curves.png").is_file() and (out / "report.md").is_file()

@@ -59,7 +59,7 @@ def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> di
 
     try:
         return stage_fn(cfg, out, overwrite, show_progress=not quiet)
-    except (RunExistsError, ValueError, FileNotFoundError) as exc:
+    except (RunExistsError, ValueError, FileNotFoundError, FloatingPointError) as exc:
         _fail(exc)
 
 
@@ -199,6 +199,45 @@ def search(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] 
     from pav.search.stage import run_search
 
     _print_checks(_run(run_search, cfg, out, overwrite, quiet)["checks"])
+
+
+@app.command()
+def rl(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+       overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Online RL of the base policy: REINFORCE with a value (or RLOO) baseline and a KL penalty, with
+    per-step weights outcome + α·A^μ (--set reward=pav) or outcome only (orm), α·Q^π (pqv), α·Q^μ (prover-q).
+
+    Reads --set policy=SFT_RUN [--set rft_labels=LABEL_RUN] --set verifier=PQV_RUN. Writes policy/,
+    metrics.jsonl (accuracy, reward parts, KL, entropy, lengths, value loss), checkpoints/ (a killed
+    run resumes with the same command) and summary.json (held-out Pass@N).
+    """
+    from pav.rl.stage import RLConfig
+
+    cfg = _resolve(RLConfig, "rl", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.rl.stage import run_rl
+
+    _run(run_rl, cfg, out, overwrite, quiet)
+
+
+@app.command("rl-compare")
+def rl_compare(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
+               overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """ORM-RL against PAV-RL from the same RFT start, same sample budget, several seeds.
+
+    Reads --set rl.policy=SFT_RUN --set rl.rft_labels=LABEL_RUN --set rl.verifier=PQV_RUN. Writes
+    arms/<reward>_s<seed>/ (each a `pav rl` run), rl_curves.png (accuracy vs samples; Pass@N),
+    report.md and summary.json (sample-efficiency ratio, final accuracy gain, spreads over seeds).
+    """
+    from pav.rl.compare import RLCompareConfig
+
+    cfg = _resolve(RLCompareConfig, "rl_compare", preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    from pav.rl.compare import run_rl_compare
+
+    _print_checks(_run(run_rl_compare, cfg, out, overwrite, quiet)["checks"])
 
 
 def _print_settings(cfg) -> None:

@@ -30,7 +30,7 @@ exactly what the batched search gives (up to floating-point differences in logit
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -127,8 +127,9 @@ def _unique(candidates: list[_Candidate]) -> list[_Candidate]:
 
 
 def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[Problem],
-                settings: BeamSettings, seed: int) -> list[BeamResult]:
-    """Search every problem; all beams advance together (see the module docstring)."""
+                settings: BeamSettings, seed: int, on_depth: Callable[[], None] | None = None) -> list[BeamResult]:
+    """Search every problem; all beams advance together (see the module docstring). ``on_depth``
+    is called after each depth (a progress bar)."""
     beams = [_ProblemBeam(p, task.prompt(p)) for p in problems]
     delim, window = task.step_delimiter, getattr(policy, "max_positions", None)
     for depth in range(settings.max_steps):
@@ -164,4 +165,6 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
             rewards = np.array([s.effective_reward(settings.alpha)[-1] for s in mine])
             b.keep(per_beam[id(b)], rewards, np.array([s.q_base[-1] for s in mine]), settings.width)
             b.depth = depth + 1
+        if on_depth is not None:
+            on_depth()
     return [b.result() for b in beams]

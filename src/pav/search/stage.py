@@ -136,14 +136,20 @@ def job_beam(progress, cfg: SearchConfig, run_dir: str, name: str, split: str, w
     policy, scorer = _components(cfg, k, with_orm=False)
     settings = BeamSettings(width, cfg.candidates, alpha, task.max_steps, cfg.step_tokens, cfg.temperature,
                             dedup=cfg.dedup)
-    results = beam_search(policy, scorer, task, problems, settings, seed=cfg.seed)
+    depths = [0]
+
+    def on_depth() -> None:
+        depths[0] += 1
+        progress(1)
+
+    results = beam_search(policy, scorer, task, problems, settings, seed=cfg.seed, on_depth=on_depth)
     outcomes = [task.outcome(p, r.steps) for p, r in zip(problems, results)]
     any_correct = [max((task.outcome(p, s) for s, _ in r.complete), default=0.0) for p, r in zip(problems, results)]
     with atomic_open(Path(run_dir) / "results" / f"{name}.jsonl") as f:
         for r, o in zip(results, outcomes):
             f.write(json.dumps({"problem_id": r.problem_id, "steps": r.steps, "outcome": o, "score": r.score,
                                 "complete": len(r.complete), "depth": r.depth, **r.compute.as_dict()}) + "\n")
-    progress(1)
+    progress(task.max_steps - depths[0])
     compute = {k_: float(np.mean([getattr(r.compute, k_) for r in results]))
                for k_ in ("generated", "encoded", "scored", "samples")}
     return {"n": width, "alpha": alpha, "k": k, "split": split, **accuracy_stats(outcomes), **compute,
@@ -163,11 +169,12 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     run_dir = start_run(out, "search", cfg, overwrite)
     split_problems(cfg)  # fail before starting workers when the task cannot supply the problems
     common = {"cfg": cfg, "run_dir": str(run_dir)}
+    depth = ModReach(cfg.task).max_steps  # progress units of a beam job: its depths
     jobs = [Job("best_of_n", job_best_of_n, 1, common)]
-    jobs += [Job(f"pqv_beam_N{n}", job_beam, 1, {**common, "name": f"pqv_beam_N{n}", "split": "test", "width": n,
+    jobs += [Job(f"pqv_beam_N{n}", job_beam, depth, {**common, "name": f"pqv_beam_N{n}", "split": "test", "width": n,
                                                   "alpha": 0.0, "k": cfg.k}) for n in cfg.ns]
     if cfg.alpha is None:
-        jobs += [Job(f"alpha_{_alpha_name(a)}", job_beam, 1,
+        jobs += [Job(f"alpha_{_alpha_name(a)}", job_beam, depth,
                      {**common, "name": f"alpha_{_alpha_name(a)}", "split": "val", "width": cfg.alpha_width,
                       "alpha": a, "k": cfg.k}) for a in cfg.alpha_grid]
     first = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
@@ -177,13 +184,13 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     second = []
     for n in cfg.ns:
         name = f"pav_beam_N{n}_a{_alpha_name(alpha)}"
-        second.append(Job(name, job_beam, 1, {**common, "name": name, "split": "test", "width": n, "alpha": alpha,
+        second.append(Job(name, job_beam, depth, {**common, "name": name, "split": "test", "width": n, "alpha": alpha,
                                               "k": cfg.k}))
     for k in cfg.prover_ks:
         for n in cfg.prover_ns:
             name = f"prover_K{k}_N{n}_a{_alpha_name(alpha)}"
             if not (k == cfg.k and n in cfg.ns):  # that one is a PAV beam run already
-                second.append(Job(name, job_beam, 1, {**common, "name": name, "split": "test", "width": n,
+                second.append(Job(name, job_beam, depth, {**common, "name": name, "split": "test", "width": n,
                                                       "alpha": alpha, "k": k}))
     results = {**first, **run_jobs(second, run_dir / "jobs", cfg.workers, show_progress)}
     summary = summarize(cfg, alpha, results)

@@ -1,0 +1,160 @@
+"""`pav rl-compare`: ORM-RL against PAV-RL from the same RFT start, same sample budget, several seeds.
+
+One job rejection-fine-tunes the start policy once (``rft/``); then one job per (reward, seed)
+runs `pav rl` from it into ``arms/<reward>_s<seed>/`` (a seed fixes the training problems, the
+sampling and the held-out set, so arms with one seed see the same problems). Jobs are cached: a
+killed comparison continues. The summary gives, per reward, held-out accuracy against samples
+(mean and spread over seeds), Pass@N at the end, and against the first reward (ORM-RL):
+
+- **sample-efficiency ratio**: ORM-RL's samples ÷ the samples the other reward's mean curve needs
+  to reach ORM-RL's final mean accuracy (linear interpolation between evaluations; the paper's
+  "5–6×"); None when it never does;
+- **final accuracy gain**: the difference of final mean held-out accuracies (Pass@1 from
+  ``final_samples`` samples per problem).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pav.core.config import knob
+from pav.core.io import write_json
+from pav.core.jobs import Job, run_jobs
+from pav.core.metrics import read_metrics
+from pav.core.rundir import mark_complete, start_run
+from pav.rl.stage import PASS_AT, RLConfig
+
+log = logging.getLogger(__name__)
+
+PAPER = {"sample_efficiency": "5–6× (Gemma 2B/9B)", "gain": "+6 to +7 points"}
+GOALS = {"sample_efficiency": 6.0, "gain": 0.06}
+
+
+@dataclass(frozen=True)
+class RLCompareConfig:
+    rl: RLConfig = knob(RLConfig(), "settings shared by every arm (reward and seed are set per arm)")
+    rewards: tuple[str, ...] = knob(("orm", "pav"), "rewards to compare; the first is the reference (ORM-RL)")
+    seeds: tuple[int, ...] = knob((0, 1, 2), "seeds; each reward runs once per seed")
+    workers: int = knob(2, "worker processes (one torch thread each); 0: run in this process")
+
+    def __post_init__(self) -> None:
+        if len(self.rewards) < 2 or not self.seeds:
+            raise ValueError("compare needs at least two rewards and one seed")
+
+
+def job_rft(progress, cfg: RLCompareConfig, run_dir: str) -> dict[str, Any]:
+    import torch
+
+    from pav.rl.stage import rft
+
+    torch.set_num_threads(1)
+    out = Path(run_dir) / "rft"
+    if not (out / "config.json").is_file():
+        rft(cfg.rl, out)
+    progress(1)
+    return {"policy": str(out)}
+
+
+def job_arm(progress, cfg: RLCompareConfig, run_dir: str, reward: str, seed: int, start: str) -> dict[str, Any]:
+    from pav.rl.stage import run_rl
+
+    arm = dataclasses.replace(cfg.rl, reward=reward, seed=seed, policy=start, rft_labels="")
+    out = Path(run_dir) / "arms" / f"{reward}_s{seed}"
+    summary = run_rl(arm, out, show_progress=False, progress=progress)
+    rows = read_metrics(out / "metrics.jsonl")
+    summary["curve"] = [{"samples": r["rl/samples"], "accuracy": r["rl/heldout_accuracy"]}
+                        for r in rows if "rl/heldout_accuracy" in r]
+    summary["curve"].insert(0, {"samples": 0, "accuracy": summary["start_heldout_accuracy"]})
+    return summary
+
+
+def samples_to_reach(samples: list[float], accuracy: list[float], target: float) -> float | None:
+    """First number of samples at which the curve reaches ``target`` (linear between points)."""
+    for i, (s, a) in enumerate(zip(samples, accuracy)):
+        if a >= target:
+            if i == 0:
+                return float(s)
+            s0, a0 = samples[i - 1], accuracy[i - 1]
+            return float(s0 + (target - a0) / (a - a0) * (s - s0))
+    return None
+
+
+def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool = False,
+                   show_progress: bool = True) -> dict[str, Any]:
+    from pav.rl.report import write_report
+
+    if not cfg.rl.policy:
+        raise ValueError("rl-compare needs --set rl.policy=SFT_RUN (and rl.verifier=PQV_RUN, rl.rft_labels=LABEL_RUN)")
+    if any(r != "orm" for r in cfg.rewards) and not cfg.rl.verifier:
+        raise ValueError("rewards other than orm need --set rl.verifier=PQV_RUN")
+    run_dir = start_run(out, "rl-compare", cfg, overwrite)
+    common = {"cfg": cfg, "run_dir": str(run_dir)}
+    if cfg.rl.rft_labels:
+        start = str(run_dir / "rft")
+        jobs, after = [Job("rft", job_rft, 1, common)], ("rft",)
+    else:
+        from pav.rollouts.stage import resolve_model_dir
+
+        start, jobs, after = resolve_model_dir(cfg.rl.policy), [], ()
+    jobs += [Job(f"{r}_s{s}", job_arm, cfg.rl.iterations, {**common, "reward": r, "seed": s, "start": start}, after)
+             for s in cfg.seeds for r in cfg.rewards]
+    results = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
+    summary = summarize(cfg, results)
+    write_json(run_dir / "summary.json", summary)
+    write_report(summary, run_dir)
+    mark_complete(run_dir)
+    for row in summary["comparisons"]:
+        log.info("rl-compare: %s vs %s: sample efficiency %s, final accuracy gain %+.1f points -> %s", row["reward"],
+                 summary["reference"], "not reached" if row["sample_efficiency"] is None
+                 else f"{row['sample_efficiency']:.1f}x", 100 * row["gain"], run_dir)
+    return summary
+
+
+def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
+    per: dict[str, dict[str, Any]] = {}
+    for r in cfg.rewards:
+        arms = [results[f"{r}_s{s}"] for s in cfg.seeds]
+        samples = [p["samples"] for p in arms[0]["curve"]]
+        acc = np.array([[p["accuracy"] for p in a["curve"]] for a in arms])  # (seeds, evals)
+        final = np.array([a["final"]["pass@1"] for a in arms])
+        pass_at = {f"pass@{n}": [a["final"][f"pass@{n}"] for a in arms] for n in PASS_AT if f"pass@{n}" in arms[0]["final"]}
+        per[r] = {"samples": samples, "mean": acc.mean(0).tolist(), "min": acc.min(0).tolist(), "max": acc.max(0).tolist(),
+                  "final": final.tolist(), "final_mean": float(final.mean()),
+                  "final_sd": float(final.std(ddof=1)) if len(final) > 1 else 0.0,
+                  "pass_at": {k: float(np.mean(v)) for k, v in pass_at.items()},
+                  "start_accuracy": float(np.mean([a["start_heldout_accuracy"] for a in arms])),
+                  "kl_final": float(np.mean([a["last"]["rl/kl"] for a in arms])),
+                  "entropy_final": float(np.mean([a["last"]["rl/entropy"] for a in arms])),
+                  "steps_per_solution_final": float(np.mean([a["last"]["rl/steps_per_solution"] for a in arms]))}
+    ref_name = cfg.rewards[0]
+    ref = per[ref_name]
+    comparisons = []
+    for r in cfg.rewards[1:]:
+        need = samples_to_reach(per[r]["samples"], per[r]["mean"], ref["mean"][-1])
+        gains = [a - b for a, b in zip(per[r]["final"], ref["final"])]
+        comparisons.append({
+            "reward": r, "sample_efficiency": None if not need else float(ref["samples"][-1] / need),
+            "samples_to_match": need, "gain": float(np.mean(gains)),
+            "gain_sd": float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0,
+            "pass_at_gain": {k: per[r]["pass_at"][k] - ref["pass_at"][k] for k in ref["pass_at"]}})
+    checks = []
+    for c in comparisons:
+        checks += [
+            {"name": f"{c['reward']}-RL sample efficiency vs {ref_name}-RL", "value": c["sample_efficiency"],
+             "target": f">= {GOALS['sample_efficiency']:g}x", "passed": c["sample_efficiency"] is not None
+             and c["sample_efficiency"] >= GOALS["sample_efficiency"]},
+            {"name": f"{c['reward']}-RL final accuracy gain", "value": c["gain"],
+             "target": f">= +{100 * GOALS['gain']:.0f} points", "passed": c["gain"] >= GOALS["gain"]},
+            {"name": f"{c['reward']}-RL Pass@N above {ref_name}-RL for every N <= 64 (share)",
+             "value": float(np.mean([g > 0 for g in c["pass_at_gain"].values()])), "target": "1.0",
+             "passed": all(g > 0 for g in c["pass_at_gain"].values())}]
+    return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
+            "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
+            "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
+            "rewards": per, "comparisons": comparisons, "checks": checks, "paper": PAPER}

@@ -1,0 +1,66 @@
+"""`pav rl-compare` figures and report.md, from the comparison's summary only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+LABELS = {"orm": "ORM-RL (outcome only)", "pav": "PAV-RL (outcome + α·A^μ)", "pqv": "outcome + α·Q^π",
+          "prover-q": "outcome + α·Q^μ (App. G)"}
+
+
+def plot_curves(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    for i, (r, d) in enumerate(summary["rewards"].items()):
+        left.plot(d["samples"], d["mean"], color=f"C{i}", marker="o", markersize=3,
+                  label=f"{LABELS.get(r, r)}: final {d['final_mean']:.3f} ± {d['final_sd']:.3f}")
+        left.fill_between(d["samples"], d["min"], d["max"], color=f"C{i}", alpha=0.15)
+        ns = [int(k.split("@")[1]) for k in d["pass_at"]]
+        right.plot(ns, list(d["pass_at"].values()), color=f"C{i}", marker="o", label=LABELS.get(r, r))
+    n_seeds = len(summary["seeds"])
+    left.set_xlabel("training samples (solutions sampled)")
+    left.set_ylabel("held-out accuracy (pass@1)")
+    left.set_title(f"RL from the same RFT start; mean of {n_seeds} seeds, band = min..max", fontsize=9)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="lower right")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("N (log2)")
+    right.set_ylabel("held-out Pass@N after RL")
+    right.set_title("Pass@N of the final policies (mean over seeds)", fontsize=9)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(summary: dict[str, Any], run_dir: Path) -> None:
+    plot_curves(summary, run_dir / "rl_curves.png")
+    ref = summary["reference"]
+    lines = ["# Online RL: outcome rewards against dense progress rewards", "",
+             f"{summary['iterations']} iterations × {summary['samples_per_iteration']} samples, seeds "
+             f"{summary['seeds']}, α = {summary['alpha']:g}, prover Bo{summary['k']}, baseline {summary['baseline']}.", "",
+             "![curves](rl_curves.png)", "",
+             "| reward | start | final (mean ± sd over seeds) | KL to start | entropy | steps / solution |",
+             "|---|---|---|---|---|---|"]
+    for r, d in summary["rewards"].items():
+        lines.append(f"| {LABELS.get(r, r)} | {d['start_accuracy']:.3f} | {d['final_mean']:.3f} ± {d['final_sd']:.3f} | "
+                     f"{d['kl_final']:.4f} | {d['entropy_final']:.3f} | {d['steps_per_solution_final']:.2f} |")
+    lines += ["", f"| against {LABELS.get(ref, ref)} | here | paper | goal |", "|---|---|---|---|"]
+    for c in summary["comparisons"]:
+        eff = "not reached" if c["sample_efficiency"] is None else f"{c['sample_efficiency']:.2f}×"
+        lines.append(f"| {LABELS.get(c['reward'], c['reward'])}: sample efficiency | {eff} | "
+                     f"{summary['paper']['sample_efficiency']} | ≥ 6× |")
+        lines.append(f"| {LABELS.get(c['reward'], c['reward'])}: final accuracy gain | {100 * c['gain']:+.1f} ± "
+                     f"{100 * c['gain_sd']:.1f} points | {summary['paper']['gain']} | ≥ +6 |")
+    first = next(iter(summary["rewards"].values()))
+    ns = list(first["pass_at"])
+    lines += ["", "| Pass@N after RL | " + " | ".join(ns) + " |", "|---|" + "---|" * len(ns)]
+    for r, d in summary["rewards"].items():
+        lines.append(f"| {LABELS.get(r, r)} | " + " | ".join(f"{d['pass_at'][n]:.3f}" for n in ns) + " |")
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,116 @@
+"""Dense per-step rewards, per-token weights and advantages for online RL (PAPER.md §6, Eq. 5).
+
+Per step h of a sampled solution the weight is
+
+    w_h = outcome + α · bonus_h,   bonus = A^μ (``pav``), Q^π (``pqv``), Q^μ (``prover-q``), 0 (``orm``)
+
+where ``outcome`` (Rex, the checked final answer) is the Monte-Carlo return Q^π of the sampled
+rollout and the bonus comes from the fixed verifier. The bonus enters *per step*, not summed into
+returns-to-go: Eq. 4 takes states from the old policy, and Σ_{h'≥h} A^μ would telescope to
+Q^μ(final) − V^μ(s_h), losing the per-step credit (PAPER.md §6 [INFERENCE]). Every token of step h
+gets w_h; prompt and padding tokens get nothing.
+
+Baselines (``advantages``):
+- ``rloo``: b_i = mean outcome of the other samples of the same problem (leave-one-out); the
+  bonus A^μ is already centred. With α = 0 this is exactly outcome-only RLOO.
+- ``value``: a learned token-level value V(s_t) predicting E[w] (the paper's REINFORCE baseline).
+
+Non-finite numbers never reach a tensor: a verifier that returns NaN where it can see the step
+raises `NonFiniteReward`; steps past the verifier's window (a NaN suffix with a finite question
+value) get no bonus and are counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pav.verifier.scorer import StepScores
+
+REWARDS = ("orm", "pav", "pqv", "prover-q")
+
+
+class NonFiniteReward(FloatingPointError):
+    """A reward or advantage is NaN or infinite; the run stops rather than train on it."""
+
+
+def step_weights(reward: str, outcome: float, scores: StepScores | None, alpha: float,
+                 n_steps: int) -> tuple[np.ndarray, bool]:
+    """(H,) weights w_h of one solution and whether the verifier saw every step (module docstring)."""
+    if reward not in REWARDS:
+        raise ValueError(f"unknown reward {reward!r}; choose from {REWARDS}")
+    if not np.isfinite(outcome):
+        raise NonFiniteReward(f"non-finite outcome {outcome!r}")
+    w = np.full(n_steps, float(outcome))
+    if reward == "orm" or alpha == 0:
+        return w, True
+    if scores is None:
+        raise ValueError(f"reward {reward!r} needs verifier scores")
+    bonus = {"pav": scores.adv_prover, "pqv": scores.q_base, "prover-q": scores.q_prover}[reward]
+    bonus = np.asarray(bonus, dtype=np.float64)
+    if bonus.shape != (n_steps,):
+        raise ValueError(f"verifier scored {bonus.shape[0]} steps of a {n_steps}-step solution")
+    seen = np.isfinite(bonus)
+    cut = int(seen.sum())
+    if not np.isfinite(scores.v_base) or not seen[:cut].all() or np.isinf(bonus).any():
+        raise NonFiniteReward(f"the verifier returned non-finite values inside its window: {bonus.tolist()}")
+    w[:cut] += alpha * bonus[:cut]
+    return w, cut == n_steps
+
+
+def token_weights(weights: Sequence[np.ndarray], step_index: torch.Tensor) -> torch.Tensor:
+    """(B, T) weight of each token: w[b][step_index[b, t]], 0 where step_index < 0 (prompt, padding)."""
+    out = torch.zeros(step_index.shape, dtype=torch.float32)
+    for b, w in enumerate(weights):
+        idx = step_index[b]
+        mine = idx >= 0
+        if mine.any():
+            out[b, mine] = torch.as_tensor(w, dtype=torch.float32)[idx[mine]]
+    if not torch.isfinite(out).all():
+        raise NonFiniteReward("non-finite per-token weight")
+    return out
+
+
+def rloo_baseline(outcomes: Sequence[float], groups: Sequence[int]) -> np.ndarray:
+    """(B,) mean outcome of the other samples of the same group; 0 for a sample alone in its group."""
+    r, g = np.asarray(outcomes, dtype=np.float64), np.asarray(groups)
+    out = np.zeros_like(r)
+    for key in np.unique(g):
+        idx = np.flatnonzero(g == key)
+        if len(idx) > 1:
+            out[idx] = (r[idx].sum() - r[idx]) / (len(idx) - 1)
+    return out
+
+
+def advantages(tok_w: torch.Tensor, mask: torch.Tensor, *, baseline: str, outcomes: Sequence[float] = (),
+               groups: Sequence[int] = (), values: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, T) advantage of each completion token (0 elsewhere): w − b (module docstring)."""
+    if baseline == "rloo":
+        b = torch.as_tensor(rloo_baseline(outcomes, groups), dtype=torch.float32)[:, None]  # (B, 1)
+    elif baseline == "value":
+        if values is None:
+            raise ValueError("the value baseline needs values")
+        b = values.detach()  # (B, T)
+    else:
+        raise ValueError(f"unknown baseline {baseline!r}; choose 'rloo' or 'value'")
+    adv = (tok_w - b) * mask
+    if not torch.isfinite(adv).all():
+        raise NonFiniteReward("non-finite advantage")
+    return adv
+
+
+def policy_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE with a KL penalty to the initial policy, mean over completion tokens.
+
+    logp, ref_logp, adv, mask: (B, T). KL per token uses the k3 estimator
+    exp(ref − logp) − (ref − logp) − 1 (unbiased, non-negative). Returns (loss, mean KL).
+    """
+    n = mask.sum().clamp_min(1)
+    log_ratio = (ref_logp - logp) * mask
+    kl = (torch.exp(log_ratio) - log_ratio - 1) * mask  # (B, T)
+    pg = -(adv * logp * mask).sum() / n
+    kl_mean = kl.sum() / n
+    return pg + kl_coef * kl_mean, kl_mean.detach()

@@ -1,0 +1,168 @@
+"""`pav rl`: online RL of the base policy with outcome or dense progress rewards (PAPER.md §6).
+
+The start is the SFT policy, optionally after rejection fine-tuning (RFT, the paper's
+initialisation) on the correct seed solutions of a label run (``rft_labels``). ``--set
+reward=orm|pav|pqv|prover-q`` picks the per-step weight (`pav.rl.rewards`); the verifier is fixed
+during RL. Held-out accuracy (pass@1 from ``eval_samples`` samples per problem) is measured every
+``eval_every`` iterations, Pass@N up to N = ``final_samples`` at the end. Writes ``policy/``,
+``metrics.jsonl``, ``checkpoints/`` (a killed run resumes with the same command) and
+``summary.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pav.core.config import knob
+from pav.core.io import read_jsonl, write_json
+from pav.core.rundir import mark_complete, start_run
+from pav.core.seeding import derive_seed
+from pav.tasks.modreach import ModReach, ModReachConfig
+
+log = logging.getLogger(__name__)
+
+PASS_AT = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class RLConfig:
+    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
+    policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
+    rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
+    rft_steps: int = knob(300, "RFT optimiser steps (batch 16, AdamW, warm-up + cosine, as SFT)")
+    rft_lr: float = knob(5e-4, "RFT peak learning rate")
+    verifier: str = knob("", "the fixed PQV (`pav train-verifier` run); needed unless reward=orm")
+    reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
+        "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), PAPER.md Eq. 5 and App. G")
+    alpha: float = knob(1.0, "α: weight of the verifier's term")
+    k: int = knob(4, "prover μ = Best-of-K(π) of the verifier's A^μ / Q^μ")
+    baseline: Literal["value", "rloo"] = knob("value", "learned token-level value (paper) or leave-one-out over a problem's samples")
+    iterations: int = knob(300, "policy updates")
+    problems_per_iter: int = knob(8, "fresh training problems per update")
+    samples_per_problem: int = knob(4, "solutions sampled per problem (batch = problems x samples)")
+    lr: float = knob(1e-4, "policy peak learning rate (AdamW)")
+    value_lr: float = knob(3e-4, "value model peak learning rate")
+    warmup: int = knob(30, "linear warm-up iterations, then cosine decay")
+    kl_coef: float = knob(0.001, "KL penalty to the initial policy (paper: 0.001)")
+    grad_clip: float = knob(1.0, "gradient norm clip")
+    temperature: float = knob(1.0, "sampling temperature")
+    eval_every: int = knob(25, "held-out evaluation every this many iterations")
+    eval_problems: int = knob(100, "held-out problems for accuracy and Pass@N")
+    eval_samples: int = knob(4, "samples per held-out problem at each evaluation (pass@1 estimate)")
+    final_samples: int = knob(64, "samples per held-out problem at the end (Pass@N, N <= this)")
+    checkpoint_every: int = knob(25, "checkpoint every this many iterations")
+    seed: int = knob(0, "seed of problems, sampling and the value head")
+    threads: int = knob(1, "torch threads")
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.problems_per_iter < 1 or self.samples_per_problem < 1:
+            raise ValueError("iterations, problems_per_iter and samples_per_problem must be >= 1")
+        if self.baseline == "rloo" and self.samples_per_problem < 2:
+            raise ValueError("the rloo baseline needs samples_per_problem >= 2")
+
+
+def rft(cfg: RLConfig, out_dir: Path, show_progress: bool = False) -> Path:
+    """Rejection fine-tuning: SFT of the start policy on the correct seed solutions of a label run."""
+    import random
+
+    import torch
+
+    from pav.core.records import Problem, Solution
+    from pav.policies.hf import load_causal_lm, save_policy
+    from pav.rollouts.stage import resolve_model_dir
+    from pav.sft.train import Example, SFTSchedule, train_lm
+    from pav.tasks.base import join_steps
+
+    task = ModReach(cfg.task)
+    problems = {p.problem_id: p for p in read_jsonl(Path(cfg.rft_labels) / "problems.jsonl", Problem)}
+    correct = [s for f in sorted((Path(cfg.rft_labels) / "solutions").glob("shard-*.jsonl"))
+               for s in read_jsonl(f, Solution) if s.outcome == 1.0]
+    if not correct:
+        raise ValueError(f"{cfg.rft_labels} holds no correct seed solution to fine-tune on")
+    examples = [Example(task.prompt(problems[s.problem_id]), join_steps(s.steps, task.step_delimiter)) for s in correct]
+    model, tokenizer = load_causal_lm(resolve_model_dir(cfg.policy))
+    rng = random.Random(derive_seed(cfg.seed, "rft"))
+
+    def batches():
+        while True:
+            yield rng.sample(examples, min(16, len(examples)))
+
+    torch.manual_seed(derive_seed(cfg.seed, "rft-torch") % 2**31)
+    train_lm(model, tokenizer, batches(), SFTSchedule(cfg.rft_steps, cfg.rft_lr), model.config.n_positions)
+    save_policy(model, tokenizer, out_dir)
+    log.info("rft: %d steps on %d correct seed solutions -> %s", cfg.rft_steps, len(correct), out_dir)
+    return out_dir
+
+
+def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True,
+           progress=None) -> dict[str, Any]:
+    """RFT (optional) → RL loop → held-out Pass@N; see the module docstring."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from pav.policies.hf import HFPolicy, load_causal_lm, save_policy
+    from pav.rl.train import Learner, RLSettings, train_rl
+    from pav.rollouts.evaluate import evaluate_policy
+    from pav.rollouts.stage import resolve_model_dir
+    from pav.verifier.model import ValueVerifier
+
+    if not cfg.policy:
+        raise ValueError("rl needs a start policy: --set policy=SFT_RUN")
+    if cfg.reward != "orm" and cfg.alpha != 0 and not cfg.verifier:
+        raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
+    torch.set_num_threads(cfg.threads)
+    run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
+    task = ModReach(cfg.task)
+    start_dir = resolve_model_dir(cfg.policy)
+    if cfg.rft_labels:
+        start_dir = str(run_dir / "rft")
+        if not (Path(start_dir) / "config.json").is_file():
+            rft(cfg, Path(start_dir), show_progress)
+    model, tokenizer = load_causal_lm(start_dir)
+    policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}")
+    ref = copy.deepcopy(model).eval().requires_grad_(False)
+    value = ValueVerifier.from_policy(start_dir, seed=derive_seed(cfg.seed, "value-head") % 2**31) \
+        if cfg.baseline == "value" else None
+    learner = Learner(policy, ref, value, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
+                      torch.optim.AdamW(value.parameters(), lr=cfg.value_lr) if value is not None else None)
+    scorer = None
+    if cfg.reward != "orm" and cfg.alpha != 0:
+        from pav.verifier.scorer import VerifierScorer
+        from pav.verifier.stage import load_verifier
+
+        scorer = VerifierScorer(load_verifier(cfg.verifier), k=cfg.k, batch_size=64)
+    heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "rl-eval"), "heldout")
+
+    def evaluate(it: int) -> dict[str, float]:
+        q = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1,), derive_seed(cfg.seed, "rl-eval", it))
+        return {"rl/heldout_accuracy": q["pass@1"]}
+
+    settings = RLSettings(cfg.reward, cfg.alpha, cfg.baseline, cfg.iterations, cfg.problems_per_iter,
+                          cfg.samples_per_problem, cfg.lr, cfg.value_lr, cfg.warmup, 0.1, cfg.kl_coef,
+                          cfg.grad_clip, cfg.temperature, seed=cfg.seed, eval_every=cfg.eval_every,
+                          checkpoint_every=cfg.checkpoint_every)
+    start_acc = evaluate(0)["rl/heldout_accuracy"]
+    with tqdm(total=cfg.iterations, desc=f"rl {cfg.reward}", disable=not show_progress) as bar:
+        def on_iter(it: int) -> None:
+            bar.update(1)
+            if progress is not None:
+                progress(1)
+
+        last = train_rl(learner, task, scorer, settings, run_dir, evaluate, on_iter)
+    save_policy(model, tokenizer, run_dir / "policy")
+    final = evaluate_policy(policy, task, heldout, cfg.final_samples, [n for n in PASS_AT if n <= cfg.final_samples],
+                            derive_seed(cfg.seed, "rl-final"))
+    summary = {"reward": cfg.reward, "alpha": cfg.alpha, "baseline": cfg.baseline, "seed": cfg.seed,
+               "start_heldout_accuracy": start_acc, "final": final, "last": last,
+               "samples": cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem,
+               "start_policy": start_dir}
+    write_json(run_dir / "summary.json", summary)
+    mark_complete(run_dir)
+    log.info("rl %s: held-out accuracy %.3f -> %.3f after %d samples; pass@%d %.3f -> %s", cfg.reward, start_acc,
+             final["pass@1"], summary["samples"], max(k for k in PASS_AT if k <= cfg.final_samples),
+             final[f"pass@{max(k for k in PASS_AT if k <= cfg.final_samples)}"], run_dir)
+    return summary

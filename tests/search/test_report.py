@@ -1,0 +1,42 @@
+"""The search summary: ratios against the ORM curve, the PQV comparison, figures and report from job results."""
+
+import pytest
+
+from pav.search.report import summarize, write_report
+from pav.search.stage import SearchConfig
+
+
+def _point(n, acc, gen):
+    return {"n": n, "accuracy": acc, "accuracy_se": 0.01, "generated": gen, "encoded": 10.0, "scored": 100.0,
+            "samples": n, "pass_complete": min(1.0, acc + 0.2)}
+
+
+def test_summary_numbers_by_hand(tmp_path):
+    cfg = SearchConfig(ns=(2, 4, 8), alpha=None, alpha_grid=(0.0, 0.5), prover_ks=(1, 4), prover_ns=(2,))
+    orm = [_point(2, 0.2, 100), _point(4, 0.3, 200), _point(8, 0.25, 400)]
+    results = {"best_of_n": {"curves": {"orm": orm, "pav_as_orm": orm},
+                             "pass_at": [{"n": n, "accuracy": a} for n, a in ((2, 0.4), (4, 0.6), (8, 0.8))]},
+               **{f"pqv_beam_N{n}": _point(n, a, g) for n, a, g in ((2, 0.2, 150), (4, 0.3, 300), (8, 0.35, 600))},
+               **{f"pav_beam_N{n}_a0.5": _point(n, a, g) for n, a, g in ((2, 0.3, 150), (4, 0.35, 300), (8, 0.3, 600))},
+               "alpha_0": {"alpha": 0.0, "accuracy": 0.2, "accuracy_se": 0.02, "generated": 1.0},
+               "alpha_0.5": {"alpha": 0.5, "accuracy": 0.3, "accuracy_se": 0.02, "generated": 1.0},
+               "prover_K1_N2_a0.5": _point(2, 0.1, 150)}
+    s = summarize(cfg, 0.5, results)
+    h = s["headline"]
+    assert h["reference"] == "orm"
+    # ORM best-of-8 has 0.25 at compute 400; PAV first reaches 0.25 below its first point: at 150
+    assert h["compute_efficiency"] == pytest.approx(400 / 150)
+    assert h["reference_best"]["n"] == 4
+    # PAV reaches ORM's best (0.30) at 150 too -> 200 / 150
+    assert h["compute_efficiency_vs_reference_best"] == pytest.approx(200 / 150)
+    # at compute 150 the ORM curve reads 0.2 + 0.1 * log2(1.5) -> gain 0.3 - that
+    import math
+    assert h["gains_at_equal_compute"][0]["gain"] == pytest.approx(0.3 - (0.2 + 0.1 * math.log2(1.5)))
+    assert h["pav_above_pqv_beam"] == pytest.approx(2 / 3)
+    assert [c["passed"] for c in s["checks"]][2] is False
+    assert s["prover_sweep"]["4"][0]["accuracy"] == 0.3 and s["prover_sweep"]["1"][0]["accuracy"] == 0.1
+    assert [p["generated"] for p in s["pass_at"]] == [100, 200, 400]
+    write_report(s, tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "2.67×" in text and "| PAV beam |" in text
+    assert (tmp_path / "search_curves.png").stat().st_size > 10_000 and (tmp_path / "search_sweeps.png").is_file()

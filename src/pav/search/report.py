@@ -86,7 +86,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
+    fig, ax = plt.subplots(figsize=(10.5, 5))
     styles = {"orm": ("C0", "o", "-"), "pav_as_orm": ("C1", "s", "-"), "majority": ("C7", "^", ":"),
               "weighted_majority": ("C4", "v", ":"), "pqv_beam": ("C2", "D", "--"), "pav_beam": ("C3", "*", "-")}
     for name, points in summary["curves"].items():
@@ -108,10 +108,11 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     h = summary["headline"]
     eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.1f}×"
     gain = "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} pts"
-    ax.set_title(f"Test-time search (α = {summary['alpha']:g}, prover Bo{summary['k']}): "
-                 f"compute efficiency {eff}, gain at equal compute {gain}", fontsize=9)
+    ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g} and prover Bo{summary['k']}\n"
+                 f"compute to match ORM best-of-{summary['ns'][-1]}: {eff} less; mean gain at equal compute: {gain}",
+                 fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -132,7 +133,7 @@ def plot_sweeps(summary: dict[str, Any], path: Path) -> None:
         left.legend(fontsize=8)
     else:
         left.text(0.5, 0.5, f"α = {summary['alpha']:g} given; no sweep", ha="center", transform=left.transAxes)
-    left.set_xlabel("α in Q̂^π + α·Â^μ")
+    left.set_xlabel(r"$\alpha$ in $\hat{Q}^\pi + \alpha\,\hat{A}^\mu$")
     left.set_ylabel(f"accuracy ({summary['val_problems']} validation problems)")
     left.set_title("α sweep (beam width 16 by default)", fontsize=9)
     left.grid(alpha=0.3)

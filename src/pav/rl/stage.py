@@ -44,7 +44,7 @@ class RLConfig:
     iterations: int = knob(300, "policy updates")
     problems_per_iter: int = knob(8, "fresh training problems per update")
     samples_per_problem: int = knob(4, "solutions sampled per problem (batch = problems x samples)")
-    lr: float = knob(1e-4, "policy peak learning rate (AdamW)")
+    lr: float = knob(3e-4, "policy peak learning rate (AdamW)")
     value_lr: float = knob(3e-4, "value model peak learning rate")
     warmup: int = knob(30, "linear warm-up iterations, then cosine decay")
     kl_coef: float = knob(0.001, "KL penalty to the initial policy (paper: 0.001)")

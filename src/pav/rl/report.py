@@ -27,7 +27,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     left.set_ylabel("held-out accuracy (pass@1)")
     left.set_title(f"RL from the same RFT start; mean of {n_seeds} seeds, band = min..max", fontsize=9)
     left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="lower right")
+    left.legend(fontsize=8, loc="best")
     right.set_xscale("log", base=2)
     right.set_xlabel("N (log2)")
     right.set_ylabel("held-out Pass@N after RL")

@@ -7,6 +7,8 @@ from typing import Any
 
 LABELS = {"orm": "ORM-RL (outcome only)", "pav": "PAV-RL (outcome + α·A^μ)", "pqv": "outcome + α·Q^π",
           "prover-q": "outcome + α·Q^μ (App. G)"}
+PLOT_LABELS = {"orm": "ORM-RL (outcome only)", "pav": r"PAV-RL (outcome + $\alpha A^\mu$)",
+               "pqv": r"outcome + $\alpha Q^\pi$", "prover-q": r"outcome + $\alpha Q^\mu$ (App. G)"}
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
@@ -18,10 +20,10 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.3))
     for i, (r, d) in enumerate(summary["rewards"].items()):
         left.plot(d["samples"], d["mean"], color=f"C{i}", marker="o", markersize=3,
-                  label=f"{LABELS.get(r, r)}: final {d['final_mean']:.3f} ± {d['final_sd']:.3f}")
+                  label=f"{PLOT_LABELS.get(r, r)}: final {d['final_mean']:.3f} ± {d['final_sd']:.3f}")
         left.fill_between(d["samples"], d["min"], d["max"], color=f"C{i}", alpha=0.15)
         ns = [int(k.split("@")[1]) for k in d["pass_at"]]
-        right.plot(ns, list(d["pass_at"].values()), color=f"C{i}", marker="o", label=LABELS.get(r, r))
+        right.plot(ns, list(d["pass_at"].values()), color=f"C{i}", marker="o", label=PLOT_LABELS.get(r, r))
     n_seeds = len(summary["seeds"])
     left.set_xlabel("training samples (solutions sampled)")
     left.set_ylabel("held-out accuracy (pass@1)")

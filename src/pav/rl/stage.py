@@ -38,7 +38,7 @@ class RLConfig:
     verifier: str = knob("", "the fixed PQV (`pav train-verifier` run); needed unless reward=orm")
     reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
         "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), PAPER.md Eq. 5 and App. G")
-    alpha: float = knob(1.0, "α: weight of the verifier's term")
+    alpha: float = knob(0.3, "α: weight of the verifier's term (built-in task: α >= 1 let the policy exploit the small PAV)")
     k: int = knob(4, "prover μ = Best-of-K(π) of the verifier's A^μ / Q^μ")
     baseline: Literal["value", "rloo"] = knob("value", "learned token-level value (paper) or leave-one-out over a problem's samples")
     iterations: int = knob(300, "policy updates")

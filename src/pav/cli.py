@@ -54,6 +54,25 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(2)
 
 
+def _stage(config: str, run: str, stage: str, preset: Optional[str], quick: bool, set_: list[str],
+           out: Optional[Path], overwrite: bool, show_config: bool, quiet: bool, checks: bool = False) -> None:
+    """One stage command: resolve the config class ``module:Class`` (defaults → preset → --set),
+    then run ``module:function`` on it; stages are imported only when their command runs."""
+    cfg = _resolve(_attr(config), stage, preset, quick, set_)
+    if show_config:
+        return _print_settings(cfg)
+    summary = _run(_attr(run), cfg, out, overwrite, quiet)
+    if checks:
+        _print_checks(summary["checks"])
+
+
+def _attr(path: str):
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> dict:
     from pav.core.rundir import RunExistsError
 
@@ -79,14 +98,8 @@ def didactic(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str
 
     Writes config.toml, summary.json, report.md and PNG figures into the run directory.
     """
-    from pav.didactic.experiments import DidacticConfig
-
-    cfg = _resolve(DidacticConfig, "didactic", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.didactic.stage import run_didactic
-
-    _print_checks(_run(run_didactic, cfg, out, overwrite, quiet)["checks"])
+    _stage("pav.didactic.experiments:DidacticConfig", "pav.didactic.stage:run_didactic", "didactic",
+           preset, quick, set_, out, overwrite, show_config, quiet, checks=True)
 
 
 @app.command()
@@ -97,14 +110,8 @@ def sft(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = S
     Writes policy/ (safetensors + tokenizer, loadable with from_pretrained), metrics.jsonl and
     summary.json with held-out pass@1/8/64, the step mix and the quality gate.
     """
-    from pav.sft.stage import SFTConfig
-
-    cfg = _resolve(SFTConfig, "sft", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.sft.stage import run_sft
-
-    _run(run_sft, cfg, out, overwrite, quiet)
+    _stage("pav.sft.stage:SFTConfig", "pav.sft.stage:run_sft", "sft",
+           preset, quick, set_, out, overwrite, show_config, quiet)
 
 
 @app.command()
@@ -115,14 +122,8 @@ def label(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] =
     Reads a policy (--set policy=RUN_OR_MODEL_DIR). Writes labels/shard-*.parquet (raw counts per
     prefix), solutions/shard-*.jsonl and summary.json. A killed run resumes with the same command.
     """
-    from pav.rollouts.stage import LabelConfig
-
-    cfg = _resolve(LabelConfig, "label", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.rollouts.stage import run_label
-
-    _run(run_label, cfg, out, overwrite, quiet)
+    _stage("pav.rollouts.stage:LabelConfig", "pav.rollouts.stage:run_label", "label",
+           preset, quick, set_, out, overwrite, show_config, quiet)
 
 
 @app.command("train-verifier")
@@ -135,14 +136,8 @@ def train_verifier(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: li
     checkpoints/ (resumable after a kill), metrics.jsonl and summary.json (held-out MSE beside
     the Monte-Carlo noise floor).
     """
-    from pav.verifier.stage import TrainVerifierConfig
-
-    cfg = _resolve(TrainVerifierConfig, "train_verifier", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.verifier.stage import run_train_verifier
-
-    _run(run_train_verifier, cfg, out, overwrite, quiet)
+    _stage("pav.verifier.stage:TrainVerifierConfig", "pav.verifier.stage:run_train_verifier", "train_verifier",
+           preset, quick, set_, out, overwrite, show_config, quiet)
 
 
 @app.command()
@@ -152,14 +147,8 @@ def score(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[P
 
     Reads --set solutions=FILE --set problems=FILE --set verifier=DIR. Writes scores.jsonl.
     """
-    from pav.verifier.stage import ScoreConfig
-
-    cfg = _resolve(ScoreConfig, "score", preset, False, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.verifier.stage import run_score
-
-    _run(run_score, cfg, out, overwrite, quiet)
+    _stage("pav.verifier.stage:ScoreConfig", "pav.verifier.stage:run_score", "score",
+           preset, False, set_, out, overwrite, show_config, quiet)
 
 
 @app.command("eval-verifier")
@@ -171,14 +160,8 @@ def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Op
     verifier_quality.png (reliability diagram; outcome AUROC by step, Q^π vs effective reward),
     summary.json and report.md.
     """
-    from pav.verifier.stage import EvalVerifierConfig
-
-    cfg = _resolve(EvalVerifierConfig, "eval_verifier", preset, False, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.verifier.stage import run_eval_verifier
-
-    _run(run_eval_verifier, cfg, out, overwrite, quiet)
+    _stage("pav.verifier.stage:EvalVerifierConfig", "pav.verifier.stage:run_eval_verifier", "eval_verifier",
+           preset, False, set_, out, overwrite, show_config, quiet)
 
 
 @app.command()
@@ -191,14 +174,8 @@ def search(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] 
     problem), summary.json (curves, compute-efficiency ratio, accuracy gain at equal compute, α and
     prover sweeps), search_curves.png, search_sweeps.png and report.md. A killed run resumes.
     """
-    from pav.search.stage import SearchConfig
-
-    cfg = _resolve(SearchConfig, "search", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.search.stage import run_search
-
-    _print_checks(_run(run_search, cfg, out, overwrite, quiet)["checks"])
+    _stage("pav.search.stage:SearchConfig", "pav.search.stage:run_search", "search",
+           preset, quick, set_, out, overwrite, show_config, quiet, checks=True)
 
 
 @app.command()
@@ -211,14 +188,8 @@ def rl(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SE
     metrics.jsonl (accuracy, reward parts, KL, entropy, lengths, value loss), checkpoints/ (a killed
     run resumes with the same command) and summary.json (held-out Pass@N).
     """
-    from pav.rl.stage import RLConfig
-
-    cfg = _resolve(RLConfig, "rl", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.rl.stage import run_rl
-
-    _run(run_rl, cfg, out, overwrite, quiet)
+    _stage("pav.rl.stage:RLConfig", "pav.rl.stage:run_rl", "rl",
+           preset, quick, set_, out, overwrite, show_config, quiet)
 
 
 @app.command("rl-compare")
@@ -230,14 +201,8 @@ def rl_compare(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[s
     arms/<reward>_s<seed>/ (each a `pav rl` run), rl_curves.png (accuracy vs samples; Pass@N),
     report.md and summary.json (sample-efficiency ratio, final accuracy gain, spreads over seeds).
     """
-    from pav.rl.compare import RLCompareConfig
-
-    cfg = _resolve(RLCompareConfig, "rl_compare", preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    from pav.rl.compare import run_rl_compare
-
-    _print_checks(_run(run_rl_compare, cfg, out, overwrite, quiet)["checks"])
+    _stage("pav.rl.compare:RLCompareConfig", "pav.rl.compare:run_rl_compare", "rl_compare",
+           preset, quick, set_, out, overwrite, show_config, quiet, checks=True)
 
 
 def _print_settings(cfg) -> None:

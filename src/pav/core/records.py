@@ -258,5 +258,3 @@ class StepLabel(Record):
          lambda r: r.n_correct <= r.n_rollouts),
     )
 
-
-RECORD_TYPES: dict[str, type[Record]] = {cls.KIND: cls for cls in (Problem, Solution, StepLabel)}

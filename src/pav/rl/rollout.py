@@ -60,13 +60,17 @@ def encode_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str
     return RolloutBatch(enc["input_ids"], enc["attention_mask"], step_index, n_steps)
 
 
-def token_logprobs(model: torch.nn.Module, batch: RolloutBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) log π(token_t | tokens_<t) (0 at t = 0) and (B, T) entropy of the distribution it came from."""
+def token_logprobs(model: torch.nn.Module, batch: RolloutBatch,
+                   entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T) log π(token_t | tokens_<t) (0 at t = 0) and, if asked, (B, T) entropy of the
+    distribution each token came from (None otherwise)."""
     mask = batch.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) as the sampler numbers them
     logits = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions).logits.float()
     logp_all = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V): predicts tokens 1..T-1
     logp = logp_all.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (B, T-1)
     pad = logp.new_zeros(logp.shape[0], 1)
-    return torch.cat([pad, logp], 1), torch.cat([pad, entropy.detach()], 1)
+    if not entropy:
+        return torch.cat([pad, logp], 1), None
+    ent = -(logp_all.exp() * logp_all).sum(-1)  # (B, T-1)
+    return torch.cat([pad, logp], 1), torch.cat([pad, ent.detach()], 1)

@@ -12,6 +12,7 @@ during RL. Held-out accuracy (pass@1 from ``eval_samples`` samples per problem) 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +66,7 @@ class RLConfig:
             raise ValueError("the rloo baseline needs samples_per_problem >= 2")
 
 
-def rft(cfg: RLConfig, out_dir: Path, show_progress: bool = False) -> Path:
+def rft(cfg: RLConfig, out_dir: Path) -> Path:
     """Rejection fine-tuning: SFT of the start policy on the correct seed solutions of a label run."""
     import random
 
@@ -121,7 +122,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     if cfg.rft_labels:
         start_dir = str(run_dir / "rft")
         if not (Path(start_dir) / "config.json").is_file():
-            rft(cfg, Path(start_dir), show_progress)
+            rft(cfg, Path(start_dir))
     model, tokenizer = load_causal_lm(start_dir)
     policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}")
     ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -141,10 +142,8 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         q = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1,), derive_seed(cfg.seed, "rl-eval", it))
         return {"rl/heldout_accuracy": q["pass@1"]}
 
-    settings = RLSettings(cfg.reward, cfg.alpha, cfg.baseline, cfg.iterations, cfg.problems_per_iter,
-                          cfg.samples_per_problem, cfg.lr, cfg.value_lr, cfg.warmup, 0.1, cfg.kl_coef,
-                          cfg.grad_clip, cfg.temperature, seed=cfg.seed, eval_every=cfg.eval_every,
-                          checkpoint_every=cfg.checkpoint_every)
+    settings = RLSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RLSettings)
+                             if hasattr(cfg, f.name)})  # the loop's knobs are the stage's, by name
     start_acc = evaluate(0)["rl/heldout_accuracy"]
     with tqdm(total=cfg.iterations, desc=f"rl {cfg.reward}", disable=not show_progress) as bar:
         def on_iter(it: int) -> None:

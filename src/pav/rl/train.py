@@ -120,7 +120,7 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
             model.train()
             logp, entropy = token_logprobs(model, enc)
             with torch.no_grad():
-                ref_logp, _ = token_logprobs(learner.ref, enc)
+                ref_logp, _ = token_logprobs(learner.ref, enc, entropy=False)
             values = value_loss = None
             if learner.value is not None:
                 values = learner.value(enc.input_ids, enc.attention_mask, _state_positions(enc.input_ids))  # (B, T)

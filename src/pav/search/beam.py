@@ -73,6 +73,7 @@ class BeamResult:
 class _Candidate:
     steps: tuple[str, ...]
     complete: bool
+    tokens: int | None = None  # tokens of prompt + steps as the policy encodes them, once counted
 
 
 class _ProblemBeam:
@@ -80,7 +81,7 @@ class _ProblemBeam:
 
     def __init__(self, problem: Problem, prompt: str) -> None:
         self.problem, self.prompt = problem, prompt
-        self.beam: list[tuple[str, ...]] = [()]
+        self.beam: list[_Candidate] = [_Candidate((), False)]
         self.complete: list[tuple[tuple[str, ...], float]] = []
         self.compute = Compute()
         self.depth = 0
@@ -91,7 +92,7 @@ class _ProblemBeam:
         order = np.argsort(-np.where(np.isnan(rewards), -np.inf, rewards), kind="stable")
         kept = order[: width - len(self.complete)]
         self.complete += [(candidates[i].steps, float(q_last[i])) for i in kept if candidates[i].complete]
-        self.beam = [candidates[i].steps for i in kept if not candidates[i].complete]
+        self.beam = [candidates[i] for i in kept if not candidates[i].complete]
 
     def result(self) -> BeamResult:
         if self.complete:
@@ -137,7 +138,7 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
         if not active:
             break
         expand = [(b, i, prefix) for b in active for i, prefix in enumerate(b.beam)]  # (problem, rank, prefix)
-        contexts = [b.prompt + join_steps(prefix, delim) for b, _, prefix in expand]
+        contexts = [b.prompt + join_steps(prefix.steps, delim) for b, _, prefix in expand]
         n = settings.candidates * (settings.width if depth == 0 else 1)  # depth 0: B copies of the question
         batch = policy.sample(contexts, n, until="step", max_steps=1,
                               max_new_tokens=settings.step_tokens, temperature=settings.temperature,
@@ -145,15 +146,16 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
                               seed=[derive_seed(seed, b.problem.problem_id, depth, i) for b, i, _ in expand])
         per_beam: dict[int, list[_Candidate]] = {id(b): [] for b in active}
         for (b, _, prefix), context, gens in zip(expand, contexts, batch.generations):
-            b.compute.add(generated=sum(g.n_tokens for g in gens), encoded=context_tokens(policy, context),
-                          samples=len(gens))
-            per_beam[id(b)] += _candidates(task, prefix, [g.text for g in gens], settings.max_steps)
+            encoded = prefix.tokens if prefix.tokens is not None else context_tokens(policy, context)
+            b.compute.add(generated=sum(g.n_tokens for g in gens), encoded=encoded, samples=len(gens))
+            per_beam[id(b)] += _candidates(task, prefix.steps, [g.text for g in gens], settings.max_steps)
         if settings.dedup:
             per_beam = {k: _unique(v) for k, v in per_beam.items()}
         if window is not None:  # a prefix that fills the policy's context window cannot go on
             for b in active:
                 for c in per_beam[id(b)]:
-                    c.complete = c.complete or context_tokens(policy, b.prompt + join_steps(c.steps, delim)) >= window
+                    c.tokens = context_tokens(policy, b.prompt + join_steps(c.steps, delim))  # reused if expanded
+                    c.complete = c.complete or c.tokens >= window
         flat = [(b, c) for b in active for c in per_beam[id(b)]]
         scores = scorer.score([b.prompt for b, _ in flat], [c.steps for _, c in flat])  # one call per depth
         at = 0

@@ -156,6 +156,20 @@ def test_search_cli_compares_every_method_and_resumes(sft_run, verifiers, tmp_pa
     assert json.loads((out / "summary.json").read_text())["curves"] == summary["curves"]
 
 
+def test_search_with_alpha_zero_reuses_the_pqv_beam_runs(sft_run, verifiers, tmp_path):
+    run, _ = sft_run
+    res = pav("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+              "--set", "alpha=0", "--set", "prover_ks=", "--out", "search", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "search"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["curves"]["pav_beam"] == summary["curves"]["pqv_beam"]
+    assert not list((out / "jobs").glob("pav_beam*"))  # nothing searched twice
+    for n in (2, 4):
+        assert (out / "results" / f"pav_beam_N{n}_a0.jsonl").read_text() == \
+            (out / "results" / f"pqv_beam_N{n}.jsonl").read_text()
+
+
 def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
     run, _ = sft_run
     args = ["rl", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",

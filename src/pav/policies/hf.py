@@ -158,12 +158,20 @@ def load_causal_lm(
     if dtype is not None:
         kwargs["dtype"] = dtype
     path = str(Path(name).expanduser()) if local else name
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if local:  # a bar per local load of a small model is noise in every stage's output
+        hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kwargs["local_files_only"],
                                                   trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:  # missing files, no safetensors, bad repo id
         raise PolicyLoadError(f"could not load {name!r}: {err}") from err
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer
 
 

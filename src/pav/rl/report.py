@@ -11,6 +11,19 @@ PLOT_LABELS = {"orm": "ORM-RL (outcome only)", "pav": r"PAV-RL (outcome + $\alph
                "pqv": r"outcome + $\alpha Q^\pi$", "prover-q": r"outcome + $\alpha Q^\mu$ (App. G)"}
 
 
+def draw_accuracy(ax, summary: dict[str, Any]) -> None:
+    """Held-out accuracy against training samples: mean over seeds, band min … max, one line per reward."""
+    for i, (r, d) in enumerate(summary["rewards"].items()):
+        ax.plot(d["samples"], d["mean"], color=f"C{i}", marker="o", markersize=3,
+                label=f"{PLOT_LABELS.get(r, r)}: final {d['final_mean']:.3f} ± {d['final_sd']:.3f}")
+        ax.fill_between(d["samples"], d["min"], d["max"], color=f"C{i}", alpha=0.15)
+    ax.set_xlabel("training samples (solutions sampled)")
+    ax.set_ylabel("held-out accuracy (pass@1)")
+    ax.set_title(f"RL from the same RFT start; mean of {len(summary['seeds'])} seeds, band = min..max", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+
+
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -18,18 +31,10 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.3))
+    draw_accuracy(left, summary)
     for i, (r, d) in enumerate(summary["rewards"].items()):
-        left.plot(d["samples"], d["mean"], color=f"C{i}", marker="o", markersize=3,
-                  label=f"{PLOT_LABELS.get(r, r)}: final {d['final_mean']:.3f} ± {d['final_sd']:.3f}")
-        left.fill_between(d["samples"], d["min"], d["max"], color=f"C{i}", alpha=0.15)
         ns = [int(k.split("@")[1]) for k in d["pass_at"]]
         right.plot(ns, list(d["pass_at"].values()), color=f"C{i}", marker="o", label=PLOT_LABELS.get(r, r))
-    n_seeds = len(summary["seeds"])
-    left.set_xlabel("training samples (solutions sampled)")
-    left.set_ylabel("held-out accuracy (pass@1)")
-    left.set_title(f"RL from the same RFT start; mean of {n_seeds} seeds, band = min..max", fontsize=9)
-    left.grid(alpha=0.3)
-    left.legend(fontsize=8, loc="best")
     right.set_xscale("log", base=2)
     right.set_xlabel("N (log2)")
     right.set_ylabel("held-out Pass@N after RL")

@@ -181,18 +181,25 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     sweep = [first[f"alpha_{_alpha_name(a)}"] for a in cfg.alpha_grid] if cfg.alpha is None else []
     alpha = cfg.alpha if cfg.alpha is not None else max(sweep, key=lambda r: (r["accuracy"], -r["alpha"]))["alpha"]
     log.info("search: PAV beam search uses alpha = %g%s", alpha, "" if cfg.alpha is not None else " (best on validation)")
-    second = []
+    second, reused = [], {}
     for n in cfg.ns:
         name = f"pav_beam_N{n}_a{_alpha_name(alpha)}"
+        if alpha == 0:  # Q̂^π + 0·Â^μ is the PQV's score and the seeds are the same: the run exists already
+            reused[name] = first[f"pqv_beam_N{n}"]
+            with atomic_open(run_dir / "results" / f"{name}.jsonl") as f:
+                f.write((run_dir / "results" / f"pqv_beam_N{n}.jsonl").read_text())
+            continue
         second.append(Job(name, job_beam, depth, {**common, "name": name, "split": "test", "width": n, "alpha": alpha,
                                               "k": cfg.k}))
+    if reused:
+        log.info("search: with alpha = 0 PAV beam search is PQV beam search; reusing its %d runs", len(reused))
     for k in cfg.prover_ks:
         for n in cfg.prover_ns:
             name = f"prover_K{k}_N{n}_a{_alpha_name(alpha)}"
             if not (k == cfg.k and n in cfg.ns):  # that one is a PAV beam run already
                 second.append(Job(name, job_beam, depth, {**common, "name": name, "split": "test", "width": n,
                                                       "alpha": alpha, "k": k}))
-    results = {**first, **run_jobs(second, run_dir / "jobs", cfg.workers, show_progress)}
+    results = {**first, **reused, **run_jobs(second, run_dir / "jobs", cfg.workers, show_progress)}
     summary = summarize(cfg, alpha, results)
     write_json(run_dir / "summary.json", summary)
     write_report(summary, run_dir)

@@ -37,7 +37,8 @@ class TrainVerifierConfig:
 
 
 def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwrite: bool = False,
-                       show_progress: bool = True) -> dict[str, Any]:
+                       show_progress: bool = True, progress=None) -> dict[str, Any]:
+    """Train into a run directory; ``progress(n)``, if given, is told of every optimiser step."""
     import torch
 
     from pav.verifier.data import load_examples, split_heldout
@@ -54,7 +55,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     from pav.verifier.train import train_verifier
 
     summary = train_verifier(verifier, train, heldout, run_dir, cfg.train, restart=cfg.restart,
-                             show_progress=show_progress)
+                             show_progress=show_progress, on_step=(lambda *_: progress(1)) if progress else None)
     summary.update(view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"))
     write_json(run_dir / "summary.json", summary)
     mark_complete(run_dir)

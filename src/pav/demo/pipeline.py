@@ -1,0 +1,214 @@
+"""`pav demo`: the whole method on the built-in task in one command (PAPER.md §4–§6).
+
+Each stage is an ordinary pav stage run in its own folder of the demo's run directory, fed the
+outputs of the stages before it:
+
+1. ``sft/``       the base policy π (`pav sft`);
+2. ``labels/``    Monte-Carlo Q̂^π of every prefix of π's seed solutions (`pav label`); the
+                  Best-of-K prover's Q^μ and A^μ follow from the same counts (Eq. 30);
+3. ``pqv/``, ``orm/``  the PQV (whose Bo-K transform is the PAV) and the ORM, trained side by side,
+                  one process each (`pav train-verifier`);
+4. ``pqv-eval/``  the PQV's calibration and outcome AUROC on held-out labels (`pav eval-verifier`);
+5. ``search/``    ORM best-of-N, PQV beam and PAV beam search with Pass@N (`pav search`);
+6. ``rl/``        ORM-RL against PAV-RL from one RFT start over several seeds (`pav rl-compare`);
+
+then ``summary.json``, ``report.md``, ``report.html`` and the figures at the top (`pav.demo.report`).
+
+Caching: a stage whose folder holds a finished run (``COMPLETE``) is skipped and its summary read;
+an unfinished one is continued, since every stage resumes on its own (label shards, verifier
+checkpoints, cached search and RL jobs). The demo's ``task`` replaces each stage's own ``task``
+and the pipeline fills in every path a stage reads (``policy``, ``labels``, ``verifier``, ...),
+so those knobs of the nested sections are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pav.core.config import knob
+from pav.core.io import write_json
+from pav.core.jobs import Job, run_jobs
+from pav.core.rundir import SUMMARY_FILE, is_complete, mark_complete, start_run
+from pav.rl.compare import RLCompareConfig
+from pav.rl.stage import RLConfig
+from pav.rollouts.stage import LabelConfig
+from pav.search.stage import SearchConfig
+from pav.sft.stage import SFTConfig
+from pav.tasks.modreach import ModReachConfig
+from pav.verifier.train import VerifierTrainConfig
+
+log = logging.getLogger(__name__)
+
+TIMINGS_FILE = "stages.json"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task, used by every stage")
+    sft: SFTConfig = knob(SFTConfig(threads=2), "base policy (`pav sft`)")
+    label: LabelConfig = knob(LabelConfig(problems=300, n_cov=8, n_mc=4, threads=2),
+                              "progress labels (`pav label`): many seeds, few rollouts each")
+    verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=1000, batch_size=32, lr=3e-4),
+                                         "optimisation of both verifiers (PQV and ORM)")
+    heldout_fraction: float = knob(0.2, "share of labelled problems held out from verifier training")
+    search: SearchConfig = knob(
+        SearchConfig(problems=100, val_problems=50, ns=(2, 4, 8, 16, 32, 64), alpha_grid=(0.0, 0.1, 0.3, 0.5, 1.0),
+                     alpha_width=8, prover_ks=()),
+        "test-time search (`pav search`); the full study: `pav search` defaults")
+    rl: RLCompareConfig = knob(
+        RLCompareConfig(rl=RLConfig(iterations=150, rft_steps=200, eval_every=25, warmup=15)),
+        "ORM-RL against PAV-RL (`pav rl-compare`)")
+    workers: int = knob(2, "worker processes of the parallel stages (one torch thread each)")
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the folder of its run, under the demo's run directory
+    title: str
+    run: Callable[[DemoConfig, Path, bool], dict[str, Any]]  # (cfg, demo run dir, show) -> summary
+
+
+def _sft(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.sft.stage import run_sft
+
+    return run_sft(dataclasses.replace(cfg.sft, task=cfg.task), root / "sft", show_progress=show)
+
+
+def _label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.rollouts.stage import run_label
+
+    c = dataclasses.replace(cfg.label, task=cfg.task, policy=str(root / "sft"), prover="")
+    return run_label(c, root / "labels", show_progress=show)
+
+
+def verifier_config(cfg: DemoConfig, root: Path, view: str):
+    from pav.verifier.stage import TrainVerifierConfig
+
+    return TrainVerifierConfig(labels=str(root / "labels"), view=view, backbone=str(root / "sft"),
+                               heldout_fraction=cfg.heldout_fraction, train=cfg.verifier)
+
+
+def job_verifier(progress, cfg: DemoConfig, root: str, view: str) -> dict[str, Any]:
+    from pav.verifier.stage import run_train_verifier
+
+    out = Path(root) / view
+    if is_complete(out):
+        import json
+
+        progress(cfg.verifier.steps)
+        return json.loads((out / SUMMARY_FILE).read_text())
+    return run_train_verifier(verifier_config(cfg, Path(root), view), out, show_progress=False, progress=progress)
+
+
+def _verifiers(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    """PQV and ORM side by side; the stage's own folder only caches the two jobs' summaries."""
+    jobs = [Job(view, job_verifier, cfg.verifier.steps, {"cfg": cfg, "root": str(root), "view": view})
+            for view in ("pqv", "orm")]
+    out = root / "verifiers"
+    results = run_jobs(jobs, out / "jobs", min(cfg.workers, 2), show)
+    mark_complete(out, results)
+    return results
+
+
+def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.verifier.stage import EvalVerifierConfig, run_eval_verifier
+
+    c = EvalVerifierConfig(labels=str(root / "labels"), verifier=str(root / "pqv"),
+                           heldout_fraction=cfg.heldout_fraction, k=cfg.search.k,
+                           alpha=cfg.search.alpha if cfg.search.alpha is not None else cfg.rl.rl.alpha)
+    return run_eval_verifier(c, root / "pqv-eval", show_progress=show)
+
+
+def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.search.stage import run_search
+
+    c = dataclasses.replace(cfg.search, task=cfg.task, policy=str(root / "sft"), verifier=str(root / "pqv"),
+                            orm=str(root / "orm"), workers=cfg.workers)
+    return run_search(c, root / "search", show_progress=show)
+
+
+def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.rl.compare import run_rl_compare
+
+    labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
+    arm = dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
+                              verifier=str(root / "pqv"))
+    return run_rl_compare(dataclasses.replace(cfg.rl, rl=arm, workers=cfg.workers), root / "rl", show_progress=show)
+
+
+STAGES = (
+    Stage("sft", "base policy π (SFT)", _sft),
+    Stage("labels", "Monte-Carlo progress labels", _label),
+    Stage("verifiers", "PQV and ORM training", _verifiers),
+    Stage("pqv-eval", "verifier calibration", _eval),
+    Stage("search", "test-time search", _search),
+    Stage("rl", "online RL", _rl),
+)
+
+
+def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
+             show_progress: bool = True) -> dict[str, Any]:
+    """Run (or continue) every stage, then write the report; returns the demo's summary."""
+    from pav.demo.report import write_report
+
+    root = start_run(out, "demo", cfg, overwrite)
+    timings = _read_timings(root)
+    summaries: dict[str, dict[str, Any]] = {}
+    start = time.perf_counter()
+    for i, stage in enumerate(STAGES, start=1):
+        folder = root / stage.name
+        header = f"[{i}/{len(STAGES)}] {stage.title}"
+        if is_complete(folder):
+            import json
+
+            summaries[stage.name] = json.loads((folder / SUMMARY_FILE).read_text())
+            timings.setdefault(stage.name, {"seconds": None})["cached"] = True
+            _announce(f"{header}: finished earlier, reusing {folder}", show_progress)
+            continue
+        _announce(f"{header} → {folder}", show_progress)
+        t0 = time.perf_counter()
+        summaries[stage.name] = stage.run(cfg, root, show_progress)
+        timings[stage.name] = {"seconds": time.perf_counter() - t0, "cached": False}
+        write_json(root / TIMINGS_FILE, timings)
+    summary = write_report(cfg, root, summaries, timings)
+    mark_complete(root)
+    log.info("demo: all stages done in %.0f s this run -> %s", time.perf_counter() - start, root / "report.html")
+    if show_progress:
+        _print_table(summary)
+    return summary
+
+
+def _read_timings(root: Path) -> dict[str, dict[str, Any]]:
+    import json
+
+    path = root / TIMINGS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _announce(text: str, show: bool) -> None:
+    log.info("demo %s", text)
+    if show:
+        from rich.console import Console
+
+        Console(stderr=True).rule(f"[bold]{text}")
+
+
+def _print_table(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    stages = Table("stage", "time", "result", title="pav demo: stages")
+    for row in summary["stages"]:
+        stages.add_row(row["title"], row["time"], row["result"])
+    console.print(stages)
+    head = Table("measured", "here", "paper", title="headline")
+    for row in summary["headline"]:
+        head.add_row(row["name"], row["here"], row["paper"])
+    console.print(head)

@@ -1,0 +1,371 @@
+"""The demo's report: ``summary.json``, ``report.md``, a self-contained ``report.html`` and two figures.
+
+Everything is read from the stages' own summaries and outputs (no model runs here):
+
+- ``demo_main.png``: the two headlines side by side, accuracy vs compute of test-time search and
+  held-out accuracy vs training samples of RL;
+- ``labels.png``: the distributions of Q̂^π and of the Best-of-K prover's advantage Â^μ over all
+  labelled prefixes, and mean advantage by the kind of step the task's checker names;
+- the stages' figures (verifier calibration, search curves and sweeps, RL curves), linked from
+  report.md and embedded in report.html.
+
+The headline table puts each measured ratio beside the paper's (PAPER.md §5.3, §6.2).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pav.core.config import flatten
+from pav.core.io import write_json
+
+SEARCH_PAPER = {"compute_efficiency": "1.5–5×", "gain": "+8 to +10 points"}
+RL_PAPER = {"sample_efficiency": "5–6×", "gain": "+6 to +7 points", "pass_at": "higher Pass@N for N ≤ 128"}
+STEP_KINDS = ("progress", "no_progress", "regress", "error", "after_error", "answer_ok", "answer_bad")
+
+
+def _pts(x: float | None, sd: float | None = None) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:+.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}") + " points"
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _ratio(x: float | None) -> str:
+    return "not reached" if x is None else f"{x:.2f}×"
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+# ------------------------------------------------------------------------------------- numbers
+
+
+def label_statistics(cfg, root: Path) -> dict[str, Any]:
+    """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run."""
+    from pav.core.io import read_jsonl
+    from pav.core.records import Problem
+    from pav.rollouts.stage import PROBLEMS_FILE, advantage_by_step_kind
+    from pav.rollouts.views import label_arrays, read_labels
+    from pav.tasks.modreach import ModReach
+
+    k = cfg.search.k
+    labels = read_labels(root / "labels")
+    base, prover = label_arrays(labels), label_arrays(labels, k=k)
+    problems = read_jsonl(root / "labels" / PROBLEMS_FILE, Problem)
+    task = ModReach(cfg.task)
+    adv_base = base["adv"][np.isfinite(base["adv"])]
+    adv_prover = prover["adv"][np.isfinite(prover["adv"])]
+    edges = np.linspace(0, 1, 21)
+    adv_edges = np.linspace(-1, 1, 41)
+    return {
+        "k": k, "prefixes": len(labels),
+        "q_base": {"mean": float(base["q"].mean()), "hist": np.histogram(base["q"], edges)[0].tolist(),
+                   "edges": edges.tolist()},
+        "adv_base": {"mean_abs": float(np.abs(adv_base).mean()), "hist": np.histogram(adv_base, adv_edges)[0].tolist()},
+        "adv_prover": {"mean_abs": float(np.abs(adv_prover).mean()),
+                       "hist": np.histogram(adv_prover, adv_edges)[0].tolist()},
+        "adv_edges": adv_edges.tolist(),
+        "by_kind_base": advantage_by_step_kind(task, problems, root / "labels", labels, base["adv"]),
+        "by_kind_prover": advantage_by_step_kind(task, problems, root / "labels", labels, prover["adv"]),
+    }
+
+
+def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per ratio of the paper: what was measured here, with spreads, beside the paper's."""
+    h = search["headline"]
+    gains = [g["gain"] for g in h["gains_at_equal_compute"] if g["gain"] is not None]
+    nmax = search["ns"][-1]
+    rows = [
+        {"name": f"search: compute PAV beam needs to match ORM best-of-{nmax} (ratio)",
+         "value": h["compute_efficiency"], "here": _ratio(h["compute_efficiency"]),
+         "paper": SEARCH_PAPER["compute_efficiency"]},
+        {"name": f"search: the same against ORM at its most accurate N = {h['reference_best']['n']}",
+         "value": h["compute_efficiency_vs_reference_best"], "here": _ratio(h["compute_efficiency_vs_reference_best"]),
+         "paper": SEARCH_PAPER["compute_efficiency"]},
+        {"name": "search: accuracy gain of PAV beam over ORM best-of-N at equal compute (mean over N; range)",
+         "value": h["mean_gain"], "paper": SEARCH_PAPER["gain"],
+         "here": _pts(h["mean_gain"]) + (f" ({100 * min(gains):+.1f} … {100 * max(gains):+.1f})" if gains else "")},
+        {"name": "search: share of N where PAV beam beats PQV beam (α = 0)", "value": h["pav_above_pqv_beam"],
+         "here": f"{h['pav_above_pqv_beam']:.0%}", "paper": "all N (Fig. 5a)"},
+    ]
+    ref = rl["reference"]
+    for c in rl["comparisons"]:
+        n_seeds = len(rl["seeds"])
+        rows += [
+            {"name": f"RL: sample efficiency of {c['reward']}-RL over {ref}-RL ({n_seeds} seeds, mean curves)",
+             "value": c["sample_efficiency"], "here": _ratio(c["sample_efficiency"]),
+             "paper": RL_PAPER["sample_efficiency"]},
+            {"name": f"RL: final accuracy gain of {c['reward']}-RL (mean ± sd over {n_seeds} seeds)",
+             "value": c["gain"], "spread": c["gain_sd"], "here": _pts(c["gain"], c["gain_sd"]),
+             "paper": RL_PAPER["gain"]},
+            {"name": f"RL: Pass@N gain after RL, N = 1 … {max(int(n.split('@')[1]) for n in c['pass_at_gain'])}",
+             "value": float(np.mean(list(c["pass_at_gain"].values()))),
+             "here": ", ".join(f"{100 * g:+.1f}" for g in c["pass_at_gain"].values()) + " points",
+             "paper": RL_PAPER["pass_at"]},
+        ]
+    return rows
+
+
+def stage_rows(summaries: dict[str, dict[str, Any]], timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    from pav.demo.pipeline import STAGES
+
+    def result(name: str, s: dict[str, Any]) -> str:
+        if name == "sft":
+            q = s["heldout"]
+            gate = "gate passed" if s["gate"]["passed"] else "GATE MISSED: " + "; ".join(s["gate"]["reasons"])
+            return f"pass@1 {_num(q['pass@1'])}, pass@64 {_num(q.get('pass@64'))} ({gate})"
+        if name == "labels":
+            return (f"{s['records']} prefixes, {s['rollouts']} rollouts, {s['tokens_generated'] / 1e6:.2f} M tokens "
+                    f"generated; mean absolute Â^π {_num(s['mean_abs_adv'])}")
+        if name == "verifiers":
+            return "; ".join(f"{v.upper()} held-out MSE {_num(s[v].get('heldout_mse'), 4)} (noise floor "
+                             f"{_num(s[v].get('heldout_noise_floor'), 4)})" for v in ("pqv", "orm"))
+        if name == "pqv-eval":
+            auc = s["auroc_complete"]
+            return f"PQV MSE {s['mse']:.4f} vs constant {s['mse_constant']:.4f}; outcome AUROC " + \
+                ("—" if auc is None else f"{auc:.3f}")
+        if name == "search":
+            c = s["curves"]
+            top = lambda m: max(p["accuracy"] for p in c[m])  # noqa: E731
+            return (f"best accuracy: ORM best-of-N {top('orm'):.3f}, PQV beam {top('pqv_beam'):.3f}, "
+                    f"PAV beam {top('pav_beam'):.3f} (α = {s['alpha']:g})")
+        if name == "rl":
+            return "; ".join(f"{r} final {d['final_mean']:.3f} ± {d['final_sd']:.3f}" for r, d in s["rewards"].items())
+        return ""
+
+    rows = []
+    for st in STAGES:
+        t = timings.get(st.name, {})
+        rows.append({"name": st.name, "title": st.title, "seconds": t.get("seconds"), "cached": t.get("cached", False),
+                     "time": _time(t.get("seconds")) + (" (earlier run)" if t.get("cached") else ""),
+                     "result": result(st.name, summaries[st.name])})
+    return rows
+
+
+# ------------------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_main(search: dict[str, Any], rl: dict[str, Any], path: Path) -> None:
+    """Search accuracy vs compute (left) and RL accuracy vs samples (right): the paper's two headlines."""
+    from pav.rl.report import draw_accuracy
+    from pav.search.report import LABELS
+
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    styles = {"orm": ("C0", "o", "-"), "pqv_beam": ("C2", "D", "--"), "pav_beam": ("C3", "*", "-")}
+    for name, (color, marker, line) in styles.items():
+        pts = search["curves"][name]
+        left.errorbar([p["generated"] for p in pts], [p["accuracy"] for p in pts], yerr=[p["accuracy_se"] for p in pts],
+                      color=color, marker=marker, linestyle=line, capsize=2, markersize=9 if marker == "*" else 5,
+                      label=LABELS[name] + ("" if name != "pav_beam" else f" (α = {search['alpha']:g}" +
+                                            (": the same search as PQV beam)" if search["alpha"] == 0 else ")")))
+    pa = search["pass_at"]
+    left.plot([p["generated"] for p in pa], [p["accuracy"] for p in pa], color="0.5", linestyle="--",
+              label="Pass@N (ceiling)")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("compute: policy tokens generated per problem (log2)")
+    left.set_ylabel(f"accuracy on {search['problems']} held-out problems")
+    left.set_title(f"Test-time search, N = {search['ns'][0]} … {search['ns'][-1]} (± s.e.)", fontsize=10)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8, loc="upper left")
+    draw_accuracy(right, rl)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_labels(stats: dict[str, Any], path: Path) -> None:
+    """Q̂^π histogram, Â^π and Â^μ histograms, and mean Â by step kind (± s.e.)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    edges = np.array(stats["q_base"]["edges"])
+    axes[0].bar(edges[:-1], stats["q_base"]["hist"], width=np.diff(edges), align="edge", color="C0", edgecolor="w")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel(r"Monte-Carlo $\hat{Q}^\pi$ of a prefix")
+    axes[0].set_ylabel("labelled prefixes (log)")
+    axes[0].set_title(f"{stats['prefixes']} prefixes, mean {stats['q_base']['mean']:.3f}", fontsize=10)
+    adv_edges = np.array(stats["adv_edges"])
+    centers = (adv_edges[:-1] + adv_edges[1:]) / 2
+    w = (adv_edges[1] - adv_edges[0]) / 2
+    axes[1].bar(centers - w / 2, stats["adv_base"]["hist"], width=w, color="C0",
+                label=rf"$\hat{{A}}^\pi$ (mean |·| {stats['adv_base']['mean_abs']:.3f})")
+    axes[1].bar(centers + w / 2, stats["adv_prover"]["hist"], width=w, color="C3",
+                label=rf"$\hat{{A}}^\mu$, μ = Bo{stats['k']} (mean |·| {stats['adv_prover']['mean_abs']:.3f})")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel("advantage of the step ending a prefix (Eq. 2)")
+    axes[1].set_ylabel("steps (log)")
+    axes[1].set_title("progress under the base policy and the prover", fontsize=10)
+    axes[1].legend(fontsize=8, loc="upper left")
+    kinds = [k for k in STEP_KINDS if k in stats["by_kind_base"]]
+    x = np.arange(len(kinds))
+    for off, key, color, label in ((-0.2, "by_kind_base", "C0", r"$\hat{A}^\pi$"),
+                                   (0.2, "by_kind_prover", "C3", rf"$\hat{{A}}^\mu$ (Bo{stats['k']})")):
+        d = stats[key]
+        axes[2].bar(x + off, [d[k]["mean"] for k in kinds], width=0.4, color=color, label=label,
+                    yerr=[d[k]["se"] or 0.0 for k in kinds], capsize=2)
+    axes[2].axhline(0, color="k", linewidth=0.6)
+    axes[2].set_xticks(x, [k.replace("_", " ") for k in kinds], rotation=25, fontsize=8)
+    axes[2].set_ylabel("mean advantage (± s.e.)")
+    axes[2].set_title("mean advantage by the kind of step (task's checker)", fontsize=10)
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- writing
+
+
+def write_report(cfg, root: Path, summaries: dict[str, dict[str, Any]],
+                 timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """summary.json, report.md, report.html and the demo's figures; returns the summary."""
+    search, rl = summaries["search"], summaries["rl"]
+    labels = label_statistics(cfg, root)
+    plot_main(search, rl, root / "demo_main.png")
+    plot_labels(labels, root / "labels.png")
+    summary = {
+        "stages": stage_rows(summaries, timings),
+        "total_seconds": sum(t["seconds"] for t in timings.values() if t.get("seconds") is not None),
+        "headline": headline(search, rl),
+        "base_policy": summaries["sft"]["heldout"] | {"gate": summaries["sft"]["gate"]},
+        "labels": {**{k: summaries["labels"][k] for k in ("records", "prefixes", "rollouts", "tokens_generated",
+                                                          "tokens_prompt", "mean_q", "mean_abs_adv")}, **labels},
+        "verifiers": summaries["verifiers"],
+        "calibration": summaries["pqv-eval"],
+        "search": {k: search[k] for k in ("alpha", "alpha_chosen_by", "k", "problems", "val_problems", "ns", "curves",
+                                          "pass_at", "headline", "checks", "alpha_sweep")},
+        "rl": rl,
+        "settings": flatten(cfg),
+    }
+    write_json(root / "summary.json", summary)
+    text = markdown_report(cfg, summary)
+    (root / "report.md").write_text(text, encoding="utf-8")
+    (root / "report.html").write_text(html_report(text, root), encoding="utf-8")
+    return summary
+
+
+def markdown_report(cfg, s: dict[str, Any]) -> str:
+    q, lab, cal, srch, rl = s["base_policy"], s["labels"], s["calibration"], s["search"], s["rl"]
+    total = s["total_seconds"]
+    lines = [
+        "# pav demo: rewarding progress on the built-in task", "",
+        "One command ran the whole method of Setlur et al. (arXiv 2410.08146) on ModReach-10, a small "
+        "multi-step task with unrecoverable mistakes and steps that make no progress: a tiny GPT-2 base "
+        "policy π, Monte-Carlo progress labels, a process verifier (PQV, whose Best-of-"
+        f"{srch['k']} transform gives the PAV's advantages) and an outcome verifier (ORM), then test-time search "
+        "and online RL with each. Every number below was measured in this run "
+        f"({_time(total)} of stage time); `summary.json` holds them all.", "",
+        "![the two headlines](demo_main.png)", "",
+        "## Headline: measured here beside the paper", "",
+        "| measured | here | paper |", "|---|---|---|",
+        *[f"| {r['name']} | {r['here']} | {r['paper']} |" for r in s["headline"]], "",
+        "The paper's numbers are for Gemma 2B–27B on MATH with a 9B-scale verifier; here everything is a "
+        "tiny model on a CPU, so read the table as a measurement of this run, not as a reproduction.", "",
+        "## The pipeline", "",
+        "| stage | time | result |", "|---|---|---|",
+        *[f"| {r['title']} (`{r['name']}/`) | {r['time']} | {r['result']} |" for r in s["stages"]], "",
+        "Key settings (all of them: `config.toml`):", "",
+        f"- task: ModReach, modulus {cfg.task.modulus}, {cfg.task.n_ops} operations, distance "
+        f"{cfg.task.d_min}–{cfg.task.d_max}",
+        f"- base policy: GPT-2, {cfg.sft.model.n_layer} layers × {cfg.sft.model.n_embd} wide, "
+        f"{cfg.sft.steps} SFT steps of batch {cfg.sft.batch_size}",
+        f"- labels: {cfg.label.problems} training problems, {cfg.label.n_cov} seed solutions each, "
+        f"{cfg.label.n_mc} rollouts per prefix; prover μ = Best-of-{srch['k']}(π)",
+        f"- verifiers: {cfg.verifier.steps} steps of batch {cfg.verifier.batch_size}, lr {cfg.verifier.lr:g}, "
+        f"{cfg.heldout_fraction:.0%} of labelled problems held out",
+        f"- search: {srch['problems']} test and {srch['val_problems']} validation problems, N ∈ {srch['ns']}, "
+        f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']})",
+        f"- RL: {rl['iterations']} iterations × {rl['samples_per_iteration']} samples, seeds {rl['seeds']}, "
+        f"α = {rl['alpha']:g}, baseline {rl['baseline']}", "",
+        "## Base policy", "",
+        "| pass@1 | pass@8 | pass@64 | mean steps | quality gate |", "|---|---|---|---|---|",
+        f"| {_num(q['pass@1'])} | {_num(q.get('pass@8'))} | {_num(q.get('pass@64'))} | "
+        f"{q['mean_steps']:.2f} | {'passed' if q['gate']['passed'] else 'missed: ' + '; '.join(q['gate']['reasons'])} |",
+        "", "Kinds of steps π writes on held-out problems: " +
+        ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in q["step_mix"].items()) + ".", "",
+        "## Progress labels", "",
+        f"{lab['records']} labelled prefixes from {lab['rollouts']} rollouts: {lab['tokens_generated'] / 1e6:.2f} M "
+        f"tokens generated and {lab['tokens_prompt'] / 1e6:.2f} M prompt tokens encoded. Mean Q̂^π "
+        f"{_num(lab['mean_q'])}; mean absolute Â^π {lab['adv_base']['mean_abs']:.3f} and Â^μ "
+        f"{lab['adv_prover']['mean_abs']:.3f} under μ = Bo{lab['k']}.", "",
+        "![labels](labels.png)", "",
+        "| step kind | n | mean Â^π | mean Â^μ |", "|---|---|---|---|",
+        *[f"| {k.replace('_', ' ')} | {lab['by_kind_base'][k]['n']} | {lab['by_kind_base'][k]['mean']:+.3f} | "
+          f"{lab['by_kind_prover'][k]['mean']:+.3f} |" for k in STEP_KINDS if k in lab["by_kind_base"]], "",
+        "## Verifiers", "",
+        "| verifier | held-out MSE | Monte-Carlo noise floor | constant predictor |", "|---|---|---|---|",
+        *[f"| {v.upper()} | {_num(s['verifiers'][v].get('heldout_mse'), 4)} | "
+          f"{_num(s['verifiers'][v].get('heldout_noise_floor'), 4)} | "
+          f"{_num(s['verifiers'][v].get('heldout_mse_constant'), 4)} |" for v in ("pqv", "orm")], "",
+        f"The PQV on {cal['prefixes']} held-out prefixes: MSE {cal['mse']:.4f} against Q̂ (noise {cal['mc_noise']:.4f}), "
+        "outcome AUROC of the complete solution's value "
+        + ("—" if cal["auroc_complete"] is None else f"{cal['auroc_complete']:.3f}") + ".", "",
+        "![calibration](pqv-eval/verifier_quality.png)", "",
+        "## Test-time search", "",
+        "![search](search/search_curves.png)", "",
+        "| method | " + " | ".join(f"N={n}" for n in srch["ns"]) + " |", "|---|" + "---|" * len(srch["ns"]),
+    ]
+    from pav.search.report import LABELS
+
+    for name, pts in srch["curves"].items():
+        lines.append(f"| {LABELS[name]} | " + " | ".join(f"{p['accuracy']:.3f}" for p in pts) + " |")
+    lines.append("| Pass@N | " + " | ".join(f"{p['accuracy']:.3f}" for p in srch["pass_at"]) + " |")
+    lines += ["", "![sweeps](search/search_sweeps.png)", "",
+              "## Online RL", "", "![rl](rl/rl_curves.png)", "",
+              "| reward | start | final (mean ± sd) | KL to start | entropy | steps / solution |",
+              "|---|---|---|---|---|---|"]
+    for r, d in rl["rewards"].items():
+        lines.append(f"| {r} | {d['start_accuracy']:.3f} | {d['final_mean']:.3f} ± {d['final_sd']:.3f} | "
+                     f"{d['kl_final']:.4f} | {d['entropy_final']:.3f} | {d['steps_per_solution_final']:.2f} |")
+    lines += ["", "Each stage's own `report.md` (in `search/`, `rl/`, `pqv-eval/`) has the full tables.", ""]
+    return "\n".join(lines)
+
+
+HTML_STYLE = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}table{border-collapse:collapse;margin:1em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{background:#f3f3f3}img{max-width:100%}
+code{background:#f3f3f3;padding:0 .2em}h1,h2{border-bottom:1px solid #ddd;padding-bottom:.2em}"""
+
+
+def html_report(markdown_text: str, root: Path) -> str:
+    """report.md as one HTML file, every image embedded as a data URI (it opens anywhere, alone)."""
+    import markdown
+
+    body = markdown.markdown(markdown_text, extensions=["tables"])
+
+    def embed(match: re.Match) -> str:
+        src = match.group(1)
+        path = root / src
+        if not path.is_file():
+            return match.group(0)
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+\.png)"', embed, body)
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>pav demo report</title>"
+            f"<style>{HTML_STYLE}</style></head><body>\n{body}\n</body></html>\n")
+

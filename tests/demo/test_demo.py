@@ -1,0 +1,106 @@
+"""`pav demo --quick` through the real CLI: the report's files, the summary's keys and ranges, caching."""
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from pav.demo.pipeline import STAGES
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def pav(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "pav.cli", *args], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    res = pav("demo", "--quick", "--out", "run", cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root, res
+
+
+def _in_unit(x):
+    return x is None or (0.0 <= x <= 1.0)
+
+
+def test_demo_writes_the_report_with_every_figure(demo):
+    root, res = demo
+    run = root / "run"
+    for name in ("report.md", "report.html", "summary.json", "config.toml", "demo_main.png", "labels.png", "COMPLETE"):
+        assert (run / name).is_file(), name
+    md = (run / "report.md").read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", md)
+    assert {"demo_main.png", "labels.png", "pqv-eval/verifier_quality.png", "search/search_curves.png",
+            "rl/rl_curves.png"} <= set(images)
+    for img in images:
+        assert (run / img).stat().st_size > 10_000, img  # a real figure, not an empty file
+    html = (run / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(images)  # self-contained: every figure embedded
+    assert ".png\"" not in html and "<table>" in html
+    assert "headline" in res.stdout and "pav demo: stages" in res.stdout  # the final summary tables
+    for i, st in enumerate(STAGES, start=1):
+        assert f"[{i}/{len(STAGES)}] {st.title}" in res.stderr  # one header per stage
+
+
+def test_demo_summary_keys_and_value_ranges(demo):
+    root, _ = demo
+    s = json.loads((root / "run" / "summary.json").read_text())
+    assert set(s) >= {"stages", "total_seconds", "headline", "base_policy", "labels", "verifiers", "calibration",
+                      "search", "rl", "settings"}
+    assert [r["name"] for r in s["stages"]] == [st.name for st in STAGES]
+    assert all(r["seconds"] > 0 and not r["cached"] for r in s["stages"])
+    assert s["total_seconds"] == pytest.approx(sum(r["seconds"] for r in s["stages"]))
+    names = " ".join(r["name"] for r in s["headline"])
+    for key in ("compute PAV beam needs", "accuracy gain of PAV beam", "sample efficiency", "final accuracy gain"):
+        assert key in names
+    assert all(r["here"] and r["paper"] for r in s["headline"])
+    assert _in_unit(s["base_policy"]["pass@1"]) and _in_unit(s["base_policy"]["pass@8"])
+    lab = s["labels"]
+    assert lab["records"] > 0 and lab["tokens_generated"] > 0
+    assert sum(lab["q_base"]["hist"]) == lab["prefixes"] == lab["records"]
+    assert sum(lab["adv_prover"]["hist"]) == sum(lab["adv_base"]["hist"]) <= lab["prefixes"]
+    assert _in_unit(s["calibration"]["auroc_complete"]) and s["calibration"]["prefixes"] > 0
+    for v in ("pqv", "orm"):
+        assert s["verifiers"][v]["steps"] == s["settings"]["verifier.steps"]
+    search = s["search"]
+    assert search["ns"] == [2, 4] and search["alpha"] in (0.0, 0.5)
+    for pts in search["curves"].values():
+        assert [p["n"] for p in pts] == [2, 4]
+        assert all(_in_unit(p["accuracy"]) and p["generated"] > 0 for p in pts)
+    assert all(_in_unit(p["accuracy"]) for p in search["pass_at"])
+    rl = s["rl"]
+    assert set(rl["rewards"]) == {"orm", "pav"} and rl["seeds"] == [0, 1]
+    for d in rl["rewards"].values():
+        assert all(_in_unit(a) for a in d["mean"] + d["final"]) and d["samples"][-1] == 4 * 4
+        assert math.isfinite(d["kl_final"])
+
+
+def test_a_rerun_reuses_finished_stages_and_redoes_the_rest(demo):
+    root, _ = demo
+    run = root / "run"
+    before = json.loads((run / "summary.json").read_text())
+    (run / "COMPLETE").unlink()  # as if the demo had been killed during its last stage
+    for p in sorted((run / "rl").rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for st in STAGES[:-1]:
+        assert f"{st.title}: finished earlier" in res.stderr
+    after = json.loads((run / "summary.json").read_text())
+    assert [r["cached"] for r in after["stages"]] == [True] * (len(STAGES) - 1) + [False]
+    assert after["search"] == before["search"] and after["labels"] == before["labels"]
+    assert after["rl"]["rewards"] == before["rl"]["rewards"]  # the same seeds give the same RL runs
+
+
+def test_a_finished_demo_is_not_overwritten_silently(demo):
+    root, _ = demo
+    res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=root)
+    assert res.returncode == 2 and "--overwrite" in res.stderr

@@ -1,0 +1,51 @@
+"""The demo report's pure parts: the headline rows and the self-contained HTML."""
+
+import base64
+
+from pav.demo.report import headline, html_report
+
+
+def _search(eff, eff_best, gains, above):
+    return {"ns": [2, 4, 8], "headline": {
+        "compute_efficiency": eff, "compute_efficiency_vs_reference_best": eff_best,
+        "reference_best": {"n": 4, "accuracy": 0.5, "generated": 80.0},
+        "gains_at_equal_compute": [{"n": n, "gain": g} for n, g in zip([2, 4, 8], gains)],
+        "mean_gain": (sum(g for g in gains if g is not None) / len([g for g in gains if g is not None])
+                      if any(g is not None for g in gains) else None),
+        "pav_above_pqv_beam": above}}
+
+
+def _rl(eff, gain, sd, pass_gain):
+    return {"reference": "orm", "seeds": [0, 1, 2], "comparisons": [
+        {"reward": "pav", "sample_efficiency": eff, "gain": gain, "gain_sd": sd,
+         "pass_at_gain": {"pass@1": pass_gain[0], "pass@64": pass_gain[1]}}]}
+
+
+def test_headline_rows_put_each_measurement_beside_the_paper():
+    rows = headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), _rl(1.984, 0.0099, 0.029, [0.01, -0.02]))
+    by = {r["name"]: r for r in rows}
+    assert by["search: compute PAV beam needs to match ORM best-of-8 (ratio)"]["here"] == "2.50×"
+    assert by["search: the same against ORM at its most accurate N = 4"]["here"] == "not reached"
+    gain = by["search: accuracy gain of PAV beam over ORM best-of-N at equal compute (mean over N; range)"]
+    assert gain["here"] == "+4.0 points (-2.0 … +10.0)" and gain["value"] == 0.04
+    assert by["search: share of N where PAV beam beats PQV beam (α = 0)"]["here"] == "67%"
+    assert by["RL: sample efficiency of pav-RL over orm-RL (3 seeds, mean curves)"]["here"] == "1.98×"
+    assert by["RL: final accuracy gain of pav-RL (mean ± sd over 3 seeds)"]["here"] == "+1.0 ± 2.9 points"
+    assert by["RL: Pass@N gain after RL, N = 1 … 64"]["here"] == "+1.0, -2.0 points"
+    assert all(r["paper"] for r in rows)
+
+
+def test_headline_without_any_gain_says_so():
+    rows = headline(_search(None, None, [None, None, None], 0.0), _rl(None, 0.0, 0.0, [0.0, 0.0]))
+    assert rows[2]["here"] == "—" and rows[0]["here"] == "not reached" and rows[4]["here"] == "not reached"
+
+
+def test_html_embeds_every_existing_figure_and_keeps_tables(tmp_path):
+    png = b"\x89PNG\r\n\x1a\nfake"
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(png)
+    md = "# t\n\n![a](sub/a.png)\n\n![gone](missing.png)\n\n| x | y |\n|---|---|\n| 1 | 2 |\n"
+    html = html_report(md, tmp_path)
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in html
+    assert 'src="missing.png"' in html  # a missing figure stays a (broken) link rather than failing the report
+    assert "<table>" in html and "<td>2</td>" in html and html.startswith("<!DOCTYPE html>")

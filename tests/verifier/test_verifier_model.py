@@ -75,11 +75,15 @@ def test_prompt_must_end_with_the_delimiter():
         step_end_positions(CHAR, "ab", ["1"], "\n")
 
 
-def make_verifier(tokenizer, delimiter="\n", seed=0):
+def make_verifier(tokenizer, delimiter="\n", seed=0, features="none"):
     model = tiny_gpt2(len(tokenizer), n_layer=2, n_embd=32, n_head=2, n_positions=64, seed=seed)
-    verifier = ValueVerifier(model, tokenizer, delimiter, seed=seed)
-    with torch.no_grad():  # a head far from zero, so values differ clearly between prefixes
+    reference = tiny_gpt2(len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=64, seed=seed + 7) \
+        if features == "logprob" else None
+    verifier = ValueVerifier(model, tokenizer, delimiter, seed=seed, reference=reference)
+    with torch.no_grad():  # heads far from zero, so values differ clearly between prefixes
         verifier.head.weight.mul_(20.0)
+        if reference is not None:
+            verifier.feature_head[0].weight.mul_(5.0)
     return verifier
 
 
@@ -92,8 +96,9 @@ SOLUTIONS = {
 
 @pytest.mark.parametrize("tokenizer,delimiter", [(CHAR, "\n"), (STEP_TOK, "<step>")])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_one_pass_equals_scoring_each_prefix_alone(tokenizer, delimiter, padding_side):
-    verifier = make_verifier(tokenizer, delimiter)
+@pytest.mark.parametrize("features", ["none", "logprob"])
+def test_one_pass_equals_scoring_each_prefix_alone(tokenizer, delimiter, padding_side, features):
+    verifier = make_verifier(tokenizer, delimiter, features=features)
     prompts, steps = zip(*SOLUTIONS[delimiter])
     together = verifier.prefix_values(prompts, steps, batch_size=3, padding_side=padding_side)
     for prompt, s, values in zip(prompts, steps, together):
@@ -104,8 +109,9 @@ def test_one_pass_equals_scoring_each_prefix_alone(tokenizer, delimiter, padding
     assert flat.std() > 1e-3  # the check is not vacuous: prefixes get different values
 
 
-def test_save_and_load_offline_give_identical_values(tmp_path):
-    verifier = make_verifier(CHAR)
+@pytest.mark.parametrize("features", ["none", "logprob"])
+def test_save_and_load_offline_give_identical_values(tmp_path, features):
+    verifier = make_verifier(CHAR, features=features)
     prompts, steps = zip(*SOLUTIONS["\n"])
     before = verifier.prefix_values(prompts, steps)
     verifier.save(tmp_path / "v")
@@ -115,7 +121,8 @@ def test_save_and_load_offline_give_identical_values(tmp_path):
     for a, b in zip(before, after):
         assert np.array_equal(a, b)
     assert loaded.delimiter == "\n" and loaded.max_length == verifier.max_length == 64
-    other = make_verifier(CHAR, seed=1).prefix_values(prompts, steps)
+    assert loaded.features == features
+    other = make_verifier(CHAR, seed=1, features=features).prefix_values(prompts, steps)
     assert not np.allclose(np.concatenate(other), np.concatenate(after))  # the load did load something
 
 
@@ -126,3 +133,50 @@ def test_truncated_solutions_score_fewer_prefixes():
     assert len(values) == (64 - 2) // 6 + 1  # prefixes ending at token 1, 7, ..., 61
     full = [verifier.prefix_values(["a\n"], [steps[:h]])[0][-1] for h in range(len(values))]
     np.testing.assert_allclose(values, full, atol=1e-5, rtol=0)
+
+
+def test_logprob_features_by_hand():
+    """Step sum, step min and running min of the reference's token log-probs, per prefix."""
+    verifier = make_verifier(CHAR, features="logprob")
+    prompt, steps = "3 to 5\n", ["3+1=4", "4+1=5", "ans 5"]
+    enc = verifier.encode(prompt, steps)
+    ids = torch.tensor([enc.input_ids])
+    with torch.no_grad():
+        logits = verifier.reference(input_ids=ids).logits[0]
+    logp = [0.0] + [float(torch.log_softmax(logits[t - 1], -1)[ids[0, t]]) for t in range(1, ids.shape[1])]
+    pos = enc.positions
+    want, run = [[0.0, 0.0, 0.0]], 0.0
+    for h in range(1, len(pos)):
+        span = logp[pos[h - 1] + 1: pos[h] + 1]  # the characters of step h and its delimiter
+        assert len(span) == len(steps[h - 1]) + 1
+        run = min(run, min(span))
+        want.append([sum(span), min(span), run])
+    mask = torch.ones_like(ids)
+    got = verifier.logprob_features(ids, mask, torch.arange(ids.shape[1])[None], torch.tensor([pos]))
+    np.testing.assert_allclose(got[0].numpy(), np.array(want), atol=1e-4, rtol=0)
+    assert (got[0, 1:, 0] < 0).all()  # not vacuous
+
+
+def test_the_reference_stays_frozen_while_the_rest_trains():
+    verifier = make_verifier(CHAR, features="logprob")
+    ref_before = {n: p.detach().clone() for n, p in verifier.reference.named_parameters()}
+    head_before = verifier.feature_head[0].weight.detach().clone()
+    verifier.train()
+    assert not verifier.reference.training
+    opt = torch.optim.SGD([p for p in verifier.parameters() if p.requires_grad], lr=0.1)
+    enc = verifier.encode("3 to 5\n", ["3+1=4", "ans 4"])
+    logits = verifier(torch.tensor([enc.input_ids]), torch.ones(1, len(enc.input_ids), dtype=torch.long),
+                      torch.tensor([enc.positions]))
+    logits.sum().backward()
+    opt.step()
+    assert all(torch.equal(p, ref_before[n]) for n, p in verifier.reference.named_parameters())
+    assert not torch.equal(verifier.feature_head[0].weight, head_before)
+
+
+def test_unknown_features_are_refused(tmp_path):
+    verifier = make_verifier(CHAR)
+    verifier.save(tmp_path / "v")
+    meta = (tmp_path / "v" / "verifier.json").read_text().replace('"none"', '"magic"')
+    (tmp_path / "v" / "verifier.json").write_text(meta)
+    with pytest.raises(ValueError, match="unknown features"):
+        ValueVerifier.load(tmp_path / "v")

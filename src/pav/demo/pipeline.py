@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pav.core.config import knob
 from pav.core.io import write_json
@@ -56,6 +56,8 @@ class DemoConfig:
                               "progress labels (`pav label`): many seeds, few rollouts each")
     verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=1000, batch_size=32, lr=3e-4),
                                          "optimisation of both verifiers (PQV and ORM)")
+    verifier_features: Literal["none", "logprob"] = knob(
+        "logprob", "inputs of both verifiers besides the value head (see `pav train-verifier --show-config`)")
     heldout_fraction: float = knob(0.2, "share of labelled problems held out from verifier training")
     search: SearchConfig = knob(
         SearchConfig(problems=100, val_problems=50, ns=(2, 4, 8, 16, 32, 64), alpha_grid=(0.0, 0.1, 0.3, 0.5, 1.0),
@@ -91,7 +93,8 @@ def verifier_config(cfg: DemoConfig, root: Path, view: str):
     from pav.verifier.stage import TrainVerifierConfig
 
     return TrainVerifierConfig(labels=str(root / "labels"), view=view, backbone=str(root / "sft"),
-                               heldout_fraction=cfg.heldout_fraction, train=cfg.verifier)
+                               features=cfg.verifier_features, heldout_fraction=cfg.heldout_fraction,
+                               train=cfg.verifier)
 
 
 def job_verifier(progress, cfg: DemoConfig, root: str, view: str) -> dict[str, Any]:

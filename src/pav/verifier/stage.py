@@ -30,6 +30,9 @@ class TrainVerifierConfig:
     labels: str = knob("", "a `pav label` run directory")
     view: Literal["pqv", "orm"] = knob("pqv", "pqv: values of every prefix; orm: outcomes of complete solutions")
     backbone: str = knob("", "backbone: a `pav sft` run, a model directory or an HF name")
+    features: Literal["none", "logprob"] = knob(
+        "logprob", "logprob: the backbone's own frozen step log-probs are inputs too (pav.verifier.model); "
+                   "none: the paper's value head alone")
     heldout_fraction: float = knob(0.2, "share of problems held out (by a hash of the question)")
     train: VerifierTrainConfig = knob(VerifierTrainConfig(), "optimisation")
     restart: bool = knob(False, "start from step 0 even if the run directory holds broken checkpoints")
@@ -51,7 +54,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     examples, rejected = load_examples(cfg.labels, cfg.view)
     train, heldout = split_heldout(examples, cfg.heldout_fraction)
     backbone = Path(cfg.backbone) / "policy" if (Path(cfg.backbone) / "policy").is_dir() else cfg.backbone
-    verifier = ValueVerifier.from_policy(str(backbone), seed=cfg.train.seed)
+    verifier = ValueVerifier.from_policy(str(backbone), seed=cfg.train.seed, features=cfg.features)
     from pav.verifier.train import train_verifier
 
     summary = train_verifier(verifier, train, heldout, run_dir, cfg.train, restart=cfg.restart,

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -104,3 +105,26 @@ def test_a_finished_demo_is_not_overwritten_silently(demo):
     root, _ = demo
     res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=root)
     assert res.returncode == 2 and "--overwrite" in res.stderr
+
+
+def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_path):
+    """kill -9 once the verifiers are trained, rerun: earlier stages are reused, the result is the same."""
+    root, _ = demo
+    cmd = [sys.executable, "-m", "pav.cli", "demo", "--quick", "--out", "run"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "[4/6]" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    assert not (tmp_path / "run" / "COMPLETE").exists()
+    res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for st in STAGES[:3]:
+        assert f"{st.title}: finished earlier" in res.stderr
+    done = json.loads((tmp_path / "run" / "summary.json").read_text())
+    first = json.loads((root / "run" / "summary.json").read_text())
+    assert done["search"] == first["search"] and done["rl"]["rewards"] == first["rl"]["rewards"]

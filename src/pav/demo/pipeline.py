@@ -17,13 +17,15 @@ then ``summary.json``, ``report.md``, ``report.html`` and the figures at the top
 Caching: a stage whose folder holds a finished run (``COMPLETE``) is skipped and its summary read;
 an unfinished one is continued, since every stage resumes on its own (label shards, verifier
 checkpoints, cached search and RL jobs). The demo's ``task`` replaces each stage's own ``task``
-and the pipeline fills in every path a stage reads (``policy``, ``labels``, ``verifier``, ...),
-so those knobs of the nested sections are ignored.
+and the pipeline fills in every path a stage reads (``policy``, ``labels``, ``verifier``, ...)
+and the demo's ``workers``, so those knobs of the nested sections are ignored. With
+``rl.rl.rft_steps = 0`` RL starts from π itself (no rejection fine-tuning).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -102,8 +104,6 @@ def job_verifier(progress, cfg: DemoConfig, root: str, view: str) -> dict[str, A
 
     out = Path(root) / view
     if is_complete(out):
-        import json
-
         progress(cfg.verifier.steps)
         return json.loads((out / SUMMARY_FILE).read_text())
     return run_train_verifier(verifier_config(cfg, Path(root), view), out, show_progress=False, progress=progress)
@@ -168,8 +168,6 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
         folder = root / stage.name
         header = f"[{i}/{len(STAGES)}] {stage.title}"
         if is_complete(folder):
-            import json
-
             summaries[stage.name] = json.loads((folder / SUMMARY_FILE).read_text())
             timings.setdefault(stage.name, {"seconds": None})["cached"] = True
             _announce(f"{header}: finished earlier, reusing {folder}", show_progress)
@@ -188,8 +186,6 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
 
 
 def _read_timings(root: Path) -> dict[str, dict[str, Any]]:
-    import json
-
     path = root / TIMINGS_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 

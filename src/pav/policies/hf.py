@@ -23,6 +23,7 @@ The pad token is never sampled (unless it doubles as eos), nor ids past the toke
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
@@ -158,20 +159,13 @@ def load_causal_lm(
     if dtype is not None:
         kwargs["dtype"] = dtype
     path = str(Path(name).expanduser()) if local else name
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    if local:  # a bar per local load of a small model is noise in every stage's output
-        hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kwargs["local_files_only"],
-                                                  trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
+        with _no_local_bars(local):  # a bar per local load of a small model is noise in every stage's output
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=kwargs["local_files_only"],
+                                                      trust_remote_code=trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **kwargs)
     except (OSError, ValueError) as err:  # missing files, no safetensors, bad repo id
         raise PolicyLoadError(f"could not load {name!r}: {err}") from err
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
     return model.to(device).eval(), tokenizer
 
 
@@ -179,9 +173,25 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dire
     """Write ``model.safetensors``, ``config.json`` and the tokenizer files to ``directory``."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)  # transformers 5 writes safetensors only
+    with _no_local_bars(True):
+        model.save_pretrained(path)  # transformers 5 writes safetensors only
     tokenizer.save_pretrained(path)
     return path
+
+
+@contextlib.contextmanager
+def _no_local_bars(silence: bool) -> Iterator[None]:
+    """transformers' progress bars off while loading or writing local files (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if silence:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
 
 
 def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.1) -> torch.Tensor:

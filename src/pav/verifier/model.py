@@ -119,17 +119,31 @@ def step_end_positions(tokenizer: Any, prompt: str, steps: Sequence[str], delimi
     return encode_solution(tokenizer, prompt, steps, delimiter, max_length).positions
 
 
+_WARNED: set[str] = set()  # kinds of encoding warning already given by this process
+
+
 def warn_encoding(encoded: Sequence[Encoded], max_length: int | None) -> tuple[int, int]:
-    """Log (and return) how many prefixes were cut by max_length or share a token with the next step."""
+    """Log (and return) how many prefixes were cut by max_length or share a token with the next step.
+
+    Each kind is a warning the first time in a process and a debug message after (a loop that
+    scores every iteration would otherwise repeat it hundreds of times)."""
     cut = sum(e.n_prefixes - len(e.positions) for e in encoded)
     straddling = sum(e.straddling for e in encoded)
     if cut:
-        log.warning("%d of %d prefixes end past max_length=%s tokens and are dropped",
-                    cut, sum(e.n_prefixes for e in encoded), max_length)
+        _warn_once("cut", "%d of %d prefixes end past max_length=%s tokens and are dropped",
+                   cut, sum(e.n_prefixes for e in encoded), max_length)
     if straddling:
-        log.warning("%d prefix end(s) share a token with the next step's text; their values see "
-                    "the start of that step", straddling)
+        _warn_once("straddling", "%d prefix end(s) share a token with the next step's text; their values see "
+                   "the start of that step", straddling)
     return cut, straddling
+
+
+def _warn_once(kind: str, msg: str, *args: Any) -> None:
+    if kind in _WARNED:
+        log.debug(msg, *args)
+        return
+    _WARNED.add(kind)
+    log.warning(msg + " (repeats are logged at debug level)", *args)
 
 
 def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,

@@ -298,7 +298,8 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         f"- verifiers: {cfg.verifier.steps} steps of batch {cfg.verifier.batch_size}, lr {cfg.verifier.lr:g}, "
         f"{cfg.heldout_fraction:.0%} of labelled problems held out",
         f"- search: {srch['problems']} test and {srch['val_problems']} validation problems, N ∈ {srch['ns']}, "
-        f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']})",
+        f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']}"
+        + (f" at beam width {cfg.search.alpha_width})" if cfg.search.alpha is None else ")"),
         f"- RL: {rl['iterations']} iterations × {rl['samples_per_iteration']} samples, seeds {rl['seeds']}, "
         f"α = {rl['alpha']:g}, baseline {rl['baseline']}", "",
         "## Base policy", "",

@@ -79,7 +79,7 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
         provers[str(k)] = [results[f"pav_beam_N{n}_a{a}"] if k == cfg.k and n in cfg.ns else
                            results[f"prover_K{k}_N{n}_a{a}"] for n in cfg.prover_ns]
     return {"alpha": alpha, "alpha_chosen_by": "given" if cfg.alpha is not None else "validation sweep",
-            "k": cfg.k, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
+            "alpha_width": cfg.alpha_width, "k": cfg.k, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
             "curves": curves, "pass_at": pass_at, "headline": headline, "checks": checks,
             "alpha_sweep": sweep, "prover_sweep": provers, "paper": PAPER}
 
@@ -139,7 +139,7 @@ def plot_sweeps(summary: dict[str, Any], path: Path) -> None:
         left.text(0.5, 0.5, f"α = {summary['alpha']:g} given; no sweep", ha="center", transform=left.transAxes)
     left.set_xlabel(r"$\alpha$ in $\hat{Q}^\pi + \alpha\,\hat{A}^\mu$")
     left.set_ylabel(f"accuracy ({summary['val_problems']} validation problems)")
-    left.set_title("α sweep (beam width 16 by default)", fontsize=9)
+    left.set_title(f"α sweep at beam width {summary.get('alpha_width', 16)}", fontsize=9)
     left.grid(alpha=0.3)
     for i, (k, points) in enumerate(summary["prover_sweep"].items()):
         right.plot([p["n"] for p in points], [p["accuracy"] for p in points], marker="o", color=f"C{i}",
@@ -151,6 +151,8 @@ def plot_sweeps(summary: dict[str, Any], path: Path) -> None:
     right.grid(alpha=0.3)
     if summary["prover_sweep"]:
         right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "no prover sweep (prover_ks is empty)", ha="center", transform=right.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -177,7 +177,7 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
         summaries[stage.name] = stage.run(cfg, root, show_progress)
         timings[stage.name] = {"seconds": time.perf_counter() - t0, "cached": False}
         write_json(root / TIMINGS_FILE, timings)
-    summary = write_report(cfg, root, summaries, timings)
+    summary = write_report(cfg, root, [(st.name, st.title) for st in STAGES], summaries, timings)
     mark_complete(root)
     log.info("demo: all stages done in %.0f s this run -> %s", time.perf_counter() - start, root / "report.html")
     if show_progress:

@@ -119,8 +119,9 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def stage_rows(summaries: dict[str, dict[str, Any]], timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    from pav.demo.pipeline import STAGES
+def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any]],
+               timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (folder name, title) of the pipeline: time, reused or not, a one-line result."""
 
     def result(name: str, s: dict[str, Any]) -> str:
         if name == "sft":
@@ -147,11 +148,11 @@ def stage_rows(summaries: dict[str, dict[str, Any]], timings: dict[str, dict[str
         return ""
 
     rows = []
-    for st in STAGES:
-        t = timings.get(st.name, {})
-        rows.append({"name": st.name, "title": st.title, "seconds": t.get("seconds"), "cached": t.get("cached", False),
+    for name, title in stages:
+        t = timings.get(name, {})
+        rows.append({"name": name, "title": title, "seconds": t.get("seconds"), "cached": t.get("cached", False),
                      "time": _time(t.get("seconds")) + (" (earlier run)" if t.get("cached") else ""),
-                     "result": result(st.name, summaries[st.name])})
+                     "result": result(name, summaries[name])})
     return rows
 
 
@@ -240,15 +241,16 @@ def plot_labels(stats: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------- writing
 
 
-def write_report(cfg, root: Path, summaries: dict[str, dict[str, Any]],
+def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any]],
                  timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """summary.json, report.md, report.html and the demo's figures; returns the summary."""
+    """summary.json, report.md, report.html and the demo's figures; returns the summary.
+    ``stages``: (folder name, title) of each stage in pipeline order."""
     search, rl = summaries["search"], summaries["rl"]
     labels = label_statistics(cfg, root)
     plot_main(search, rl, root / "demo_main.png")
     plot_labels(labels, root / "labels.png")
     summary = {
-        "stages": stage_rows(summaries, timings),
+        "stages": stage_rows(stages, summaries, timings),
         "total_seconds": sum(t["seconds"] for t in timings.values() if t.get("seconds") is not None),
         "headline": headline(search, rl),
         "base_policy": summaries["sft"]["heldout"] | {"gate": summaries["sft"]["gate"]},

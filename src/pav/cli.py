@@ -140,6 +140,19 @@ def label(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] =
            preset, quick, set_, out, overwrite, show_config, quiet)
 
 
+@app.command("export-labels")
+def export_labels(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
+                  overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Step labels of a label run as a TRL stepwise-supervision dataset (prompt, completions, labels).
+
+    Reads --set labels=LABEL_RUN. Writes stepwise.jsonl (one row per labelled solution; load it with
+    datasets.load_dataset("json", data_files=...)) and summary.json. Labels: Q̂ of each step's prefix
+    (or --set target=adv, its advantage), hard (> threshold) or soft, under π or a Best-of-K prover.
+    """
+    _stage("pav.rollouts.stage:ExportConfig", "pav.rollouts.stage:run_export", "export_labels",
+           preset, False, set_, out, overwrite, show_config, quiet)
+
+
 @app.command("train-verifier")
 def train_verifier(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET,
                    out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, show_config: bool = SHOW,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,4 +123,44 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     log.info("label: %d records, %d prefixes and %d rollouts this run, %d tokens generated, %.0f s, mean |Â| %s -> %s",
              len(labels), totals["prefixes"], totals["rollouts"], totals["tokens_generated"], summary["wall_seconds"],
              "n/a" if summary["mean_abs_adv"] is None else f"{summary['mean_abs_adv']:.3f}", run_dir)
+    return summary
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    labels: str = knob("", "a `pav label` run directory")
+    format: Literal["trl-stepwise"] = knob("trl-stepwise", "TRL stepwise supervision: prompt, completions, labels")
+    target: Literal["q", "adv"] = knob("q", "per step: q = Q̂ of the prefix it ends; adv = its advantage (Eq. 2)")
+    mode: Literal["hard", "soft"] = knob("hard", "hard: value > threshold as a bool (TRL); soft: the value")
+    threshold: float = knob(0.5, "threshold of hard labels (use 0 with target=adv: 'did the step make progress')")
+    k: int = knob(0, "values under a Best-of-K prover of the labelling policy (0: the policy's own)")
+
+
+def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = False,
+               show_progress: bool = True) -> dict[str, Any]:
+    """A label run → ``stepwise.jsonl`` (one row per labelled solution, `pav.rollouts.export`)."""
+    from pav.core.io import atomic_open, read_jsonl
+    from pav.core.records import Problem, Solution
+    from pav.rollouts.export import stepwise_rows
+
+    if not cfg.labels:
+        raise ValueError("export-labels needs --set labels=LABEL_RUN")
+    src = Path(cfg.labels)
+    if not (src / PROBLEMS_FILE).is_file():
+        raise FileNotFoundError(f"{src} is not a label run (no {PROBLEMS_FILE})")
+    run_dir = start_run(out, "export", cfg, overwrite)
+    task = ModReach()
+    prompts = {p.problem_id: task.prompt(p) for p in read_jsonl(src / PROBLEMS_FILE, Problem)}
+    solutions = [s for path in sorted((src / "solutions").glob("shard-*.jsonl")) for s in read_jsonl(path, Solution)]
+    rows = list(stepwise_rows(read_labels(src), solutions, prompts, target=cfg.target, mode=cfg.mode,
+                              threshold=cfg.threshold, k=cfg.k or None))
+    with atomic_open(run_dir / "stepwise.jsonl") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    flat = [v for r in rows for v in r["labels"]]
+    summary = {"format": cfg.format, "rows": len(rows), "steps": len(flat), "solutions": len(solutions),
+               "mean_label": float(np.mean(flat)) if flat else None,  # hard labels: the share of True
+               "file": str(run_dir / "stepwise.jsonl")}
+    write_json(run_dir / "summary.json", summary)
+    mark_complete(run_dir)
+    log.info("export-labels: %d solutions, %d steps -> %s", len(rows), len(flat), run_dir / "stepwise.jsonl")
     return summary

@@ -92,3 +92,17 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
                 continue
             raise ValueError(f"{path}:{lineno}: invalid JSON: {exc}") from exc
     return rows
+
+
+def trim_metrics(path: str | Path, step: int) -> None:
+    """Drop the lines a killed run wrote after the checkpoint (at ``step``) it resumes from."""
+    from pav.core.io import atomic_open
+
+    path = _metrics_path(path)
+    if not path.is_file():
+        return
+    rows = read_metrics(path)
+    keep = [r for r in rows if r["step"] <= step]
+    if len(keep) < len(rows):
+        with atomic_open(path, "w") as f:
+            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in keep)

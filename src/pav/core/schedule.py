@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Protocol
 
 
@@ -11,6 +12,16 @@ class Schedule(Protocol):
     lr: float  # peak learning rate
     warmup: int  # linear warm-up steps
     min_lr_ratio: float  # final learning rate as a share of lr
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """A `Schedule` for trainers whose settings name these numbers differently."""
+
+    steps: int
+    lr: float
+    warmup: int
+    min_lr_ratio: float = 0.1
 
 
 def warmup_cosine(step: int, s: Schedule) -> float:

@@ -53,8 +53,9 @@ def _time(seconds: float | None) -> str:
 # ------------------------------------------------------------------------------------- numbers
 
 
-def label_statistics(cfg, root: Path) -> dict[str, Any]:
-    """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run."""
+def label_statistics(cfg, root: Path, label_summary: dict[str, Any]) -> dict[str, Any]:
+    """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run
+    (mean Â^π by step kind is the label stage's own, ``label_summary``)."""
     from pav.core.io import read_jsonl
     from pav.core.records import Problem
     from pav.rollouts.stage import PROBLEMS_FILE, advantage_by_step_kind
@@ -78,7 +79,7 @@ def label_statistics(cfg, root: Path) -> dict[str, Any]:
         "adv_prover": {"mean_abs": float(np.abs(adv_prover).mean()),
                        "hist": np.histogram(adv_prover, adv_edges)[0].tolist()},
         "adv_edges": adv_edges.tolist(),
-        "by_kind_base": advantage_by_step_kind(task, problems, root / "labels", labels, base["adv"]),
+        "by_kind_base": label_summary["adv_by_step_kind"],
         "by_kind_prover": advantage_by_step_kind(task, problems, root / "labels", labels, prover["adv"]),
     }
 
@@ -246,7 +247,7 @@ def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict
     """summary.json, report.md, report.html and the demo's figures; returns the summary.
     ``stages``: (folder name, title) of each stage in pipeline order."""
     search, rl = summaries["search"], summaries["rl"]
-    labels = label_statistics(cfg, root)
+    labels = label_statistics(cfg, root, summaries["labels"])
     plot_main(search, rl, root / "demo_main.png")
     plot_labels(labels, root / "labels.png")
     summary = {

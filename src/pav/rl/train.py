@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from pav.core.io import write_json
-from pav.core.metrics import MetricsLogger
+from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.records import Problem
-from pav.core.schedule import warmup_cosine
+from pav.core.schedule import LRSchedule, warmup_cosine
 from pav.core.seeding import derive_seed
 from pav.rl.rewards import NonFiniteReward, advantages, policy_loss, step_weights, token_weights
 from pav.rl.rollout import encode_rollouts, token_logprobs
@@ -129,9 +129,9 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
             loss, kl = policy_loss(logp, ref_logp, adv, mask, s.kl_coef)
             if not torch.isfinite(loss):
                 raise NonFiniteReward(f"non-finite policy loss at iteration {it}")
-            _step(learner.opt, model, loss, warmup_cosine(it, _schedule(s, s.lr)), s.grad_clip)
+            _step(learner.opt, model, loss, warmup_cosine(it, LRSchedule(s.iterations, s.lr, s.warmup, s.min_lr_ratio)), s.grad_clip)
             if learner.value is not None:
-                _step(learner.value_opt, learner.value, value_loss, warmup_cosine(it, _schedule(s, s.value_lr)),
+                _step(learner.value_opt, learner.value, value_loss, warmup_cosine(it, LRSchedule(s.iterations, s.value_lr, s.warmup, s.min_lr_ratio)),
                       s.grad_clip)
             model.eval()
             n_tok = float(mask.sum())
@@ -159,18 +159,6 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
 def _state_positions(input_ids: torch.Tensor) -> torch.Tensor:
     """(B, T) position whose hidden state is the state before token t: t − 1 (t = 0 reads 0, unused)."""
     return (torch.arange(input_ids.shape[1]) - 1).clamp(min=0).expand(input_ids.shape[0], -1)
-
-
-@dataclass(frozen=True)
-class _Schedule:
-    steps: int
-    lr: float
-    warmup: int
-    min_lr_ratio: float
-
-
-def _schedule(s: RLSettings, lr: float) -> _Schedule:
-    return _Schedule(s.iterations, lr, s.warmup, s.min_lr_ratio)
 
 
 def _step(opt: torch.optim.Optimizer, model: torch.nn.Module, loss: torch.Tensor, lr: float, clip: float) -> None:
@@ -225,9 +213,6 @@ def resume(run_dir: Path, learner: Learner) -> int:
         load_model(learner.value, str(path / "value.safetensors"))
         learner.value_opt.load_state_dict(unflatten_optimizer(load_file(str(path / "value_opt.safetensors")),
                                                               json.loads((path / "value_opt.json").read_text())))
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.is_file():
-        rows = [line for line in metrics.read_text().splitlines() if line and json.loads(line)["step"] <= it]
-        metrics.write_text("".join(r + "\n" for r in rows))
+    trim_metrics(run_dir / "metrics.jsonl", it)
     log.info("rl: resumed from %s (iteration %d)", path, it)
     return it

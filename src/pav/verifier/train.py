@@ -42,8 +42,7 @@ import torch
 
 from pav.core.config import knob
 from pav.core.schedule import warmup_cosine
-from pav.core.io import atomic_open
-from pav.core.metrics import METRICS_FILE, MetricsLogger, read_metrics
+from pav.core.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from pav.core.seeding import derive_seed
 from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint, write_dir_atomically
 from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
@@ -177,7 +176,7 @@ def train_verifier(
     torch.manual_seed(derive_seed(cfg.seed, "verifier", "torch"))
     fingerprint = run_fingerprint(cfg, kept)
     first = resume(out / CHECKPOINTS, verifier, opt, sampler, fingerprint, restart)
-    _trim_metrics(out, first)
+    trim_metrics(out / METRICS_FILE, first)
     verifier.train()
     losses: list[float] = []
     show = sys.stderr.isatty() if show_progress is None else show_progress
@@ -252,15 +251,3 @@ def run_fingerprint(cfg: VerifierTrainConfig, examples: Sequence[VerifierExample
         data.update(json.dumps([ex.solution_id, ex.prompt, ex.steps, ex.prefix_lens, ex.targets, ex.weights]).encode())
     return {"config": hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:16],
             "data": data.hexdigest()[:16]}
-
-
-def _trim_metrics(out: Path, step: int) -> None:
-    """Drop metrics lines a killed run wrote after the checkpoint it resumes from."""
-    path = out / METRICS_FILE
-    if not path.is_file():
-        return
-    rows = read_metrics(path)
-    keep = [r for r in rows if r["step"] <= step]
-    if len(keep) < len(rows):
-        with atomic_open(path, "w") as f:
-            f.writelines(json.dumps(r, allow_nan=False) + "\n" for r in keep)

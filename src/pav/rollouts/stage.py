@@ -16,7 +16,10 @@ from pav.core.io import write_json, write_jsonl
 from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
-from pav.tasks.modreach import ModReach, ModReachConfig
+from pav.tasks.base import Task
+from pav.tasks.build import build_task, prompt_of, with_prompt
+from pav.tasks.math_task import MathTaskConfig
+from pav.tasks.modreach import ModReachConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ PROBLEMS_FILE = "problems.jsonl"
 @dataclass(frozen=True)
 class LabelConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
+    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
     policy: str = knob("", "base policy π: a `pav sft` run directory, a model directory, or an HF model name")
     prover: str = knob("", "rollout policy: empty = π itself (Best-of-K prover values derive from these "
                            "counts); otherwise another checkpoint (directory or name) acting as prover μ")
@@ -65,18 +69,21 @@ def policy_id(name: str) -> str:
     return f"{label}@{h.hexdigest()[:12]}"
 
 
-def load_policy(name: str, batch_size: int):
+def load_policy(name: str, batch_size: int, delimiter: str = "\n"):
     from pav.policies.hf import HFPolicy, load_causal_lm
 
     model, tokenizer = load_causal_lm(resolve_model_dir(name))
-    return HFPolicy(model, tokenizer, policy_id=policy_id(name), batch_size=batch_size)
+    return HFPolicy(model, tokenizer, policy_id=policy_id(name), batch_size=batch_size, delimiter=delimiter)
 
 
-def advantage_by_step_kind(task: ModReach, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
-    """Mean Â (Eq. 2 on Q̂) and its standard error for each kind of step the checker names."""
+def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
+    """Mean Â (Eq. 2 on Q̂) and its standard error for each kind of step the checker names
+    (tasks whose checker names kinds of steps, i.e. have ``analyse``; else {})."""
     from pav.core.io import read_jsonl
     from pav.core.records import Solution
 
+    if not hasattr(task, "analyse"):
+        return {}
     by_key = {(lab.solution_id, lab.prefix_len): a for lab, a in zip(labels, adv)}
     by_id = {p.problem_id: p for p in problems}
     kinds: dict[str, list[float]] = {}
@@ -102,11 +109,12 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
-    task = ModReach(cfg.task)
-    policy = load_policy(cfg.policy, cfg.batch_size)
-    rollout_policy = load_policy(cfg.prover, cfg.batch_size) if cfg.prover else policy
-    problems = task.problems(cfg.problems, cfg.seed, cfg.split)
-    write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read the problems from here
+    task = build_task(cfg.task, cfg.math)
+    policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
+    rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter) if cfg.prover else policy
+    task = build_task(cfg.task, cfg.math, policy.tokenizer)  # chat prompts use the policy's template
+    problems = [with_prompt(p, task) for p in task.problems(cfg.problems, cfg.seed, cfg.split)]
+    write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read problems and prompts from here
     settings = LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
     totals = label_problems(policy, rollout_policy, task, problems, run_dir, settings, cfg.seed, cfg.shard_size,
                             show_progress)
@@ -149,8 +157,7 @@ def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = Fals
     if not (src / PROBLEMS_FILE).is_file():
         raise FileNotFoundError(f"{src} is not a label run (no {PROBLEMS_FILE})")
     run_dir = start_run(out, "export", cfg, overwrite)
-    task = ModReach()
-    prompts = {p.problem_id: task.prompt(p) for p in read_jsonl(src / PROBLEMS_FILE, Problem)}
+    prompts = {p.problem_id: prompt_of(p) for p in read_jsonl(src / PROBLEMS_FILE, Problem)}
     solutions = [s for path in sorted((src / "solutions").glob("shard-*.jsonl")) for s in read_jsonl(path, Solution)]
     rows = list(stepwise_rows(read_labels(src), solutions, prompts, target=cfg.target, mode=cfg.mode,
                               threshold=cfg.threshold, k=cfg.k or None))
@@ -163,4 +170,45 @@ def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = Fals
     write_json(run_dir / "summary.json", summary)
     mark_complete(run_dir)
     log.info("export-labels: %d solutions, %d steps -> %s", len(rows), len(flat), run_dir / "stepwise.jsonl")
+    return summary
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    source: str = knob("", "labels to import: a .jsonl/.json/.parquet file or a `datasets` split NAME[:CONFIG]@SPLIT")
+    format: Literal["trl-stepwise", "prm800k", "processbench"] = knob("trl-stepwise", "the source's format "
+                                                                     "(pav.rollouts.imports)")
+    soft_rollouts: int = knob(100, "a soft label p becomes round(p·n) correct of n rollouts")
+    plain_template: str = knob("Question: {question}\nAnswer:\n", "prompt of PRM800K/ProcessBench problems")
+
+    def __post_init__(self) -> None:
+        if self.soft_rollouts < 1 or "{question}" not in self.plain_template:
+            raise ValueError("soft_rollouts must be >= 1 and plain_template must contain {question}")
+
+
+def run_import(cfg: ImportConfig, out: str | Path | None, overwrite: bool = False,
+               show_progress: bool = True) -> dict[str, Any]:
+    """Another project's step labels → a label run directory that `pav train-verifier` reads."""
+    from pav.rollouts.imports import import_records
+    from pav.rollouts.label import write_shard
+    from pav.tasks.math_data import read_records
+
+    if not cfg.source:
+        raise ValueError("import-labels needs --set source=FILE (and --set format=...)")
+    records = read_records(cfg.source)
+    run_dir = start_run(out, "import", cfg, overwrite)
+    render = lambda question: cfg.plain_template.replace("{question}", question)  # noqa: E731
+    rows = list(import_records(records, cfg.format, cfg.source, render, cfg.soft_rollouts))
+    write_jsonl(run_dir / PROBLEMS_FILE, [p for p, _, _ in rows])
+    write_shard(run_dir, 0, [s for _, s, _ in rows], [lab for _, _, labs in rows for lab in labs])
+    labels = read_labels(run_dir)
+    q = label_arrays(labels)["q"] if labels else np.array([])
+    summary = {"format": cfg.format, "source": cfg.source, "records": len(records), "solutions": len(rows),
+               "step_labels": len(labels), "skipped_records": len(records) - len(rows),
+               "mean_q": float(q.mean()) if q.size else None}
+    write_json(run_dir / "summary.json", summary)
+    mark_complete(run_dir)
+    log.info("import-labels: %d %s records -> %d solutions, %d step labels (mean Q̂ %s) -> %s", len(records),
+             cfg.format, len(rows), len(labels), "n/a" if summary["mean_q"] is None else f"{summary['mean_q']:.3f}",
+             run_dir)
     return summary

@@ -1,6 +1,6 @@
 """`pav search`: best-of-N against step-level beam search on held-out problems (PAPER.md §5).
 
-Problems: distinct held-out problems of the built-in task, the first ``val_problems`` for the α
+Problems: distinct held-out problems of the task (built-in, or `math.*`), the first ``val_problems`` for the α
 sweep (validation) and the next ``problems`` for every reported curve (test); the verifiers were
 trained on train-split labels. Every method searches the same test problems with the same base
 policy. Work is split into jobs (`pav.core.jobs`): each runs in its own single-threaded process,
@@ -34,7 +34,9 @@ from pav.core.io import atomic_open, write_json
 from pav.core.jobs import Job, run_jobs
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
-from pav.tasks.modreach import ModReach, ModReachConfig
+from pav.tasks.build import build_task
+from pav.tasks.math_task import MathTaskConfig
+from pav.tasks.modreach import ModReachConfig
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ BEST_OF_N = ("orm", "pav_as_orm", "majority", "weighted_majority")
 @dataclass(frozen=True)
 class SearchConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
+    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
     policy: str = knob("", "base policy π: a `pav sft` run, a model directory or an HF name")
     verifier: str = knob("", "the PQV (Q̂^π): a `pav train-verifier` run (view=pqv) or its verifier/ folder")
     orm: str = knob("", "the outcome verifier for best-of-N: a `pav train-verifier --set view=orm` run")
@@ -77,7 +80,7 @@ class SearchConfig:
 
 def split_problems(cfg: SearchConfig) -> tuple[list[Problem], list[Problem]]:
     """(validation, test): distinct held-out problems, validation first."""
-    task, want = ModReach(cfg.task), cfg.val_problems + cfg.problems
+    task, want = build_task(cfg.task, cfg.math), cfg.val_problems + cfg.problems
     seen: dict[str, Problem] = {}
     for p in task.problems(20 * want, cfg.seed, "heldout"):
         seen.setdefault(p.question, p)
@@ -90,6 +93,7 @@ def split_problems(cfg: SearchConfig) -> tuple[list[Problem], list[Problem]]:
 
 
 def _components(cfg: SearchConfig, k: int, with_orm: bool):
+    """(task, policy, scorer) of a job: the task renders prompts with the policy's tokenizer."""
     import torch
 
     from pav.rollouts.stage import load_policy
@@ -97,18 +101,19 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool):
     from pav.verifier.stage import load_verifier
 
     torch.set_num_threads(1)
-    policy = load_policy(cfg.policy, cfg.batch_size)
+    task = build_task(cfg.task, cfg.math)
+    policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
     scorer = VerifierScorer(load_verifier(cfg.verifier), k=k, orm=load_verifier(cfg.orm) if with_orm else None,
                             batch_size=cfg.score_batch)
-    return policy, scorer
+    return build_task(cfg.task, cfg.math, policy.tokenizer), policy, scorer
 
 
 def job_best_of_n(progress, cfg: SearchConfig, run_dir: str) -> dict[str, Any]:
     from pav.core.seeding import derive_seed
     from pav.search.best_of_n import best_of_n, pass_at, sample_and_score
 
-    task, (_, test) = ModReach(cfg.task), split_problems(cfg)
-    policy, scorer = _components(cfg, cfg.k, with_orm=bool(cfg.orm))
+    _, test = split_problems(cfg)
+    task, policy, scorer = _components(cfg, cfg.k, with_orm=bool(cfg.orm))
     sets = sample_and_score(policy, scorer, task, test, max(cfg.ns), derive_seed(cfg.seed, "best_of_n"),
                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
     with atomic_open(Path(run_dir) / "results" / "best_of_n.jsonl") as f:
@@ -130,10 +135,9 @@ def job_beam(progress, cfg: SearchConfig, run_dir: str, name: str, split: str, w
     from pav.search.beam import BeamSettings, beam_search
     from pav.search.best_of_n import accuracy_stats
 
-    task = ModReach(cfg.task)
     val, test = split_problems(cfg)
     problems = val if split == "val" else test
-    policy, scorer = _components(cfg, k, with_orm=False)
+    task, policy, scorer = _components(cfg, k, with_orm=False)
     settings = BeamSettings(width, cfg.candidates, alpha, task.max_steps, cfg.step_tokens, cfg.temperature,
                             dedup=cfg.dedup)
     depths = [0]
@@ -169,7 +173,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     run_dir = start_run(out, "search", cfg, overwrite)
     split_problems(cfg)  # fail before starting workers when the task cannot supply the problems
     common = {"cfg": cfg, "run_dir": str(run_dir)}
-    depth = ModReach(cfg.task).max_steps  # progress units of a beam job: its depths
+    depth = (cfg.math if cfg.math.train else cfg.task).max_steps  # progress units of a beam job: its depths
     jobs = [Job("best_of_n", job_best_of_n, 1, common)]
     jobs += [Job(f"pqv_beam_N{n}", job_beam, depth, {**common, "name": f"pqv_beam_N{n}", "split": "test", "width": n,
                                                   "alpha": 0.0, "k": cfg.k}) for n in cfg.ns]

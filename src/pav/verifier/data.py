@@ -10,8 +10,8 @@ the labelling job only through those files.
   applied to the targets here. The complete solution's label (its checked outcome as one
   zero-length rollout) is a target like any other.
 - ORM view (``view="orm"``): one target per complete solution = its outcome, read at the last step.
-- Prompts are rendered by the task from the run's ``problems.jsonl``, matched by problem_id; a
-  label run without it is an error.
+- Prompts are those the label run stored in its ``problems.jsonl`` (built-in task runs without
+  them: rendered again), matched by problem_id; a label run without the file is an error.
 
 Rejected at load, counted by reason and logged in one warning (they never reach a tensor): label
 rows with a missing, non-finite or non-integral count (integral floats are read as ints), ``n_rollouts < 1``, ``n_correct < 0`` or
@@ -42,6 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -104,13 +105,14 @@ def load_examples(run_dir: str | Path, view: Literal["pqv", "orm"] = "pqv"
 
 
 def _rebuild_problems(run_dir: Path) -> tuple[dict[str, Problem], Any]:
-    """The run's problems from its ``problems.jsonl`` and the task that renders their prompts."""
-    from pav.tasks.modreach import ModReach
+    """The run's problems from its ``problems.jsonl`` and what renders their prompts (the prompts
+    a label run stored, or the built-in task's for older runs)."""
+    from pav.tasks.build import prompt_of
 
     path = run_dir / "problems.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: is {run_dir} a `pav label` run directory?")
-    return {p.problem_id: p for p in read_jsonl(path, Problem)}, ModReach()
+    return {p.problem_id: p for p in read_jsonl(path, Problem)}, SimpleNamespace(prompt=prompt_of)
 
 
 def _read_solutions(run_dir: Path) -> dict[str, Solution]:

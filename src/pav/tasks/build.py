@@ -1,0 +1,37 @@
+"""Which task a stage runs on: the built-in ModReach, or a math problem set when one is given.
+
+Every LM stage has two task sections, ``task`` (ModReach's knobs) and ``math`` (a problem set);
+``math.train`` set means the math task. Runs of `pav label` store each problem's rendered prompt
+in ``meta["prompt"]``, and `prompt_of` prefers it, so stages that read a label run's problems
+(verifier data, exports) need no task config and no tokenizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pav.core.records import Problem
+from pav.tasks.base import Task
+from pav.tasks.math_task import MathTask, MathTaskConfig
+from pav.tasks.modreach import ModReach, ModReachConfig
+
+
+def build_task(builtin: ModReachConfig, math: MathTaskConfig, tokenizer: Any = None) -> Task:
+    """The math task when ``math.train`` is set, else ModReach; ``tokenizer`` renders chat prompts."""
+    if not math.train:
+        return ModReach(builtin)
+    task = MathTask(math)
+    if tokenizer is not None:
+        task.bind_tokenizer(tokenizer)
+    return task
+
+
+def prompt_of(problem: Problem) -> str:
+    """The prompt a label run stored with the problem, else the built-in task's (older runs)."""
+    stored = problem.meta.get("prompt")
+    return stored if isinstance(stored, str) else ModReach().prompt(problem)
+
+
+def with_prompt(problem: Problem, task: Task) -> Problem:
+    """``problem`` with ``task``'s rendered prompt stored in ``meta["prompt"]``."""
+    return Problem(problem.problem_id, problem.question, problem.answer, {**problem.meta, "prompt": task.prompt(problem)})

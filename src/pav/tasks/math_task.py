@@ -1,0 +1,161 @@
+"""`MathTask`: a GSM8K/MATH-style problem set behind the `Task` protocol, graded by `MathGrader`.
+
+- Problems come from `pav.tasks.math_data` (files or a `datasets` split). ``problems(n, seed,
+  split)`` is a seeded shuffle of the split, all of it when ``n`` exceeds its size.
+- Prompts: ``template="chat"`` renders the question (plus ``instruction``) with the tokenizer's
+  chat template, ``"plain"`` fills ``plain_template``, ``"auto"`` picks chat when the bound
+  tokenizer has a template. A stage binds the policy's tokenizer with `bind_tokenizer`. A problem
+  whose ``meta["prompt"]`` is set (label runs store the rendered prompt there) keeps that prompt, so
+  later stages see exactly the text the policy was sampled with.
+- Steps are lines (``delimiter="newline"``) or paragraphs (``"blank-line"``). A step that states an
+  answer (``\\boxed{}`` or "The answer is ...") ends the solution; its answer is graded against the
+  gold answer by math-verify in worker processes (`pav.tasks.grader`), so model text is never
+  evaluated. Ungraded answers (timeout, crash) score 0 and are counted in ``grader.counters``.
+- The demonstrator is the reference solution (``meta["solution"]``); it is not noisy.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pav.core.config import knob
+from pav.core.records import Problem
+from pav.tasks.base import Split
+from pav.tasks.grader import MathGrader
+from pav.tasks.math_data import (
+    MathDataConfig,
+    MathDataError,
+    heldout_by_hash,
+    read_records,
+    stated_answer,
+    to_problems,
+)
+
+log = logging.getLogger(__name__)
+DELIMITERS = {"newline": "\n", "blank-line": "\n\n"}
+
+
+@dataclass(frozen=True)
+class MathTaskConfig(MathDataConfig):
+    template: Literal["auto", "chat", "plain"] = knob("auto", "prompt: the tokenizer's chat template (chat), "
+                                                      "plain_template (plain), chat when the tokenizer has one (auto)")
+    plain_template: str = knob("Question: {question}\nAnswer:\n", "plain prompt; {question} is the question")
+    instruction: str = knob("Solve it step by step, one step per line, and end with 'The answer is X.'",
+                            "chat prompts: appended to the question in the user turn")
+    delimiter: Literal["newline", "blank-line"] = knob("newline", "steps are lines, or paragraphs")
+    max_steps: int = knob(16, "samplers stop a solution after this many steps")
+    max_step_chars: int = knob(400, "samplers cut a step that reaches this many characters")
+    grader_workers: int = knob(2, "math-verify worker processes")
+    grader_deadline: float = knob(5.0, "seconds before a grading call is cut off (ungraded-timeout)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if "{question}" not in self.plain_template:
+            raise ValueError("plain_template must contain {question}")
+        if self.max_steps < 1 or self.max_step_chars < 1:
+            raise ValueError("max_steps and max_step_chars must be >= 1")
+
+
+def render_prompt(question: str, cfg: MathTaskConfig, tokenizer: Any, delimiter: str) -> str:
+    """The prompt of ``question`` under ``cfg.template`` (see the module docstring); ends with ``delimiter``."""
+    chat = cfg.template == "chat" or (cfg.template == "auto" and getattr(tokenizer, "chat_template", None))
+    if chat:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template=chat needs a tokenizer with a chat template (bind_tokenizer)")
+        content = f"{question}\n{cfg.instruction}".strip()
+        text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                             add_generation_prompt=True)
+    else:
+        text = cfg.plain_template.replace("{question}", question)
+    return text if text.endswith(delimiter) else text.rstrip("\n") + delimiter
+
+
+class MathTask:
+    """See the module docstring."""
+
+    def __init__(self, cfg: MathTaskConfig) -> None:
+        if not cfg.train:
+            raise MathDataError("a math task needs problems: --set math.train=FILE (or NAME[:CONFIG]@SPLIT)")
+        self.cfg = cfg
+        self.name = f"math:{cfg.preset}"
+        self.step_delimiter = DELIMITERS[cfg.delimiter]
+        self.max_steps = cfg.max_steps
+        self.max_step_chars = cfg.max_step_chars
+        train = to_problems(read_records(cfg.train), cfg, cfg.train)
+        if cfg.heldout:
+            heldout = to_problems(read_records(cfg.heldout), cfg, cfg.heldout)
+            clash = {p.problem_id for p in train} & {p.problem_id for p in heldout}
+            if clash:
+                raise MathDataError(f"{len(clash)} problem ids are in both train and heldout, e.g. {min(clash)!r}")
+        else:
+            heldout = [p for p in train if heldout_by_hash(p, cfg.heldout_fraction)]
+            train = [p for p in train if not heldout_by_hash(p, cfg.heldout_fraction)]
+        self._splits: dict[str, list[Problem]] = {"train": train, "heldout": heldout}
+        self._tokenizer: Any = None
+        self._grader: MathGrader | None = None
+        self._said_short: dict[str, bool] = {}  # "asked for more problems than the set has" logged once
+
+    # -- problems and prompts
+
+    def problems(self, n: int, seed: int, split: Split = "train") -> list[Problem]:
+        if split not in self._splits:
+            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        pool = list(self._splits[split])
+        if not pool:
+            raise MathDataError(f"the {split} split is empty; give more problems or math.heldout")
+        random.Random(seed).shuffle(pool)
+        if n > len(pool) and not self._said_short.get(split):
+            self._said_short[split] = True
+            log.info("%s: %d %s problems asked for, the set has %d: using all", self.name, n, split, len(pool))
+        return pool[:n]
+
+    def bind_tokenizer(self, tokenizer: Any) -> None:
+        """The tokenizer whose chat template renders prompts (template auto/chat)."""
+        self._tokenizer = tokenizer
+
+    def prompt(self, problem: Problem) -> str:
+        stored = problem.meta.get("prompt")
+        if isinstance(stored, str):
+            return stored
+        return render_prompt(problem.question, self.cfg, self._tokenizer, self.step_delimiter)
+
+    # -- steps and grading
+
+    def split_steps(self, completion: str) -> list[str]:
+        parts = completion.split(self.step_delimiter)
+        return parts[:-1] if parts and parts[-1] == "" else parts
+
+    def is_final_step(self, step: str) -> bool:
+        return stated_answer(step) is not None
+
+    def answer(self, steps: Sequence[str]) -> str | None:
+        for step in steps:
+            stated = stated_answer(step)
+            if stated is not None:
+                return stated
+        return None
+
+    def outcome(self, problem: Problem, steps: Sequence[str]) -> float:
+        answer = self.answer(steps)
+        if answer is None:
+            return 0.0
+        return 1.0 if self.grader.grade(answer, problem.answer).correct else 0.0
+
+    @property
+    def grader(self) -> MathGrader:
+        """The task's worker pool, started on first use and closed at exit."""
+        if self._grader is None:
+            self._grader = MathGrader(self.cfg.grader_workers, self.cfg.grader_deadline)
+            atexit.register(self._grader.close)
+        return self._grader
+
+    def demonstrate(self, problem: Problem, rng: random.Random) -> list[str]:
+        steps = problem.meta.get("solution")
+        if not steps:
+            raise MathDataError(f"problem {problem.problem_id} has no reference solution to demonstrate")
+        return list(steps)

@@ -1,0 +1,96 @@
+"""`MathTask`: problems, prompts, step grammar and grading of a GSM8K-format set."""
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pav.core.records import Problem
+from pav.tasks.base import Task, join_steps
+from pav.tasks.build import build_task, prompt_of, with_prompt
+from pav.tasks.math_data import MathDataError
+from pav.tasks.math_task import MathTask, MathTaskConfig
+from pav.tasks.modreach import ModReach, ModReachConfig
+
+GSM8K_TINY = Path(__file__).parents[1] / "data" / "gsm8k_tiny.jsonl"
+
+
+@pytest.fixture(scope="module")
+def task():
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), grader_deadline=3.0))
+    yield t
+    t.grader.close()
+
+
+def test_it_is_a_task_with_disjoint_seeded_splits(task):
+    assert isinstance(task, Task)
+    train, held = task.problems(100, 0, "train"), task.problems(100, 0, "heldout")
+    n = len(GSM8K_TINY.read_text().splitlines())
+    assert len(train) + len(held) == n and held
+    assert not {p.problem_id for p in train} & {p.problem_id for p in held}
+    assert task.problems(5, 3) == task.problems(5, 3) != task.problems(5, 4)
+
+
+def test_plain_and_chat_prompts_end_with_the_delimiter(task, tiny_qwen):
+    from transformers import AutoTokenizer
+
+    p = task.problems(1, 0)[0]
+    assert task.prompt(p) == f"Question: {p.question}\nAnswer:\n"
+    chat = MathTask(MathTaskConfig(train=str(GSM8K_TINY)))
+    chat.bind_tokenizer(AutoTokenizer.from_pretrained(tiny_qwen))
+    text = chat.prompt(p)
+    assert text.startswith("<|im_start|>user\n" + p.question) and text.endswith("<|im_start|>assistant\n")
+    stored = with_prompt(p, chat)
+    assert prompt_of(stored) == text == task.prompt(stored)  # a stored prompt wins over re-rendering
+
+
+def test_chat_template_without_a_tokenizer_is_an_error():
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), template="chat"))
+    with pytest.raises(ValueError, match="chat template"):
+        t.prompt(t.problems(1, 0)[0])
+
+
+def test_steps_answers_and_outcomes(task):
+    p = next(x for x in task.problems(100, 0) if x.answer == "18")
+    assert task.demonstrate(p, random.Random(0))[-1] == "The answer is 18."
+    assert task.outcome(p, task.demonstrate(p, random.Random(0))) == 1.0
+    assert task.outcome(p, ["14 + 4 = 18", "so \\boxed{18}"]) == 1.0
+    assert task.outcome(p, ["The answer is 18.0."]) == 1.0
+    assert task.outcome(p, ["The answer is 19."]) == 0.0
+    assert task.outcome(p, ["14 + 4 = 18"]) == 0.0  # no stated answer
+    assert task.is_final_step("The answer is 3.") and not task.is_final_step("3 + 4 = 7")
+    assert task.answer(["a", "The answer is $7$.", "The answer is 8."]) == "7"
+
+
+@given(st.lists(st.text(alphabet="ab 1+=.\n", min_size=1, max_size=8).filter(lambda s: "\n\n" not in s
+                                                                              and not s.endswith("\n")
+                                                                              and not s.startswith("\n")),
+                max_size=5))
+def test_blank_line_steps_round_trip(steps):
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), delimiter="blank-line"))
+    assert t.split_steps(join_steps(steps, t.step_delimiter)) == steps
+
+
+def test_build_task_picks_math_only_when_train_is_set():
+    assert isinstance(build_task(ModReachConfig(), MathTaskConfig()), ModReach)
+    assert isinstance(build_task(ModReachConfig(), MathTaskConfig(train=str(GSM8K_TINY))), MathTask)
+    with pytest.raises(MathDataError):
+        MathTask(MathTaskConfig())
+
+
+def test_prompt_of_falls_back_to_the_builtin_task():
+    p = ModReach().problems(1, 0)[0]
+    assert prompt_of(p) == ModReach().prompt(p)
+    assert prompt_of(Problem("x", "q", "1", {"prompt": "P\n"})) == "P\n"
+
+
+def test_heldout_file_and_clashing_ids(tmp_path):
+    rows = [json.loads(line) for line in GSM8K_TINY.read_text().splitlines()]
+    (tmp_path / "h.jsonl").write_text("\n".join(json.dumps({**r, "id": f"h{i}"}) for i, r in enumerate(rows[:5])))
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), heldout=str(tmp_path / "h.jsonl")))
+    assert len(t.problems(100, 0, "heldout")) == 5 and len(t.problems(100, 0)) == len(rows)
+    with pytest.raises(MathDataError, match="both train and heldout"):
+        MathTask(MathTaskConfig(train=str(GSM8K_TINY), heldout=str(GSM8K_TINY)))

@@ -153,6 +153,19 @@ def export_labels(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Op
            preset, False, set_, out, overwrite, show_config, quiet)
 
 
+@app.command("import-labels")
+def import_labels(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
+                  overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """Step labels from TRL stepwise, PRM800K or ProcessBench data, as a label run for train-verifier.
+
+    Reads --set source=FILE (.jsonl/.json/.parquet, or NAME[:CONFIG]@SPLIT with `datasets`) and
+    --set format=trl-stepwise|prm800k|processbench. Writes problems.jsonl (with prompts), solutions/
+    and labels/ shards, summary.json: `pav train-verifier --set labels=THIS_RUN` trains on them.
+    """
+    _stage("pav.rollouts.stage:ImportConfig", "pav.rollouts.stage:run_import", "import_labels",
+           preset, False, set_, out, overwrite, show_config, quiet)
+
+
 @app.command("train-verifier")
 def train_verifier(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET,
                    out: Optional[Path] = OUT, overwrite: bool = OVERWRITE, show_config: bool = SHOW,
@@ -180,13 +193,20 @@ def score(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[P
 
 @app.command("eval-verifier")
 def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
-                  overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+                  overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET,
+                  processbench: Optional[str] = typer.Option(
+                      None, "--processbench", help="evaluate on ProcessBench items (a .json/.jsonl/.parquet file "
+                      "or NAME@SPLIT) instead of held-out labels")) -> None:
     """How good a verifier is on held-out labels: MSE vs the Monte-Carlo noise, calibration, AUROC.
 
     Reads --set labels=LABEL_RUN --set verifier=VERIFIER_RUN. Writes predictions.jsonl,
     verifier_quality.png (reliability diagram; outcome AUROC by step, Q^π vs effective reward),
-    summary.json and report.md.
+    summary.json and report.md. With --processbench FILE: ProcessBench's metric instead, the
+    harmonic mean (F1) of the accuracy on erroneous items (exact earliest wrong step) and on
+    correct items; a step is predicted wrong when its prefix value is below --set threshold=0.5.
     """
+    if processbench:
+        set_ = [*set_, f"processbench={processbench}"]
     _stage("pav.verifier.stage:EvalVerifierConfig", "pav.verifier.stage:run_eval_verifier", "eval_verifier",
            preset, False, set_, out, overwrite, show_config, quiet)
 

@@ -20,6 +20,7 @@ from pav.core.config import knob
 from pav.core.io import atomic_open, read_jsonl, write_json
 from pav.core.records import SCHEMA_VERSION, Problem, Solution
 from pav.core.rundir import mark_complete, start_run
+from pav.tasks.math_task import MathTaskConfig
 from pav.verifier.train import VerifierTrainConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,10 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
 @dataclass(frozen=True)
 class EvalVerifierConfig:
     labels: str = knob("", "a `pav label` run directory (its held-out problems are evaluated)")
+    processbench: str = knob("", "instead of labels: a ProcessBench file or split (pav.verifier.processbench)")
+    threshold: float = knob(0.5, "ProcessBench: a step whose prefix value falls below this is the predicted error")
+    prompt: MathTaskConfig = knob(MathTaskConfig(), "ProcessBench: how problems become prompts (only "
+                                                    "prompt.template, plain_template, instruction apply)")
     verifier: str = knob("", "a `pav train-verifier` run or its verifier/ directory")
     heldout_fraction: float = knob(0.2, "held-out share; use the value the verifier was trained with")
     k: int = knob(4, "Best-of-K prover size for the advantages of Fig. 10")
@@ -142,9 +147,12 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
     from pav.rollouts.estimates import best_of_k
     from pav.verifier.data import load_examples, split_heldout
 
-    if not cfg.labels or not cfg.verifier:
-        raise ValueError("eval-verifier needs --set labels=LABEL_RUN --set verifier=VERIFIER_RUN")
+    if not (cfg.labels or cfg.processbench) or not cfg.verifier:
+        raise ValueError("eval-verifier needs --set verifier=VERIFIER_RUN and --set labels=LABEL_RUN "
+                         "(or --processbench FILE)")
     torch.set_num_threads(cfg.threads)
+    if cfg.processbench:
+        return _eval_processbench(cfg, start_run(out, "eval-processbench", cfg, overwrite))
     run_dir = start_run(out, "eval-verifier", cfg, overwrite)
     _, heldout = split_heldout(load_examples(cfg.labels, "pqv")[0], cfg.heldout_fraction)
     outcomes = {s.solution_id: s.outcome for p in sorted((Path(cfg.labels) / "solutions").glob("shard-*.jsonl"))
@@ -174,6 +182,43 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
              quality["prefixes"], quality["mse"], quality["mc_noise"], quality["mse_constant"],
              "n/a" if quality["auroc_complete"] is None else f"{quality['auroc_complete']:.3f}", run_dir)
     return quality
+
+
+def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]:
+    """Earliest-error predictions on ProcessBench items → predictions.jsonl, summary.json, report.md."""
+    import numpy as np
+
+    from pav.tasks.math_task import render_prompt
+    from pav.verifier.processbench import earliest_error, processbench_metrics, read_processbench
+
+    items = read_processbench(cfg.processbench)
+    verifier = load_verifier(cfg.verifier)
+    prompts = [render_prompt(it.problem, cfg.prompt, verifier.tokenizer, verifier.delimiter) for it in items]
+    values = verifier.prefix_values(prompts, [list(it.steps) for it in items], cfg.batch_size)
+    preds = [earliest_error(v, len(it.steps), cfg.threshold) for it, v in zip(items, values)]
+    summary = {"items": len(items), "threshold": cfg.threshold,
+               **processbench_metrics([it.label for it in items], preds),
+               "f1_by_threshold": {f"{t:.1f}": processbench_metrics(
+                   [it.label for it in items],
+                   [earliest_error(v, len(it.steps), t) for it, v in zip(items, values)])["f1"]
+                   for t in np.arange(0.1, 1.0, 0.1)},
+               "metric": "ProcessBench F1: harmonic mean of the accuracy on erroneous items (exact earliest "
+                         "error step) and on correct items (no error predicted)"}
+    with atomic_open(run_dir / "predictions.jsonl") as f:
+        f.writelines(json.dumps({"id": it.item_id, "label": it.label, "predicted": p, "values": v.tolist()}) + "\n"
+                     for it, p, v in zip(items, preds, values))
+    write_json(run_dir / "summary.json", summary)
+    f3 = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    (run_dir / "report.md").write_text(
+        f"# ProcessBench: {cfg.processbench}\n\n{summary['metric']}.\n\n"
+        f"| items | erroneous | correct | acc. erroneous | acc. correct | F1 (threshold {cfg.threshold:g}) |\n"
+        f"|---|---|---|---|---|---|\n| {len(items)} | {summary['n_erroneous']} | {summary['n_correct']} | "
+        f"{f3(summary['acc_erroneous'])} | {f3(summary['acc_correct'])} | {f3(summary['f1'])} |\n", encoding="utf-8")
+    mark_complete(run_dir)
+    log.info("eval-verifier: ProcessBench F1 %s (harmonic mean of accuracy on erroneous items %s and on correct "
+             "items %s; threshold %g), %d items -> %s", f3(summary["f1"]), f3(summary["acc_erroneous"]),
+             f3(summary["acc_correct"]), cfg.threshold, len(items), run_dir)
+    return summary
 
 
 def _quality_markdown(q: dict[str, Any]) -> str:

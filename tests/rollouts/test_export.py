@@ -91,3 +91,16 @@ def test_export_cli_writes_one_row_per_labelled_solution(task, expert, tmp_path)
     bad = subprocess.run([sys.executable, "-m", "pav.cli", "export-labels", "--set", f"labels={tmp_path}",
                           "--out", "x"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "not a label run" in bad.stderr
+
+
+def test_the_export_loads_with_datasets_in_trls_stepwise_types(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    rows = list(stepwise_rows(LABELS, [SOL], {"p": "Q\n"})) * 3
+    (tmp_path / "stepwise.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = datasets.load_dataset("json", data_files=str(tmp_path / "stepwise.jsonl"), split="train")
+    assert ds.column_names[:3] == ["prompt", "completions", "labels"] and len(ds) == 3
+    assert ds.column_names[3:] == ["problem_id", "solution_id"]  # extra string columns: TRL drops them
+    f = ds.features
+    assert f["prompt"] == datasets.Value("string")
+    assert f["completions"].feature == datasets.Value("string") and f["labels"].feature == datasets.Value("bool")
+    assert ds[0] == rows[0]

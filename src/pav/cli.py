@@ -89,6 +89,18 @@ OUT = typer.Option(None, "--out", "-o", help=OUT_HELP)
 OVERWRITE = typer.Option(False, "--overwrite", help="replace a finished run in --out")
 SHOW = typer.Option(False, "--show-config", help="list every setting with its help and exit")
 QUIET = typer.Option(False, "--quiet", "-q", help="no progress bars")
+EXECUTOR = typer.Option(None, "--executor", help="local (this process or --set workers=N processes) or ray "
+                        "(same as --set executor=...)")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="a running Ray cluster, e.g. auto or ray://HOST:10001 "
+                           "(implies --executor ray; empty: start a local one)")
+
+
+def _executor_settings(set_: list[str], executor: Optional[str], ray_address: Optional[str]) -> list[str]:
+    """--executor / --ray-address as the stage's `executor` and `ray_address` settings."""
+    if ray_address:
+        executor = executor or "ray"
+        set_ = [*set_, f"ray_address={ray_address}"]
+    return [*set_, f"executor={executor}"] if executor else set_
 
 
 @app.command()
@@ -130,12 +142,16 @@ def sft(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = S
 
 @app.command()
 def label(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
-          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET,
+          executor: Optional[str] = EXECUTOR, ray_address: Optional[str] = RAY_ADDRESS) -> None:
     """Monte-Carlo step labels: seed solutions of π, n_mc rollouts from every prefix.
 
     Reads a policy (--set policy=RUN_OR_MODEL_DIR). Writes labels/shard-*.parquet (raw counts per
     prefix), solutions/shard-*.jsonl and summary.json. A killed run resumes with the same command.
+    With --executor ray each shard is a Ray task (retried if its worker dies) and the shards are
+    byte-identical to an in-process run; --set workers=N uses N local processes instead.
     """
+    set_ = _executor_settings(set_, executor, ray_address)
     _stage("pav.rollouts.stage:LabelConfig", "pav.rollouts.stage:run_label", "label",
            preset, quick, set_, out, overwrite, show_config, quiet)
 
@@ -213,14 +229,17 @@ def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Op
 
 @app.command()
 def search(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
-           overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+           overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET,
+           executor: Optional[str] = EXECUTOR, ray_address: Optional[str] = RAY_ADDRESS) -> None:
     """Test-time search: best-of-N (ORM, PAV-as-ORM, majority votes) against step-level beam search
     scored by Q^π (PQV) and by Q^π + α·A^μ (PAV), on held-out problems, N = 2…128.
 
     Reads --set policy=SFT_RUN --set verifier=PQV_RUN --set orm=ORM_RUN. Writes results/ (per
     problem), summary.json (curves, compute-efficiency ratio, accuracy gain at equal compute, α and
     prover sweeps), search_curves.png, search_sweeps.png and report.md. A killed run resumes.
+    Jobs run on --set workers=N local processes, or as Ray tasks with --executor ray.
     """
+    set_ = _executor_settings(set_, executor, ray_address)
     _stage("pav.search.stage:SearchConfig", "pav.search.stage:run_search", "search",
            preset, quick, set_, out, overwrite, show_config, quiet, checks=True)
 

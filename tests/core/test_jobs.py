@@ -41,3 +41,45 @@ def test_rejects_duplicate_names_and_cycles(tmp_path):
         run_jobs([Job("a", square, 1, {"x": 1}), Job("a", square, 1, {"x": 1})], tmp_path, 0, False)
     with pytest.raises(ValueError, match="dependencies"):
         run_jobs([Job("a", square, 1, {"x": 1}, after=("b",))], tmp_path, 0, False)
+
+
+def test_ray_executor_runs_jobs_in_order_and_commits_each_once(tmp_path):
+    pytest.importorskip("ray")
+    from pav.core.jobs import Executor
+
+    jobs = [Job("a", square, 1, {"x": 3}), Job("b", square, 1, {"x": 4}, after=("a",)), Job("c", square, 1, {"x": 5})]
+    out = run_jobs(jobs, tmp_path, Executor("ray", workers=2), show=False)
+    assert {k: v["value"] for k, v in out.items()} == {"a": 9, "b": 16, "c": 25}
+    assert os.getpid() not in {v["pid"] for v in out.values()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]
+    with pytest.raises(RuntimeError, match="boom"):  # a job's own error is not retried away
+        run_jobs([Job("bad", fail, 1)], tmp_path, Executor("ray", workers=1, max_retries=0), show=False)
+
+
+def test_executor_settings_are_checked():
+    from pav.core.jobs import Executor
+
+    with pytest.raises(ValueError, match="executor"):
+        Executor("dask")
+    with pytest.raises(ValueError, match=">= 0"):
+        Executor("ray", workers=-1)
+
+
+def test_with_absolute_paths_resolves_only_existing_local_paths(tmp_path, monkeypatch):
+    from dataclasses import dataclass, field
+
+    from pav.core.jobs import with_absolute_paths
+
+    @dataclass(frozen=True)
+    class Inner:
+        train: str = ""
+
+    @dataclass(frozen=True)
+    class Outer:
+        policy: str = ""
+        inner: Inner = field(default_factory=Inner)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    cfg = with_absolute_paths(Outer("runs", Inner("org/hub-model")), "policy", "inner.train")
+    assert cfg == Outer(str(tmp_path / "runs"), Inner("org/hub-model"))

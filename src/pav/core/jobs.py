@@ -5,6 +5,13 @@ Results are written to `<cache_dir>/<name>.json` as each job ends, so a crashed 
 stage keeps every finished job and a rerun only does what is missing. Jobs may name others in
 `after`; they start once those have finished. Each worker process uses one torch/BLAS thread
 (on a small machine several single-threaded processes beat one multi-threaded one).
+
+Executors: ``local`` (``workers`` spawned processes, or this process when ``workers`` is 0) and
+``ray`` (one Ray task per job, on a cluster at ``ray_address`` or a local one of ``workers`` CPUs
+started for the call). A Ray task whose worker dies is retried up to ``max_retries`` times, so a
+killed worker costs at most the job it was running; results are still written by this process,
+once per job, so a retried job never leaves a duplicate. Jobs that write files themselves must
+write them idempotently (keyed names, rename into place). Ray is imported only when chosen.
 """
 
 from __future__ import annotations
@@ -36,8 +43,41 @@ class Job:
     after: tuple[str, ...] = ()
 
 
-def run_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int = 2, show: bool = True) -> dict[str, dict]:
-    """Run `jobs` on `workers` processes (0: in this process); returns {name: result}."""
+@dataclass(frozen=True)
+class Executor:
+    """Where jobs run: ``local`` processes (0 workers: this process) or a ``ray`` cluster."""
+
+    kind: str = "local"  # "local" | "ray"
+    workers: int = 2  # local: worker processes; ray without an address: CPUs of the local cluster
+    ray_address: str = ""  # ray: an existing cluster ("auto", "ray://host:10001", ...); empty: start one
+    max_retries: int = 2  # ray: retries of a job whose worker died
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("local", "ray"):
+            raise ValueError(f"unknown executor {self.kind!r}; choose local or ray")
+        if self.workers < 0 or self.max_retries < 0:
+            raise ValueError("workers and max_retries must be >= 0")
+
+
+def with_absolute_paths(cfg: Any, *names: str) -> Any:
+    """A frozen config with the named settings ("policy", "math.train") made absolute where they
+    name an existing local path, so that workers started in another directory find them."""
+    import dataclasses
+
+    for name in names:
+        head, _, rest = name.partition(".")
+        value = getattr(cfg, head)
+        if rest:
+            value = with_absolute_paths(value, rest)
+        elif value and Path(value).exists():
+            value = str(Path(value).resolve())
+        cfg = dataclasses.replace(cfg, **{head: value})
+    return cfg
+
+
+def run_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int | Executor = 2, show: bool = True) -> dict[str, dict]:
+    """Run `jobs` on `workers` processes (0: in this process) or an `Executor`; returns {name: result}."""
+    executor = workers if isinstance(workers, Executor) else Executor("local", workers)
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique: {names}")
@@ -47,11 +87,13 @@ def run_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int = 2, show: bool 
     if results:
         log.info("reusing %d finished job(s): %s", len(results), ", ".join(sorted(results)))
     with _ProgressBars(todo, show) as bars:
-        if workers == 0:
+        if executor.kind == "ray":
+            _run_ray(todo, cache_dir, executor, results, bars)
+        elif executor.workers == 0:
             for job in _topological(todo, set(results)):
                 results[job.name] = _finish(cache_dir, job, job.fn(bars.callback(job.name), **job.kwargs))
-            return results
-        _run_pool(todo, cache_dir, workers, results, bars)
+        else:
+            _run_pool(todo, cache_dir, executor.workers, results, bars)
     return results
 
 
@@ -73,6 +115,42 @@ def _run_pool(todo: list[Job], cache_dir: Path, workers: int, results: dict, bar
                 job = pending.pop(fut)
                 results[job.name] = _finish(cache_dir, job, fut.result())
         bars.drain(updates)
+
+
+def _run_ray(todo: list[Job], cache_dir: Path, executor: Executor, results: dict, bars: _ProgressBars) -> None:
+    """One Ray task per job (one CPU, one torch thread each); results committed here as they end."""
+    try:
+        import ray
+    except ImportError as e:
+        raise RuntimeError("the ray executor needs Ray: pip install 'pav[dist]'") from e
+    started = not ray.is_initialized()
+    if started:
+        threads = {var: "1" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+        ray.init(address=executor.ray_address or None, num_cpus=None if executor.ray_address else executor.workers,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": threads})
+    remote = ray.remote(num_cpus=1, max_retries=executor.max_retries)(_call_ray)
+    try:
+        pending: dict[Any, Job] = {}
+        waiting = list(todo)
+        while waiting or pending:
+            for job in [j for j in waiting if all(d in results for d in j.after)]:
+                waiting.remove(job)
+                pending[remote.remote(job)] = job
+            if not pending:
+                raise ValueError(f"unsatisfiable job dependencies: {[j.name for j in waiting]}")
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            for ref in done:
+                job = pending.pop(ref)
+                results[job.name] = _finish(cache_dir, job, ray.get(ref))  # raises once retries are spent
+                bars.callback(job.name)(job.total)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _call_ray(job: Job) -> dict[str, Any]:
+    return job.fn(lambda n: None, **job.kwargs)
 
 
 def _call(job: Job, updates: Any) -> dict[str, Any]:

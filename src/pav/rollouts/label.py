@@ -178,6 +178,12 @@ def write_shard(out: Path, shard: int, solutions: list[Solution], labels: list[S
     write_parquet(lab_path, labels, StepLabel)
 
 
+def remove_stale_temps(out: Path) -> None:
+    """Delete temp files of shard writes cut short by a kill (their shards are redone)."""
+    for stale in [*out.glob("labels/.shard-*.tmp"), *out.glob("solutions/.shard-*.tmp")]:
+        stale.unlink(missing_ok=True)
+
+
 def label_problems(
     policy: Policy, rollout_policy: Policy, task: Task, problems: Sequence[Problem], out: Path,
     settings: LabelSettings, seed: int, shard_size: int, show_progress: bool = True,
@@ -186,8 +192,7 @@ def label_problems(
     from tqdm.auto import tqdm
 
     shards = [problems[i:i + shard_size] for i in range(0, len(problems), shard_size)]
-    for stale in [*out.glob("labels/.shard-*.tmp"), *out.glob("solutions/.shard-*.tmp")]:
-        stale.unlink()  # a write cut short by a kill; its shard is redone below
+    remove_stale_temps(out)
     todo = [i for i in range(len(shards)) if not shard_paths(out, i)[1].exists()]
     if len(todo) < len(shards):
         log.info("label: %d of %d shards already done, resuming", len(shards) - len(todo), len(shards))

@@ -43,11 +43,20 @@ class LabelConfig:
     top_p: float = knob(1.0, "nucleus sampling threshold")
     batch_size: int = knob(256, "rows per sampler batch")
     seed: int = knob(0, "seed of problems, seed solutions and rollouts")
-    threads: int = knob(1, "torch threads")
+    threads: int = knob(1, "torch threads (in this process; workers use one each)")
+    executor: Literal["local", "ray"] = knob("local", "where shards are labelled: local (this process, or `workers` "
+                                             "processes) or ray (one task per shard; see pav.core.jobs)")
+    workers: int = knob(0, "local: worker processes (0: this process); ray without ray_address: CPUs of the local "
+                           "cluster started for the run")
+    ray_address: str = knob("", "ray: address of a running cluster (auto, ray://HOST:10001); the run directory "
+                                "and the policy must be readable at the same paths on every node")
+    max_retries: int = knob(2, "ray: retries of a shard whose worker died")
 
     def __post_init__(self) -> None:
         if self.problems < 1 or self.n_cov < 1 or self.n_mc < 1 or self.shard_size < 1:
             raise ValueError("problems, n_cov, n_mc and shard_size must be >= 1")
+        if self.workers < 0 or self.max_retries < 0:
+            raise ValueError("workers and max_retries must be >= 0")
 
 
 def resolve_model_dir(name: str) -> str:
@@ -98,6 +107,64 @@ def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.
             for k, v in sorted(kinds.items())}
 
 
+_LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollout policy, task) of a config
+
+
+def labelling_components(cfg: LabelConfig) -> tuple[Any, Any, Task]:
+    """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
+    key = (cfg.policy, cfg.prover, cfg.batch_size, repr(cfg.task), repr(cfg.math))
+    if key not in _LOADED:
+        task = build_task(cfg.task, cfg.math)
+        policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
+        rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter) if cfg.prover else policy
+        _LOADED[key] = policy, rollout_policy, build_task(cfg.task, cfg.math, policy.tokenizer)  # chat templates
+    return _LOADED[key]
+
+
+def _settings(cfg: LabelConfig) -> LabelSettings:
+    return LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
+
+
+def job_label_shard(progress, *, cfg: LabelConfig, problems: list, shard: int, run_dir: str) -> dict[str, int]:
+    """One shard as a job (`pav.core.jobs`): label it and write it under its own key by atomic
+    rename, so a retried or repeated shard writes the same bytes to the same names."""
+    from dataclasses import asdict
+
+    from pav.core.seeding import derive_seed
+    from pav.rollouts.label import label_shard, write_shard
+
+    import torch
+
+    torch.set_num_threads(1)
+    policy, rollout_policy, task = labelling_components(cfg)
+    solutions, labels, stats = label_shard(policy, rollout_policy, task, problems, _settings(cfg),
+                                           derive_seed(cfg.seed, "shard", shard))
+    write_shard(Path(run_dir), shard, solutions, labels)
+    progress(1)
+    return asdict(stats)
+
+
+def _label_with_jobs(cfg: LabelConfig, problems: list, run_dir: Path, show_progress: bool) -> dict[str, float]:
+    """Shards as jobs on worker processes or a Ray cluster; totals over the shards labelled now."""
+    import time
+
+    from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
+    from pav.rollouts.label import remove_stale_temps, shard_paths
+
+    start = time.perf_counter()
+    remove_stale_temps(run_dir)
+    shards = [problems[i:i + cfg.shard_size] for i in range(0, len(problems), cfg.shard_size)]
+    todo = [i for i in range(len(shards)) if not shard_paths(run_dir, i)[1].exists()]
+    cfg = with_absolute_paths(cfg, "policy", "prover", "math.train", "math.heldout")  # for workers elsewhere
+    jobs = [Job(f"shard-{i:05d}", job_label_shard, 1, {"cfg": cfg, "problems": shards[i], "shard": i,
+                                                      "run_dir": str(run_dir.resolve())}) for i in todo]
+    executor = Executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.max_retries)
+    results = run_jobs(jobs, run_dir / "jobs", executor, show_progress)
+    keys = ("prefixes", "rollouts", "tokens_generated", "tokens_prompt")
+    return {"shards": len(shards), "shards_written": len(todo),
+            **{k: sum(results[j.name][k] for j in jobs) for k in keys}, "seconds": time.perf_counter() - start}
+
+
 def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Label into a run directory; a killed run continues from its finished shards."""
     import time
@@ -109,15 +176,14 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
-    task = build_task(cfg.task, cfg.math)
-    policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
-    rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter) if cfg.prover else policy
-    task = build_task(cfg.task, cfg.math, policy.tokenizer)  # chat prompts use the policy's template
+    policy, rollout_policy, task = labelling_components(cfg)
     problems = [with_prompt(p, task) for p in task.problems(cfg.problems, cfg.seed, cfg.split)]
     write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read problems and prompts from here
-    settings = LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
-    totals = label_problems(policy, rollout_policy, task, problems, run_dir, settings, cfg.seed, cfg.shard_size,
-                            show_progress)
+    if cfg.executor == "local" and cfg.workers == 0:
+        totals = label_problems(policy, rollout_policy, task, problems, run_dir, _settings(cfg), cfg.seed,
+                                cfg.shard_size, show_progress)
+    else:
+        totals = _label_with_jobs(cfg, problems, run_dir, show_progress)
     labels = read_labels(run_dir)
     arr = label_arrays(labels)
     adv = arr["adv"][np.isfinite(arr["adv"])]

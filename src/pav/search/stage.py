@@ -27,11 +27,11 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pav.core.config import knob
 from pav.core.io import atomic_open, write_json
-from pav.core.jobs import Job, run_jobs
+from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
 from pav.tasks.build import build_task
@@ -67,7 +67,11 @@ class SearchConfig:
     batch_size: int = knob(256, "sampler rows per batch")
     score_batch: int = knob(64, "solutions per verifier forward pass")
     seed: int = knob(0, "seed of problems and sampling")
-    workers: int = knob(2, "worker processes (one torch thread each); 0: run in this process")
+    workers: int = knob(2, "worker processes (one torch thread each); 0: run in this process; with executor=ray "
+                           "and no ray_address: CPUs of the local cluster")
+    executor: Literal["local", "ray"] = knob("local", "where jobs run: local processes or a Ray cluster")
+    ray_address: str = knob("", "ray: a running cluster (auto, ray://HOST:10001); empty: start a local one. Paths "
+                                "must be readable at the same place on every node")
 
     def __post_init__(self) -> None:
         if self.problems < 1 or self.val_problems < 0 or not self.ns or min(self.ns) < 1:
@@ -172,7 +176,8 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
     run_dir = start_run(out, "search", cfg, overwrite)
     split_problems(cfg)  # fail before starting workers when the task cannot supply the problems
-    common = {"cfg": cfg, "run_dir": str(run_dir)}
+    workers_cfg = with_absolute_paths(cfg, "policy", "verifier", "orm", "math.train", "math.heldout")
+    common = {"cfg": workers_cfg, "run_dir": str(run_dir.resolve())}  # workers may start elsewhere
     depth = (cfg.math if cfg.math.train else cfg.task).max_steps  # progress units of a beam job: its depths
     jobs = [Job("best_of_n", job_best_of_n, 1, common)]
     jobs += [Job(f"pqv_beam_N{n}", job_beam, depth, {**common, "name": f"pqv_beam_N{n}", "split": "test", "width": n,
@@ -181,7 +186,8 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
         jobs += [Job(f"alpha_{_alpha_name(a)}", job_beam, depth,
                      {**common, "name": f"alpha_{_alpha_name(a)}", "split": "val", "width": cfg.alpha_width,
                       "alpha": a, "k": cfg.k}) for a in cfg.alpha_grid]
-    first = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
+    executor = Executor(cfg.executor, cfg.workers, cfg.ray_address)
+    first = run_jobs(jobs, run_dir / "jobs", executor, show_progress)
     sweep = [first[f"alpha_{_alpha_name(a)}"] for a in cfg.alpha_grid] if cfg.alpha is None else []
     alpha = cfg.alpha if cfg.alpha is not None else max(sweep, key=lambda r: (r["accuracy"], -r["alpha"]))["alpha"]
     log.info("search: PAV beam search uses alpha = %g%s", alpha, "" if cfg.alpha is not None else " (best on validation)")
@@ -203,7 +209,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
             if not (k == cfg.k and n in cfg.ns):  # that one is a PAV beam run already
                 second.append(Job(name, job_beam, depth, {**common, "name": name, "split": "test", "width": n,
                                                       "alpha": alpha, "k": k}))
-    results = {**first, **reused, **run_jobs(second, run_dir / "jobs", cfg.workers, show_progress)}
+    results = {**first, **reused, **run_jobs(second, run_dir / "jobs", executor, show_progress)}
     summary = summarize(cfg, alpha, results)
     write_json(run_dir / "summary.json", summary)
     write_report(summary, run_dir)

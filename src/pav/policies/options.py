@@ -1,0 +1,41 @@
+"""How a stage loads its models: device, dtype and whether hub code may run. No torch at import.
+
+Every LM stage has a ``model`` section (``--set model.device=cuda --set model.dtype=bfloat16``).
+The same options apply to each model the stage loads (policy, prover, verifier, backbone).
+``trust_remote_code`` stays off unless asked for: a checkpoint from the hub can then run only
+transformers' own architecture code. Weights are read from safetensors only, whatever is set here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pav.core.config import knob
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    device: str = knob("cpu", "where models run: cpu, cuda, cuda:N, mps, or auto (cuda when available, else cpu)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = knob(
+        "auto", "weights' dtype: auto keeps the checkpoint's; verifier heads stay float32")
+    trust_remote_code: bool = knob(False, "allow a hub checkpoint's own model code to run (off: refuse it)")
+
+    def __post_init__(self) -> None:
+        if not self.device.strip():
+            raise ValueError("model.device must name a device (cpu, cuda, cuda:N, mps or auto)")
+
+    def resolved_device(self) -> str:
+        """``auto`` → cuda when torch sees a GPU, else cpu; anything else as given."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def load_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of `pav.policies.hf.load_causal_lm`."""
+        return {"device": self.resolved_device(), "dtype": None if self.dtype == "auto" else self.dtype,
+                "trust_remote_code": self.trust_remote_code}

@@ -31,9 +31,10 @@ def pipeline(tiny_qwen, tmp_path_factory):
         "--set", "eval_problems=4", "--set", "eval_samples=8", cwd=root)
     pav("label", "--out", "labels", *MATH, "--set", "policy=sft", "--set", "problems=6", "--set", "n_cov=2",
         "--set", "n_mc=2", "--set", "shard_size=3", cwd=root)
-    for view in ("pqv", "orm"):
+    for view in ("pqv", "orm"):  # the ORM with LoRA adapters (merged when saved)
+        lora = ["--set", "train.lora.r=4"] if view == "orm" else []
         pav("train-verifier", "--out", view, "--set", "labels=labels", "--set", "backbone=sft", "--set", f"view={view}",
-            "--set", "train.steps=5", cwd=root)
+            "--set", "train.steps=5", *lora, cwd=root)
     pav("search", "--out", "search", *MATH, "--set", "policy=sft", "--set", "verifier=pqv", "--set", "orm=orm",
         "--set", "problems=4", "--set", "val_problems=2", "--set", "ns=[2,4]", "--set", "alpha_grid=[0,0.5]",
         "--set", "alpha_width=2", "--set", "prover_ks=[]", "--set", "workers=0", "--set", "step_tokens=16",

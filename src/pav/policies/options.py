@@ -1,6 +1,6 @@
 """How a stage loads its models: device, dtype and whether hub code may run. No torch at import.
 
-Every LM stage has a ``model`` section (``--set model.device=cuda --set model.dtype=bfloat16``).
+Every LM stage has a ``load`` section (``--set load.device=cuda --set load.dtype=bfloat16``).
 The same options apply to each model the stage loads (policy, prover, verifier, backbone).
 ``trust_remote_code`` stays off unless asked for: a checkpoint from the hub can then run only
 transformers' own architecture code. Weights are read from safetensors only, whatever is set here.
@@ -17,7 +17,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(frozen=True)
-class ModelOptions:
+class LoadOptions:
     device: str = knob("cpu", "where models run: cpu, cuda, cuda:N, mps, or auto (cuda when available, else cpu)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = knob(
         "auto", "weights' dtype: auto keeps the checkpoint's; verifier heads stay float32")
@@ -25,7 +25,7 @@ class ModelOptions:
 
     def __post_init__(self) -> None:
         if not self.device.strip():
-            raise ValueError("model.device must name a device (cpu, cuda, cuda:N, mps or auto)")
+            raise ValueError("load.device must name a device (cpu, cuda, cuda:N, mps or auto)")
 
     def resolved_device(self) -> str:
         """``auto`` → cuda when torch sees a GPU, else cpu; anything else as given."""

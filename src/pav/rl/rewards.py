@@ -88,7 +88,7 @@ def advantages(tok_w: torch.Tensor, mask: torch.Tensor, *, baseline: str, outcom
                groups: Sequence[int] = (), values: torch.Tensor | None = None) -> torch.Tensor:
     """(B, T) advantage of each completion token (0 elsewhere): w − b (module docstring)."""
     if baseline == "rloo":
-        b = torch.as_tensor(rloo_baseline(outcomes, groups), dtype=torch.float32)[:, None]  # (B, 1)
+        b = torch.as_tensor(rloo_baseline(outcomes, groups), dtype=torch.float32, device=tok_w.device)[:, None]  # (B, 1)
     elif baseline == "value":
         if values is None:
             raise ValueError("the value baseline needs values")

@@ -23,6 +23,10 @@ class RolloutBatch:
     step_index: torch.Tensor  # (B, T) step h − 1 of each completion token, −1 for prompt and padding
     n_steps: list[int]  # H of each rollout
 
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return RolloutBatch(self.input_ids.to(device), self.attention_mask.to(device), self.step_index.to(device),
+                            self.n_steps)
+
     @property
     def completion(self) -> torch.Tensor:
         """(B, T) float mask of the sampled tokens (those the loss trains)."""

@@ -22,6 +22,7 @@ from pav.core.config import knob
 from pav.core.io import read_jsonl, write_json
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
+from pav.policies.options import LoadOptions
 from pav.tasks.modreach import ModReach, ModReachConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ PASS_AT = (1, 2, 4, 8, 16, 32, 64)
 class RLConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
     policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
+    load: LoadOptions = knob(LoadOptions(), "how models are loaded and where training runs: device, dtype, remote code")
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
     rft_steps: int = knob(300, "RFT optimiser steps (batch 16, AdamW, warm-up + cosine, as SFT)")
     rft_lr: float = knob(5e-4, "RFT peak learning rate")
@@ -85,7 +87,7 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
     if not correct:
         raise ValueError(f"{cfg.rft_labels} holds no correct seed solution to fine-tune on")
     examples = [Example(task.prompt(problems[s.problem_id]), join_steps(s.steps, task.step_delimiter)) for s in correct]
-    model, tokenizer = load_causal_lm(resolve_model_dir(cfg.policy))
+    model, tokenizer = load_causal_lm(resolve_model_dir(cfg.policy), **cfg.load.load_kwargs())
     rng = random.Random(derive_seed(cfg.seed, "rft"))
 
     def batches():
@@ -123,10 +125,11 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         start_dir = str(run_dir / "rft")
         if not (Path(start_dir) / "config.json").is_file():
             rft(cfg, Path(start_dir))
-    model, tokenizer = load_causal_lm(start_dir)
-    policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}")
+    model, tokenizer = load_causal_lm(start_dir, **cfg.load.load_kwargs())
+    policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}", device=cfg.load.resolved_device())
     ref = copy.deepcopy(model).eval().requires_grad_(False)
-    value = ValueVerifier.from_policy(start_dir, seed=derive_seed(cfg.seed, "value-head") % 2**31) \
+    value = ValueVerifier.from_policy(start_dir, seed=derive_seed(cfg.seed, "value-head") % 2**31,
+                                      **cfg.load.load_kwargs()) \
         if cfg.baseline == "value" else None
     learner = Learner(policy, ref, value, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
                       torch.optim.AdamW(value.parameters(), lr=cfg.value_lr) if value is not None else None)
@@ -135,7 +138,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         from pav.verifier.scorer import VerifierScorer
         from pav.verifier.stage import load_verifier
 
-        scorer = VerifierScorer(load_verifier(cfg.verifier), k=cfg.k, batch_size=64)
+        scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k, batch_size=64)
     heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "rl-eval"), "heldout")
 
     def evaluate(it: int) -> dict[str, float]:

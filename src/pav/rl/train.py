@@ -114,9 +114,10 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
                 w, seen = step_weights(s.reward, o, sc, s.alpha, len(st))
                 weights.append(w)
                 unscored += not seen
-            enc = encode_rollouts(tok, prompts, completions, task.step_delimiter, s.max_length)
+            device = next(model.parameters()).device
+            enc = encode_rollouts(tok, prompts, completions, task.step_delimiter, s.max_length).to(device)
             mask = enc.completion  # (B, T)
-            tok_w = token_weights(weights, enc.step_index)  # (B, T)
+            tok_w = token_weights(weights, enc.step_index.cpu()).to(device)  # (B, T)
             model.train()
             logp, entropy = token_logprobs(model, enc)
             with torch.no_grad():

@@ -16,6 +16,7 @@ from pav.core.io import write_json, write_jsonl
 from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
+from pav.policies.options import LoadOptions
 from pav.tasks.base import Task
 from pav.tasks.build import build_task, prompt_of, with_prompt
 from pav.tasks.math_task import MathTaskConfig
@@ -31,6 +32,7 @@ class LabelConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
     math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
     policy: str = knob("", "base policy π: a `pav sft` run directory, a model directory, or an HF model name")
+    load: LoadOptions = knob(LoadOptions(), "how models are loaded: device, dtype, remote code")
     prover: str = knob("", "rollout policy: empty = π itself (Best-of-K prover values derive from these "
                            "counts); otherwise another checkpoint (directory or name) acting as prover μ")
     problems: int = knob(200, "problems to label")
@@ -78,11 +80,13 @@ def policy_id(name: str) -> str:
     return f"{label}@{h.hexdigest()[:12]}"
 
 
-def load_policy(name: str, batch_size: int, delimiter: str = "\n"):
+def load_policy(name: str, batch_size: int, delimiter: str = "\n", load: LoadOptions = LoadOptions()):
+    """An `HFPolicy` of a `pav sft` run, a model directory or a hub name, on ``load.device``."""
     from pav.policies.hf import HFPolicy, load_causal_lm
 
-    model, tokenizer = load_causal_lm(resolve_model_dir(name))
-    return HFPolicy(model, tokenizer, policy_id=policy_id(name), batch_size=batch_size, delimiter=delimiter)
+    model, tokenizer = load_causal_lm(resolve_model_dir(name), **load.load_kwargs())
+    return HFPolicy(model, tokenizer, policy_id=policy_id(name), device=load.resolved_device(),
+                    batch_size=batch_size, delimiter=delimiter)
 
 
 def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
@@ -112,11 +116,11 @@ _LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollou
 
 def labelling_components(cfg: LabelConfig) -> tuple[Any, Any, Task]:
     """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
-    key = (cfg.policy, cfg.prover, cfg.batch_size, repr(cfg.task), repr(cfg.math))
+    key = (cfg.policy, cfg.prover, cfg.batch_size, repr(cfg.load), repr(cfg.task), repr(cfg.math))
     if key not in _LOADED:
         task = build_task(cfg.task, cfg.math)
-        policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
-        rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter) if cfg.prover else policy
+        policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
+        rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load) if cfg.prover else policy
         _LOADED[key] = policy, rollout_policy, build_task(cfg.task, cfg.math, policy.tokenizer)  # chat templates
     return _LOADED[key]
 

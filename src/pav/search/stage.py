@@ -34,6 +34,7 @@ from pav.core.io import atomic_open, write_json
 from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
+from pav.policies.options import LoadOptions
 from pav.tasks.build import build_task
 from pav.tasks.math_task import MathTaskConfig
 from pav.tasks.modreach import ModReachConfig
@@ -48,6 +49,7 @@ class SearchConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
     math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
     policy: str = knob("", "base policy π: a `pav sft` run, a model directory or an HF name")
+    load: LoadOptions = knob(LoadOptions(), "how models are loaded: device, dtype, remote code")
     verifier: str = knob("", "the PQV (Q̂^π): a `pav train-verifier` run (view=pqv) or its verifier/ folder")
     orm: str = knob("", "the outcome verifier for best-of-N: a `pav train-verifier --set view=orm` run")
     problems: int = knob(200, "held-out test problems (every curve is measured on these)")
@@ -106,8 +108,9 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool):
 
     torch.set_num_threads(1)
     task = build_task(cfg.task, cfg.math)
-    policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter)
-    scorer = VerifierScorer(load_verifier(cfg.verifier), k=k, orm=load_verifier(cfg.orm) if with_orm else None,
+    policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
+    scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=k,
+                            orm=load_verifier(cfg.orm, cfg.load) if with_orm else None,
                             batch_size=cfg.score_batch)
     return build_task(cfg.task, cfg.math, policy.tokenizer), policy, scorer
 

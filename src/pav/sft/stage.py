@@ -23,6 +23,7 @@ from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
+from pav.policies.options import LoadOptions
 from pav.sft.train import Example, SFTSchedule, train_lm
 from pav.tasks.base import Task, join_steps
 from pav.tasks.build import build_task
@@ -54,6 +55,7 @@ class SFTConfig:
     init: str = knob("", "a causal LM to fine-tune (directory or HF name); empty: a new tiny GPT-2 with the "
                          "character tokenizer (built-in task only)")
     model: ModelConfig = knob(ModelConfig(), "GPT-2 size (when init is empty)")
+    load: LoadOptions = knob(LoadOptions(), "how init is loaded and where training runs: device, dtype, remote code")
     gate: GateConfig = knob(GateConfig(), "quality gate of the base policy")
     steps: int = knob(4600, "optimiser steps")
     batch_size: int = knob(16, "demonstrations per step")
@@ -122,7 +124,8 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
         losses = train_lm(model, tokenizer, demonstrations(task, cfg), schedule, max_length, on_step)
     train_seconds = time.perf_counter() - start
     save_policy(model, tokenizer, run_dir / "policy")
-    policy = HFPolicy(model, tokenizer, policy_id=f"sft-seed{cfg.seed}", delimiter=task.step_delimiter)
+    policy = HFPolicy(model, tokenizer, policy_id=f"sft-seed{cfg.seed}", device=cfg.load.resolved_device(),
+                      delimiter=task.step_delimiter)
     heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "sft-eval"), "heldout")
     quality = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1, 8, 64), derive_seed(cfg.seed, "sft-eval-samples"))
     gate = check_gate(quality, cfg.gate) if not cfg.math.train else {"passed": None, "reasons": ["the gate is for the built-in task"]}
@@ -136,11 +139,13 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
 
 def _initial_model(cfg: SFTConfig):
     """(model, tokenizer, max training length): ``init`` loaded, or a new tiny GPT-2."""
+    import torch
+
     from pav.policies.hf import load_causal_lm, tiny_gpt2
     from pav.policies.tokenizer import BUILTIN_ALPHABET, build_char_tokenizer
 
     if cfg.init:
-        model, tokenizer = load_causal_lm(cfg.init)
+        model, tokenizer = load_causal_lm(cfg.init, **cfg.load.load_kwargs())
         if tokenizer.pad_token_id is None:  # batches are padded; the pad positions carry no loss
             tokenizer.pad_token = tokenizer.eos_token
         window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
@@ -149,6 +154,10 @@ def _initial_model(cfg: SFTConfig):
     m = cfg.model
     model = tiny_gpt2(len(tokenizer), n_layer=m.n_layer, n_embd=m.n_embd, n_head=m.n_head,
                       n_positions=m.n_positions, seed=cfg.seed)
+    kwargs = cfg.load.load_kwargs()
+    model = model.to(kwargs["device"])
+    if kwargs["dtype"]:
+        model = model.to(getattr(torch, kwargs["dtype"]))
     return model, tokenizer, m.n_positions
 
 

@@ -82,7 +82,8 @@ def train_lm(
     losses = []
     start = time.perf_counter()
     for step in range(schedule.steps):
-        batch = encode_batch(tokenizer, next(batches), max_length)
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in encode_batch(tokenizer, next(batches), max_length).items()}
         for group in opt.param_groups:
             group["lr"] = warmup_cosine(step, schedule)
         mask = batch["attention_mask"]

@@ -212,7 +212,10 @@ class ValueVerifier(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 positions: torch.Tensor) -> torch.Tensor:
-        """Logits (B, K) at ``positions`` (B, K); entries where positions < 0 are 0."""
+        """Logits (B, K) at ``positions`` (B, K); entries where positions < 0 are 0. Inputs may be on
+        the CPU: they are moved to the verifier's device."""
+        device = self.head.weight.device
+        input_ids, attention_mask, positions = (t.to(device) for t in (input_ids, attention_mask, positions))
         position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T)
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                             position_ids=position_ids, use_cache=False)
@@ -265,7 +268,7 @@ class ValueVerifier(torch.nn.Module):
                                 self.pad_id, padding_side)
                 values = torch.sigmoid(self(**batch))  # (B, K)
                 for b, i in enumerate(idx):
-                    out[i] = values[b, : len(encoded[i].positions)].numpy().astype(np.float32)
+                    out[i] = values[b, : len(encoded[i].positions)].float().cpu().numpy()
         finally:
             self.train(was_training)
         return out
@@ -288,8 +291,10 @@ class ValueVerifier(torch.nn.Module):
         return path
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> ValueVerifier:
-        """Rebuild a saved verifier offline (local files only, safetensors only)."""
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu",
+             dtype: str | torch.dtype | None = None) -> ValueVerifier:
+        """Rebuild a saved verifier offline (local files only, safetensors only); ``dtype`` casts the
+        backbone and reference (the heads stay float32)."""
         from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
@@ -304,20 +309,31 @@ class ValueVerifier(torch.nn.Module):
                 AutoConfig.from_pretrained(path / REFERENCE_DIR, local_files_only=True))
         verifier = cls(backbone, tokenizer, meta["delimiter"], meta["max_length"], reference=reference)
         load_model(verifier, str(path / WEIGHTS_FILE), strict=True)
+        verifier.cast_backbone(dtype)
         return verifier.to(device).eval()
+
+    def cast_backbone(self, dtype: str | torch.dtype | None) -> None:
+        """Backbone and reference in ``dtype`` (None: unchanged); the heads stay float32."""
+        if dtype is None:
+            return
+        dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        self.backbone.to(dtype)
+        if self.reference is not None:
+            self.reference.to(dtype)
 
     @classmethod
     def from_policy(cls, name_or_path: str | os.PathLike, delimiter: str = "\n", seed: int = 0,
-                    max_length: int | None = None, features: str = "none") -> ValueVerifier:
-        """A fresh head on a causal LM loaded with `pav.policies.hf.load_causal_lm`; with
-        ``features="logprob"`` a frozen copy of that LM is the reference of the log-prob features."""
+                    max_length: int | None = None, features: str = "none", **load_kwargs: Any) -> ValueVerifier:
+        """A fresh head on a causal LM loaded with `pav.policies.hf.load_causal_lm` (``load_kwargs``:
+        its device, dtype, trust_remote_code); with ``features="logprob"`` a frozen copy of that LM
+        is the reference of the log-prob features."""
         import copy
 
         from pav.policies.hf import load_causal_lm
 
         if features not in FEATURES:
             raise ValueError(f"features must be one of {FEATURES}, got {features!r}")
-        model, tokenizer = load_causal_lm(name_or_path)
+        model, tokenizer = load_causal_lm(name_or_path, **load_kwargs)
         reference = copy.deepcopy(model) if features == "logprob" else None
         return cls(model, tokenizer, delimiter, max_length, seed, reference=reference)
 

@@ -20,6 +20,7 @@ from pav.core.config import knob
 from pav.core.io import atomic_open, read_jsonl, write_json
 from pav.core.records import SCHEMA_VERSION, Problem, Solution
 from pav.core.rundir import mark_complete, start_run
+from pav.policies.options import LoadOptions
 from pav.tasks.math_task import MathTaskConfig
 from pav.verifier.train import VerifierTrainConfig
 
@@ -31,6 +32,7 @@ class TrainVerifierConfig:
     labels: str = knob("", "a `pav label` run directory")
     view: Literal["pqv", "orm"] = knob("pqv", "pqv: values of every prefix; orm: outcomes of complete solutions")
     backbone: str = knob("", "backbone: a `pav sft` run, a model directory or an HF name")
+    load: LoadOptions = knob(LoadOptions(), "how the backbone is loaded: device, dtype, remote code")
     features: Literal["none", "logprob"] = knob(
         "logprob", "logprob: the backbone's own frozen step log-probs are inputs too (pav.verifier.model); "
                    "none: the paper's value head alone")
@@ -55,7 +57,8 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     examples, rejected = load_examples(cfg.labels, cfg.view)
     train, heldout = split_heldout(examples, cfg.heldout_fraction)
     backbone = Path(cfg.backbone) / "policy" if (Path(cfg.backbone) / "policy").is_dir() else cfg.backbone
-    verifier = ValueVerifier.from_policy(str(backbone), seed=cfg.train.seed, features=cfg.features)
+    verifier = ValueVerifier.from_policy(str(backbone), seed=cfg.train.seed, features=cfg.features,
+                                         **cfg.load.load_kwargs())
     from pav.verifier.train import train_verifier
 
     summary = train_verifier(verifier, train, heldout, run_dir, cfg.train, restart=cfg.restart,
@@ -74,16 +77,19 @@ class ScoreConfig:
     k: int = knob(4, "Best-of-K prover size (0: use --set prover=... instead)")
     prover: str = knob("", "a verifier trained on the prover's own labels (when k = 0)")
     orm: str = knob("", "optional ORM for the outcome score (default: the PQV as ORM)")
+    load: LoadOptions = knob(LoadOptions(), "how verifiers are loaded: device and dtype")
     alpha: float = knob(0.5, "α of the effective reward Q^π + α·A^μ")
     batch_size: int = knob(32, "solutions per forward pass")
     threads: int = knob(1, "torch threads")
 
 
-def load_verifier(path: str):
+def load_verifier(path: str, load: LoadOptions = LoadOptions()):
+    """A saved verifier: a `pav train-verifier` run or its verifier/ folder, on ``load.device``."""
     from pav.verifier.model import ValueVerifier
 
     p = Path(path)
-    return ValueVerifier.load(p / "verifier" if (p / "verifier").is_dir() else p)
+    kwargs = load.load_kwargs()
+    return ValueVerifier.load(p / "verifier" if (p / "verifier").is_dir() else p, kwargs["device"], kwargs["dtype"])
 
 
 def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
@@ -97,9 +103,9 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
         raise ValueError("score needs --set solutions=FILE --set problems=FILE --set verifier=DIR")
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, "score", cfg, overwrite)
-    scorer = VerifierScorer(load_verifier(cfg.verifier), k=cfg.k or None,
-                            prover=load_verifier(cfg.prover) if not cfg.k else None,
-                            orm=load_verifier(cfg.orm) if cfg.orm else None, batch_size=cfg.batch_size)
+    scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k or None,
+                            prover=load_verifier(cfg.prover, cfg.load) if not cfg.k else None,
+                            orm=load_verifier(cfg.orm, cfg.load) if cfg.orm else None, batch_size=cfg.batch_size)
     task = ModReach()
     problems = {p.problem_id: p for p in read_jsonl(cfg.problems, Problem)}
     solutions = read_jsonl(cfg.solutions, Solution)
@@ -129,6 +135,7 @@ class EvalVerifierConfig:
     threshold: float = knob(0.5, "ProcessBench: a step whose prefix value falls below this is the predicted error")
     prompt: MathTaskConfig = knob(MathTaskConfig(), "ProcessBench: how problems become prompts (only "
                                                     "prompt.template, plain_template, instruction apply)")
+    load: LoadOptions = knob(LoadOptions(), "how the verifier is loaded: device and dtype")
     verifier: str = knob("", "a `pav train-verifier` run or its verifier/ directory")
     heldout_fraction: float = knob(0.2, "held-out share; use the value the verifier was trained with")
     k: int = knob(4, "Best-of-K prover size for the advantages of Fig. 10")
@@ -157,7 +164,7 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
     _, heldout = split_heldout(load_examples(cfg.labels, "pqv")[0], cfg.heldout_fraction)
     outcomes = {s.solution_id: s.outcome for p in sorted((Path(cfg.labels) / "solutions").glob("shard-*.jsonl"))
                 for s in read_jsonl(p, Solution)}
-    values = load_verifier(cfg.verifier).prefix_values([e.prompt for e in heldout], [e.steps for e in heldout],
+    values = load_verifier(cfg.verifier, cfg.load).prefix_values([e.prompt for e in heldout], [e.steps for e in heldout],
                                                        cfg.batch_size)
     rows = []
     for ex, v in zip(heldout, values):
@@ -192,7 +199,7 @@ def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]
     from pav.verifier.processbench import earliest_error, processbench_metrics, read_processbench
 
     items = read_processbench(cfg.processbench)
-    verifier = load_verifier(cfg.verifier)
+    verifier = load_verifier(cfg.verifier, cfg.load)
     prompts = [render_prompt(it.problem, cfg.prompt, verifier.tokenizer, verifier.delimiter) for it in items]
     values = verifier.prefix_values(prompts, [list(it.steps) for it in items], cfg.batch_size)
     preds = [earliest_error(v, len(it.steps), cfg.threshold) for it, v in zip(items, values)]

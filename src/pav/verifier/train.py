@@ -46,6 +46,7 @@ from pav.core.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from pav.core.seeding import derive_seed
 from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint, write_dir_atomically
 from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
+from pav.verifier.lora import LoraOptions, add_lora, merge_lora
 from pav.verifier.model import ValueVerifier, collate, warn_encoding
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class VerifierTrainConfig:
     checkpoint_every: int = knob(100, "checkpoint every this many steps (and at the end)")
     keep_checkpoints: int = knob(2, "complete checkpoints kept (oldest are deleted)")
     seed: int = knob(0, "seed of the sampler and of torch")
+    lora: LoraOptions = knob(LoraOptions(), "optional LoRA adapters instead of training the whole backbone (peft)")
 
     def __post_init__(self) -> None:
         if min(self.steps, self.batch_size, self.eval_every, self.eval_batch_size,
@@ -142,7 +144,7 @@ def evaluate(verifier: ValueVerifier, rows: Sequence[Row], batch_size: int) -> d
         for start in range(0, len(rows), batch_size):
             chunk = rows[start: start + batch_size]
             batch = make_batch(chunk, verifier.pad_id, "right")
-            values = torch.sigmoid(verifier(batch["input_ids"], batch["attention_mask"], batch["positions"]))
+            values = torch.sigmoid(verifier(batch["input_ids"], batch["attention_mask"], batch["positions"])).cpu()
             sq += float((batch["weights"] * (values - batch["targets"]) ** 2).sum())
             total += float(batch["weights"].sum())
             for r in chunk:
@@ -172,6 +174,9 @@ def train_verifier(
         raise ValueError("no training example has a labelled prefix within max_length")
     probs = balanced_probs(kept) if cfg.balanced else np.full(len(kept), 1 / len(kept))
     sampler = ExampleSampler(probs, derive_seed(cfg.seed, "verifier", "sampler"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, "verifier", "lora") % 2**31)  # adapters start the same every run
+        add_lora(verifier, cfg.lora)
     opt = make_optimizer(verifier, cfg)
     torch.manual_seed(derive_seed(cfg.seed, "verifier", "torch"))
     fingerprint = run_fingerprint(cfg, kept)
@@ -188,7 +193,7 @@ def train_verifier(
                 group["lr"] = lr
             batch = make_batch([rows[i] for i in sampler.draw(cfg.batch_size)], verifier.pad_id, cfg.padding_side)
             logits = verifier(batch["input_ids"], batch["attention_mask"], batch["positions"])  # (B, K)
-            loss = soft_bce(logits, batch["targets"], batch["weights"])
+            loss = soft_bce(logits, batch["targets"].to(logits.device), batch["weights"].to(logits.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite verifier loss at step {step}")
             opt.zero_grad(set_to_none=True)
@@ -206,6 +211,7 @@ def train_verifier(
             if on_step:
                 on_step(done, losses[-1])
     verifier.eval()
+    merge_lora(verifier)  # the saved verifier is an ordinary one
     write_dir_atomically(out / "verifier", verifier.save)
     summary = _summary(verifier, cfg, first, losses, held_rows, heldout, kept, time.perf_counter() - start_time)
     log.info("verifier: steps %d..%d in %.0f s, last loss %s, held-out MSE %s (noise floor %s) -> %s",

@@ -48,12 +48,17 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     import torch
 
     from pav.verifier.data import load_examples, split_heldout
+    from pav.verifier.distributed import Ranks
     from pav.verifier.model import ValueVerifier
 
     if not cfg.labels or not cfg.backbone:
         raise ValueError("train-verifier needs --set labels=LABEL_RUN and --set backbone=POLICY_RUN_OR_MODEL")
     torch.set_num_threads(cfg.threads)
-    run_dir = start_run(out, f"verifier-{cfg.view}", cfg, overwrite)
+    ranks = Ranks(cpu=cfg.load.resolved_device() == "cpu")  # one process, or one of `accelerate launch`'s (pav.verifier.distributed)
+    if ranks.world > 1 and out is None:
+        raise ValueError("a multi-process train-verifier needs --out DIR (every process must write to the same run)")
+    run_dir = start_run(out, f"verifier-{cfg.view}", cfg, overwrite) if ranks.is_main else Path(out)
+    ranks.barrier()  # the run directory exists before any other process reads it
     examples, rejected = load_examples(cfg.labels, cfg.view)
     train, heldout = split_heldout(examples, cfg.heldout_fraction)
     backbone = Path(cfg.backbone) / "policy" if (Path(cfg.backbone) / "policy").is_dir() else cfg.backbone
@@ -62,8 +67,12 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     from pav.verifier.train import train_verifier
 
     summary = train_verifier(verifier, train, heldout, run_dir, cfg.train, restart=cfg.restart,
-                             show_progress=show_progress, on_step=(lambda *_: progress(1)) if progress else None)
-    summary.update(view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"))
+                             show_progress=show_progress, on_step=(lambda *_: progress(1)) if progress else None,
+                             ranks=ranks)
+    if not ranks.is_main:
+        return summary
+    summary.update(view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"),
+                   processes=ranks.world)
     write_json(run_dir / "summary.json", summary)
     mark_complete(run_dir)
     return summary

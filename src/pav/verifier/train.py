@@ -26,6 +26,7 @@ one (tested on CPU). Metrics lines past the resumed step are dropped, so the fil
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -45,6 +46,7 @@ from pav.core.schedule import warmup_cosine
 from pav.core.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from pav.core.seeding import derive_seed
 from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint, write_dir_atomically
+from pav.verifier.distributed import Ranks
 from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
 from pav.verifier.lora import LoraOptions, add_lora, merge_lora
 from pav.verifier.model import ValueVerifier, collate, warn_encoding
@@ -94,10 +96,12 @@ class Row:
 # ------------------------------------------------------------------------------ maths
 
 
-def soft_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Σ w · BCE(sigmoid(logit), Q̂) / Σ w over labelled prefixes; all (B, K), w = 0 on padding."""
+def soft_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+             total_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ w · BCE(sigmoid(logit), Q̂) / Σ w over labelled prefixes; all (B, K), w = 0 on padding.
+    ``total_weight`` replaces the denominator: Σ w of the whole batch when it is split over ranks."""
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    return (weights * bce).sum() / weights.sum().clamp_min(1e-12)
+    return (weights * bce).sum() / (weights.sum() if total_weight is None else total_weight).clamp_min(1e-12)
 
 
 # ------------------------------------------------------------------------------ data -> tensors
@@ -162,10 +166,17 @@ def train_verifier(
     verifier: ValueVerifier, train: Sequence[VerifierExample], heldout: Sequence[VerifierExample],
     out: str | Path, cfg: VerifierTrainConfig, *, restart: bool = False,
     on_step: Callable[[int, float], None] | None = None, show_progress: bool | None = None,
+    ranks: Ranks | None = None,
 ) -> dict[str, Any]:
-    """Train in place, resuming from ``<out>/checkpoints``; the final model goes to ``<out>/verifier``."""
+    """Train in place, resuming from ``<out>/checkpoints``; the final model goes to ``<out>/verifier``.
+    ``ranks``: this process's place in a multi-process run (`pav.verifier.distributed`)."""
     from tqdm.auto import tqdm
 
+    ranks = ranks or Ranks()
+    if cfg.batch_size < ranks.world:
+        raise ValueError(f"train.batch_size ({cfg.batch_size}) must be at least the number of processes ({ranks.world})")
+    if ranks.device is not None:
+        verifier.to(ranks.device)
     out = Path(out)
     start_time = time.perf_counter()
     rows, kept = fit_examples(verifier, train)
@@ -181,37 +192,48 @@ def train_verifier(
     torch.manual_seed(derive_seed(cfg.seed, "verifier", "torch"))
     fingerprint = run_fingerprint(cfg, kept)
     first = resume(out / CHECKPOINTS, verifier, opt, sampler, fingerprint, restart)
-    trim_metrics(out / METRICS_FILE, first)
+    if ranks.is_main:
+        trim_metrics(out / METRICS_FILE, first)
+    model = ranks.wrap(verifier)  # DDP over the verifier when distributed; the same parameters
     verifier.train()
     losses: list[float] = []
-    show = sys.stderr.isatty() if show_progress is None else show_progress
-    with MetricsLogger(out / METRICS_FILE) as metrics:
+    show = (sys.stderr.isatty() if show_progress is None else show_progress) and ranks.is_main
+    with MetricsLogger(out / METRICS_FILE) if ranks.is_main else contextlib.nullcontext() as metrics:
         bar = tqdm(range(first, cfg.steps), initial=first, total=cfg.steps, desc="verifier", disable=not show)
         for step in bar:
             lr = warmup_cosine(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            batch = make_batch([rows[i] for i in sampler.draw(cfg.batch_size)], verifier.pad_id, cfg.padding_side)
-            logits = verifier(batch["input_ids"], batch["attention_mask"], batch["positions"])  # (B, K)
-            loss = soft_bce(logits, batch["targets"].to(logits.device), batch["weights"].to(logits.device))
-            if not torch.isfinite(loss):
+            drawn = [rows[i] for i in sampler.draw(cfg.batch_size)]  # the global batch, the same on every rank
+            batch = make_batch(ranks.share(drawn), verifier.pad_id, cfg.padding_side)
+            logits = model(batch["input_ids"], batch["attention_mask"], batch["positions"])  # (B, K)
+            weights = batch["weights"].to(logits.device)
+            total = ranks.total(weights.sum()) if ranks.world > 1 else None
+            loss = soft_bce(logits, batch["targets"].to(logits.device), weights, total) * ranks.world
+            batch_loss = ranks.total(loss.detach()) / ranks.world  # the global batch's loss
+            if not torch.isfinite(batch_loss):
                 raise FloatingPointError(f"non-finite verifier loss at step {step}")
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the ranks' gradients here
             torch.nn.utils.clip_grad_norm_(verifier.parameters(), cfg.grad_clip)
             opt.step()
             done = step + 1
-            losses.append(float(loss.detach()))
-            metrics.log(done, {"verifier/loss": losses[-1], "verifier/lr": lr})
-            if held_rows and (done % cfg.eval_every == 0 or done == cfg.steps):
-                metrics.log(done, evaluate(verifier, held_rows, cfg.eval_batch_size))
-            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                save_checkpoint(out / CHECKPOINTS, done, verifier, opt, sampler, fingerprint, cfg.keep_checkpoints)
+            losses.append(float(batch_loss))
+            if ranks.is_main:
+                metrics.log(done, {"verifier/loss": losses[-1], "verifier/lr": lr})
+                if held_rows and (done % cfg.eval_every == 0 or done == cfg.steps):
+                    metrics.log(done, evaluate(verifier, held_rows, cfg.eval_batch_size))
+                if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                    save_checkpoint(out / CHECKPOINTS, done, verifier, opt, sampler, fingerprint,
+                                    cfg.keep_checkpoints)
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if on_step:
                 on_step(done, losses[-1])
     verifier.eval()
     merge_lora(verifier)  # the saved verifier is an ordinary one
+    ranks.barrier()
+    if not ranks.is_main:
+        return {"rank": ranks.rank, "steps": cfg.steps, "final_loss": losses[-1] if losses else None}
     write_dir_atomically(out / "verifier", verifier.save)
     summary = _summary(verifier, cfg, first, losses, held_rows, heldout, kept, time.perf_counter() - start_time)
     log.info("verifier: steps %d..%d in %.0f s, last loss %s, held-out MSE %s (noise floor %s) -> %s",

@@ -2,8 +2,9 @@
 
 `base` holds the protocol, the result records and the shared stop rule; `tokenizer` the built-in
 character tokenizer; `hf` the transformers backend (`HFPolicy`, `load_causal_lm`, `save_policy`,
-`tiny_gpt2`). Import `pav.policies.hf` explicitly: it imports torch and transformers, this
-package does not.
+`tiny_gpt2`); `vllm_backend` the vLLM backend (`VLLMPolicy`, optional extra); `options` the
+``load`` section of every LM stage. Import `pav.policies.hf` explicitly: it imports torch and
+transformers, this package does not.
 """
 
 from pav.policies.base import Generation, Policy, PolicyLoadError, SampleBatch, scan_steps

@@ -2,6 +2,8 @@
 
 Every LM stage has a ``load`` section (``--set load.device=cuda --set load.dtype=bfloat16``).
 The same options apply to each model the stage loads (policy, prover, verifier, backbone).
+``backend=vllm`` samples with `pav.policies.vllm_backend.VLLMPolicy` instead of transformers; it
+applies where a stage only samples (label, search), and stages that train a policy refuse it.
 ``trust_remote_code`` stays off unless asked for: a checkpoint from the hub can then run only
 transformers' own architecture code. Weights are read from safetensors only, whatever is set here.
 """
@@ -22,10 +24,18 @@ class LoadOptions:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = knob(
         "auto", "weights' dtype: auto keeps the checkpoint's; verifier heads stay float32")
     trust_remote_code: bool = knob(False, "allow a hub checkpoint's own model code to run (off: refuse it)")
+    backend: Literal["transformers", "vllm"] = knob(
+        "transformers", "sampler of label and search: transformers, or vllm (a CUDA GPU; pip install 'pav[vllm]')")
 
     def __post_init__(self) -> None:
         if not self.device.strip():
             raise ValueError("load.device must name a device (cpu, cuda, cuda:N, mps or auto)")
+
+    def check_trainable(self, stage: str) -> None:
+        """Stages that train or score with a model need transformers, whatever the sampler."""
+        if self.backend != "transformers":
+            raise ValueError(f"{stage} runs its models with transformers; load.backend={self.backend} is for the "
+                             "sampling stages (label, search)")
 
     def resolved_device(self) -> str:
         """``auto`` → cuda when torch sees a GPU, else cpu; anything else as given."""

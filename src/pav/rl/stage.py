@@ -115,6 +115,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
 
     if not cfg.policy:
         raise ValueError("rl needs a start policy: --set policy=SFT_RUN")
+    cfg.load.check_trainable("rl")
     if cfg.reward != "orm" and cfg.alpha != 0 and not cfg.verifier:
         raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
     torch.set_num_threads(cfg.threads)

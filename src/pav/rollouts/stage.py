@@ -81,9 +81,15 @@ def policy_id(name: str) -> str:
 
 
 def load_policy(name: str, batch_size: int, delimiter: str = "\n", load: LoadOptions = LoadOptions()):
-    """An `HFPolicy` of a `pav sft` run, a model directory or a hub name, on ``load.device``."""
+    """A sampler of a `pav sft` run, a model directory or a hub name: an `HFPolicy` on ``load.device``,
+    or with ``load.backend=vllm`` a `VLLMPolicy`."""
     from pav.policies.hf import HFPolicy, load_causal_lm
 
+    if load.backend == "vllm":
+        from pav.policies.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(resolve_model_dir(name), policy_id(name), delimiter=delimiter, dtype=load.dtype,
+                          trust_remote_code=load.trust_remote_code)
     model, tokenizer = load_causal_lm(resolve_model_dir(name), **load.load_kwargs())
     return HFPolicy(model, tokenizer, policy_id=policy_id(name), device=load.resolved_device(),
                     batch_size=batch_size, delimiter=delimiter)

@@ -107,6 +107,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     from pav.rollouts.evaluate import evaluate_policy
 
     torch.set_num_threads(cfg.threads)
+    cfg.load.check_trainable("sft")
     if cfg.math.train and not cfg.init:
         raise ValueError("a math problem set needs a model to fine-tune: --set init=MODEL_DIR_OR_NAME")
     run_dir = start_run(out, "sft", cfg, overwrite)

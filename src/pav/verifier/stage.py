@@ -54,6 +54,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     if not cfg.labels or not cfg.backbone:
         raise ValueError("train-verifier needs --set labels=LABEL_RUN and --set backbone=POLICY_RUN_OR_MODEL")
     torch.set_num_threads(cfg.threads)
+    cfg.load.check_trainable("the verifier stages")
     ranks = Ranks(cpu=cfg.load.resolved_device() == "cpu")  # one process, or one of `accelerate launch`'s (pav.verifier.distributed)
     if ranks.world > 1 and out is None:
         raise ValueError("a multi-process train-verifier needs --out DIR (every process must write to the same run)")
@@ -111,6 +112,7 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
     if not (cfg.solutions and cfg.problems and cfg.verifier):
         raise ValueError("score needs --set solutions=FILE --set problems=FILE --set verifier=DIR")
     torch.set_num_threads(cfg.threads)
+    cfg.load.check_trainable("the verifier stages")
     run_dir = start_run(out, "score", cfg, overwrite)
     scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k or None,
                             prover=load_verifier(cfg.prover, cfg.load) if not cfg.k else None,
@@ -167,6 +169,7 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
         raise ValueError("eval-verifier needs --set verifier=VERIFIER_RUN and --set labels=LABEL_RUN "
                          "(or --processbench FILE)")
     torch.set_num_threads(cfg.threads)
+    cfg.load.check_trainable("the verifier stages")
     if cfg.processbench:
         return _eval_processbench(cfg, start_run(out, "eval-processbench", cfg, overwrite))
     run_dir = start_run(out, "eval-verifier", cfg, overwrite)

@@ -1,0 +1,178 @@
+"""The vLLM adapter, driven by a stand-in engine that follows vLLM's documented `LLM.generate`
+contract (stop strings kept with include_stop_str_in_output, finish_reason/stop_reason, per-request
+seeds, num_cached_tokens). What it pins: the protocol's stop rule, exact token accounting, seeds
+per row, prefix caching switched on, and a clear error without vLLM. Real vLLM needs a GPU."""
+
+import random
+import sys
+import types
+from dataclasses import dataclass, field
+
+import pytest
+
+from pav.policies.base import PolicyLoadError, scan_steps
+
+EOS = "$"  # the stand-in's end-of-sequence character (one token per character)
+
+
+@dataclass
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int | None = 16
+    stop: list[str] = field(default_factory=list)
+    include_stop_str_in_output: bool = False
+    seed: int | None = None
+
+
+@dataclass
+class CompletionOutput:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    stop_reason: str | None
+
+
+@dataclass
+class RequestOutput:
+    prompt_token_ids: list[int]
+    outputs: list[CompletionOutput]
+    num_cached_tokens: int
+
+
+def continuation(prompt: str, seed: int | None) -> str:
+    """What the stand-in model would write after ``prompt``: steps 'x<d>', an 'ans <d>' line after
+    two or more steps, then eos."""
+    rng = random.Random(f"{seed}|{prompt}")
+    steps = prompt.count("\n") - 1  # the prompt itself is one line
+    if steps >= 2 and rng.random() < 0.5:
+        return f"ans {rng.randrange(10)}\n{EOS}"
+    return f"x{rng.randrange(10)}\n" + ("" if rng.random() < 0.9 else EOS)
+
+
+class LLM:
+    instances: list["LLM"] = []
+
+    def __init__(self, **kwargs):
+        self.kwargs, self.cache, self.calls = kwargs, set(), 0
+        LLM.instances.append(self)
+
+    def get_tokenizer(self):
+        return types.SimpleNamespace(encode=lambda text, add_special_tokens=False: list(text.encode()))
+
+    def generate(self, prompts, params, use_tqdm=True):
+        self.calls += 1
+        outs = []
+        for prompt, p in zip(prompts, params, strict=True):
+            cached = max((len(c) for c in self.cache if prompt.startswith(c)), default=0)
+            self.cache.add(prompt)
+            text = continuation(prompt, p.seed)
+            cut, finish, reason = len(text), "length", None
+            for stop in p.stop:
+                at = text.find(stop)
+                if at >= 0 and at + len(stop) <= cut:
+                    cut, finish, reason = at + (len(stop) if p.include_stop_str_in_output else 0), "stop", stop
+            if text.find(EOS) >= 0 and text.find(EOS) < cut:
+                cut, finish, reason = text.find(EOS), "stop", None
+            n_tok = cut + (1 if reason is None and finish == "stop" else 0)  # eos is a sampled token
+            if n_tok > p.max_tokens:
+                cut = n_tok = p.max_tokens
+                finish, reason = "length", None
+            outs.append(RequestOutput(list(prompt.encode()), [CompletionOutput(text[:cut], list(range(n_tok)), finish,
+                                                                               reason)], cached))
+        return outs
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module = types.ModuleType("vllm")
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    LLM.instances.clear()
+    return module
+
+
+def policy(**kw):
+    from pav.policies.vllm_backend import VLLMPolicy
+
+    return VLLMPolicy("some/model", "vllm-test", max_model_len=200, **kw)
+
+
+def is_final(line):
+    return line.startswith("ans")
+
+
+def test_the_engine_runs_with_prefix_caching(fake_vllm):
+    p = policy(dtype="bfloat16")
+    assert LLM.instances[0].kwargs["enable_prefix_caching"] is True
+    assert LLM.instances[0].kwargs["dtype"] == "bfloat16" and LLM.instances[0].kwargs["trust_remote_code"] is False
+    assert p.max_positions == 200
+
+
+def test_step_mode_stops_at_the_first_delimiter(fake_vllm):
+    batch = policy().sample(["q1\n", "q2\nx1\n"], 4, until="step", max_steps=8, max_new_tokens=50, seed=3)
+    for row in batch.generations:
+        for g in row:
+            if g.finished and not g.text.startswith("ans"):
+                assert g.text.endswith("\n") and g.text.count("\n") == 1
+            assert g.n_tokens == len(g.text) + (0 if g.text.endswith("\n") else 1)  # + eos when it ended there
+    assert batch.generated_tokens == sum(g.n_tokens for row in batch.generations for g in row)
+
+
+def test_solution_mode_follows_the_shared_stop_rule(fake_vllm):
+    contexts = ["q1\n", "q2\nx4\n", "q3\nx1\nx2\n"]
+    batch = policy().sample(contexts, 6, until="solution", max_steps=5, max_new_tokens=100, seed=11,
+                            is_final_step=is_final)
+    for ctx, row in zip(contexts, batch.generations):
+        for g in row:
+            lines = g.text.split("\n")[:-1]
+            assert 1 <= len(lines) <= 5
+            assert all(not is_final(line) for line in lines[:-1])  # nothing after a final step
+            if is_final(lines[-1]):
+                assert g.finished
+            elif len(lines) == 5:
+                assert not g.finished  # the max_steps budget
+            else:
+                assert g.finished  # eos after a step
+            scan = scan_steps(g.text, 0, until="solution", delimiter="\n", max_steps=5, is_final_step=is_final)
+            assert scan.end in (None, len(g.text))
+    assert batch.generated_tokens == sum(g.n_tokens for row in batch.generations for g in row)
+
+
+def test_a_token_budget_cuts_rows_unfinished(fake_vllm):
+    batch = policy().sample(["q\n"], 3, until="solution", max_steps=10, max_new_tokens=5, seed=0, is_final_step=is_final)
+    for g in batch.generations[0]:
+        assert g.n_tokens <= 5
+        assert not g.finished or g.text.endswith("\n") or g.n_tokens < 5
+
+
+def test_rows_depend_on_their_own_seed_only(fake_vllm):
+    p = policy()
+    alone = p.sample(["q1\n"], 3, until="solution", max_steps=5, max_new_tokens=60, seed=[7], is_final_step=is_final)
+    mixed = p.sample(["q0\n", "q1\n"], 3, until="solution", max_steps=5, max_new_tokens=60, seed=[5, 7],
+                     is_final_step=is_final)
+    assert alone.texts[0] == mixed.texts[1]
+    again = p.sample(["q1\n"], 3, until="solution", max_steps=5, max_new_tokens=60, seed=[7], is_final_step=is_final)
+    assert again.texts == alone.texts
+
+
+def test_prompt_tokens_count_only_what_the_prefix_cache_missed(fake_vllm):
+    p = policy()
+    first = p.sample(["question\n"], 4, until="step", max_steps=5, max_new_tokens=20, seed=1)
+    assert first.prompt_tokens == len("question\n")  # 4 rollouts, the shared prompt encoded once
+    second = p.sample(["question\n"], 4, until="step", max_steps=5, max_new_tokens=20, seed=2)
+    assert second.prompt_tokens == 0
+
+
+def test_without_vllm_the_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
+    with pytest.raises(PolicyLoadError, match=r"pav\[vllm\]"):
+        policy()
+
+
+def test_training_stages_refuse_the_vllm_backend():
+    from pav.policies.options import LoadOptions
+
+    with pytest.raises(ValueError, match="label, search"):
+        LoadOptions(backend="vllm").check_trainable("rl")

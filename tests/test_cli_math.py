@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pav.rollouts.views import read_labels
@@ -35,6 +36,10 @@ def pipeline(tiny_qwen, tmp_path_factory):
         lora = ["--set", "train.lora.r=4"] if view == "orm" else []
         pav("train-verifier", "--out", view, "--set", "labels=labels", "--set", "backbone=sft", "--set", f"view={view}",
             "--set", "train.steps=5", *lora, cwd=root)
+    pav("rl", "--out", "rl", *MATH, "--set", "policy=sft",  # no RFT: the untrained tiny model solves nothing
+        "--set", "verifier=pqv", "--set", "iterations=2", "--set", "problems_per_iter=2", "--set",
+        "samples_per_problem=2", "--set", "eval_problems=2", "--set", "eval_samples=2", "--set", "final_samples=2",
+        "--set", "eval_every=1", "--set", "checkpoint_every=1", "--set", "max_new_tokens=48", cwd=root)
     pav("search", "--out", "search", *MATH, "--set", "policy=sft", "--set", "verifier=pqv", "--set", "orm=orm",
         "--set", "problems=4", "--set", "val_problems=2", "--set", "ns=[2,4]", "--set", "alpha_grid=[0,0.5]",
         "--set", "alpha_width=2", "--set", "prover_ks=[]", "--set", "workers=0", "--set", "step_tokens=16",
@@ -68,6 +73,19 @@ def test_verifiers_and_search_ran_on_the_math_set(pipeline):
     assert summary["problems"] == 4 and set(summary["curves"]) >= {"orm", "pqv_beam", "pav_beam"}
     rows = [json.loads(line) for line in (pipeline / "search" / "results" / "pqv_beam_N2.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["outcome"] in (0.0, 1.0) for r in rows)
+
+
+def test_rl_trains_the_policy_on_the_math_set(pipeline):
+    from pav.core.metrics import read_metrics
+    from pav.policies.hf import load_causal_lm
+
+    summary = json.loads((pipeline / "rl" / "summary.json").read_text())
+    assert summary["reward"] == "pav" and summary["samples"] == 2 * 2 * 2
+    assert 0 <= summary["final"]["pass@1"] <= 1
+    rows = [r for r in read_metrics(pipeline / "rl") if "rl/reward" in r]
+    assert [r["step"] for r in rows] == [1, 2] and all(np.isfinite(r["rl/kl"]) for r in rows)
+    model, tok = load_causal_lm(str(pipeline / "rl" / "policy"))
+    assert model.config.model_type == "qwen2" and tok.chat_template
 
 
 def test_an_uncached_hub_name_fails_at_once_offline(tmp_path):

@@ -171,3 +171,18 @@ def test_sampler_state_resumes_the_same_draws():
     b = ExampleSampler(p, seed=99)
     b.load_state_dict(state)
     assert np.array_equal(b.draw(11), expected) and b.drawn == 18
+
+
+def test_the_verifier_takes_the_label_runs_step_delimiter(tmp_path):
+    from pav.core.io import write_jsonl
+    from pav.core.records import Problem
+    from pav.tasks.build import delimiter_of
+    from pav.verifier.data import label_run_delimiter
+
+    paragraphs = [Problem(f"p{i}", "q", "1", {"prompt": "Q\n\n", "step_delimiter": "\n\n"}) for i in range(3)]
+    write_jsonl(tmp_path / "problems.jsonl", paragraphs)
+    assert label_run_delimiter(tmp_path) == "\n\n"
+    assert delimiter_of(Problem("old", "q", "1", {"prompt": "Q\n"})) == "\n"  # runs from before the field
+    write_jsonl(tmp_path / "problems.jsonl", [*paragraphs, Problem("p9", "q", "1", {"step_delimiter": "\n"})])
+    with pytest.raises(ValueError, match="mixes step delimiters"):
+        label_run_delimiter(tmp_path)

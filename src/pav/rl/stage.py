@@ -23,7 +23,9 @@ from pav.core.io import read_jsonl, write_json
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.policies.options import LoadOptions
-from pav.tasks.modreach import ModReach, ModReachConfig
+from pav.tasks.build import build_task, prompt_of
+from pav.tasks.math_task import MathTaskConfig
+from pav.tasks.modreach import ModReachConfig
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,7 @@ PASS_AT = (1, 2, 4, 8, 16, 32, 64)
 @dataclass(frozen=True)
 class RLConfig:
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
+    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
     policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded and where training runs: device, dtype, remote code")
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
@@ -53,11 +56,14 @@ class RLConfig:
     kl_coef: float = knob(0.001, "KL penalty to the initial policy (paper: 0.001)")
     grad_clip: float = knob(1.0, "gradient norm clip")
     temperature: float = knob(1.0, "sampling temperature")
+    max_new_tokens: int = knob(120, "token budget of one sampled solution")
     eval_every: int = knob(25, "held-out evaluation every this many iterations")
     eval_problems: int = knob(100, "held-out problems for accuracy and Pass@N")
     eval_samples: int = knob(4, "samples per held-out problem at each evaluation (pass@1 estimate)")
     final_samples: int = knob(64, "samples per held-out problem at the end (Pass@N, N <= this)")
     checkpoint_every: int = knob(25, "checkpoint every this many iterations")
+    max_length: int = knob(0, "tokens of prompt + solution in a training batch (longer ones are cut); 0: the "
+                              "policy's window, at most 1024")
     seed: int = knob(0, "seed of problems, sampling and the value head")
     threads: int = knob(1, "torch threads")
 
@@ -80,14 +86,15 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
     from pav.sft.train import Example, SFTSchedule, train_lm
     from pav.tasks.base import join_steps
 
-    task = ModReach(cfg.task)
     problems = {p.problem_id: p for p in read_jsonl(Path(cfg.rft_labels) / "problems.jsonl", Problem)}
     correct = [s for f in sorted((Path(cfg.rft_labels) / "solutions").glob("shard-*.jsonl"))
                for s in read_jsonl(f, Solution) if s.outcome == 1.0]
     if not correct:
         raise ValueError(f"{cfg.rft_labels} holds no correct seed solution to fine-tune on")
-    examples = [Example(task.prompt(problems[s.problem_id]), join_steps(s.steps, task.step_delimiter)) for s in correct]
     model, tokenizer = load_causal_lm(resolve_model_dir(cfg.policy), **cfg.load.load_kwargs())
+    task = build_task(cfg.task, cfg.math, tokenizer)
+    examples = [Example(prompt_of(problems[s.problem_id]), join_steps(s.steps, task.step_delimiter))
+                for s in correct]
     rng = random.Random(derive_seed(cfg.seed, "rft"))
 
     def batches():
@@ -95,7 +102,8 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
             yield rng.sample(examples, min(16, len(examples)))
 
     torch.manual_seed(derive_seed(cfg.seed, "rft-torch") % 2**31)
-    train_lm(model, tokenizer, batches(), SFTSchedule(cfg.rft_steps, cfg.rft_lr), model.config.n_positions)
+    window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
+    train_lm(model, tokenizer, batches(), SFTSchedule(cfg.rft_steps, cfg.rft_lr), min(window, 1024))
     save_policy(model, tokenizer, out_dir)
     log.info("rft: %d steps on %d correct seed solutions -> %s", cfg.rft_steps, len(correct), out_dir)
     return out_dir
@@ -120,14 +128,15 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
-    task = ModReach(cfg.task)
     start_dir = resolve_model_dir(cfg.policy)
     if cfg.rft_labels:
         start_dir = str(run_dir / "rft")
         if not (Path(start_dir) / "config.json").is_file():
             rft(cfg, Path(start_dir))
     model, tokenizer = load_causal_lm(start_dir, **cfg.load.load_kwargs())
-    policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}", device=cfg.load.resolved_device())
+    task = build_task(cfg.task, cfg.math, tokenizer)  # chat prompts use the policy's template
+    policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}", device=cfg.load.resolved_device(),
+                      delimiter=task.step_delimiter)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
     value = ValueVerifier.from_policy(start_dir, seed=derive_seed(cfg.seed, "value-head") % 2**31,
                                       **cfg.load.load_kwargs()) \
@@ -148,6 +157,9 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
 
     settings = RLSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RLSettings)
                              if hasattr(cfg, f.name)})  # the loop's knobs are the stage's, by name
+    if not settings.max_length:
+        window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
+        settings = dataclasses.replace(settings, max_length=min(window, 1024))
     start_acc = evaluate(0)["rl/heldout_accuracy"]
     with tqdm(total=cfg.iterations, desc=f"rl {cfg.reward}", disable=not show_progress) as bar:
         def on_iter(it: int) -> None:

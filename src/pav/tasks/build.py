@@ -33,5 +33,13 @@ def prompt_of(problem: Problem) -> str:
 
 
 def with_prompt(problem: Problem, task: Task) -> Problem:
-    """``problem`` with ``task``'s rendered prompt stored in ``meta["prompt"]``."""
-    return Problem(problem.problem_id, problem.question, problem.answer, {**problem.meta, "prompt": task.prompt(problem)})
+    """``problem`` with ``task``'s rendered prompt in ``meta["prompt"]`` and its step delimiter in
+    ``meta["step_delimiter"]``."""
+    return Problem(problem.problem_id, problem.question, problem.answer,
+                   {**problem.meta, "prompt": task.prompt(problem), "step_delimiter": task.step_delimiter})
+
+
+def delimiter_of(problem: Problem) -> str:
+    """The step delimiter a label run stored with the problem (newline for older runs)."""
+    stored = problem.meta.get("step_delimiter")
+    return stored if isinstance(stored, str) and stored else "\n"

@@ -115,6 +115,17 @@ def _rebuild_problems(run_dir: Path) -> tuple[dict[str, Problem], Any]:
     return {p.problem_id: p for p in read_jsonl(path, Problem)}, SimpleNamespace(prompt=prompt_of)
 
 
+def label_run_delimiter(run_dir: str | Path) -> str:
+    """The step delimiter of a label run's problems (one for the whole run)."""
+    from pav.tasks.build import delimiter_of
+
+    problems, _ = _rebuild_problems(Path(run_dir))
+    found = {delimiter_of(p) for p in problems.values()}
+    if len(found) > 1:
+        raise ValueError(f"{run_dir} mixes step delimiters {sorted(found)}")
+    return found.pop() if found else "\n"
+
+
 def _read_solutions(run_dir: Path) -> dict[str, Solution]:
     """Solutions of finished shards (those whose labels file exists), by solution_id."""
     out: dict[str, Solution] = {}

@@ -47,7 +47,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     """Train into a run directory; ``progress(n)``, if given, is told of every optimiser step."""
     import torch
 
-    from pav.verifier.data import load_examples, split_heldout
+    from pav.verifier.data import label_run_delimiter, load_examples, split_heldout
     from pav.verifier.distributed import Ranks
     from pav.verifier.model import ValueVerifier
 
@@ -63,8 +63,8 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     examples, rejected = load_examples(cfg.labels, cfg.view)
     train, heldout = split_heldout(examples, cfg.heldout_fraction)
     backbone = Path(cfg.backbone) / "policy" if (Path(cfg.backbone) / "policy").is_dir() else cfg.backbone
-    verifier = ValueVerifier.from_policy(str(backbone), seed=cfg.train.seed, features=cfg.features,
-                                         **cfg.load.load_kwargs())
+    verifier = ValueVerifier.from_policy(str(backbone), delimiter=label_run_delimiter(cfg.labels), seed=cfg.train.seed,
+                                         features=cfg.features, **cfg.load.load_kwargs())
     from pav.verifier.train import train_verifier
 
     summary = train_verifier(verifier, train, heldout, run_dir, cfg.train, restart=cfg.restart,
@@ -106,7 +106,7 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
               show_progress: bool = True) -> dict[str, Any]:
     import torch
 
-    from pav.tasks.modreach import ModReach
+    from pav.tasks.build import prompt_of
     from pav.verifier.scorer import VerifierScorer
 
     if not (cfg.solutions and cfg.problems and cfg.verifier):
@@ -117,13 +117,12 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
     scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k or None,
                             prover=load_verifier(cfg.prover, cfg.load) if not cfg.k else None,
                             orm=load_verifier(cfg.orm, cfg.load) if cfg.orm else None, batch_size=cfg.batch_size)
-    task = ModReach()
     problems = {p.problem_id: p for p in read_jsonl(cfg.problems, Problem)}
     solutions = read_jsonl(cfg.solutions, Solution)
     missing = sorted({s.problem_id for s in solutions} - set(problems))
     if missing:
         raise ValueError(f"{len(missing)} solutions name problems not in {cfg.problems}, e.g. {missing[0]}")
-    scores = scorer.score([task.prompt(problems[s.problem_id]) for s in solutions], [s.steps for s in solutions])
+    scores = scorer.score([prompt_of(problems[s.problem_id]) for s in solutions], [s.steps for s in solutions])
     with atomic_open(run_dir / "scores.jsonl") as f:
         for sol, sc in zip(solutions, scores):
             row = {"schema_version": SCHEMA_VERSION, "kind": "step_scores", "problem_id": sol.problem_id,
@@ -163,7 +162,7 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
 
     from pav.verifier.quality import plot_quality, verifier_quality
     from pav.rollouts.estimates import best_of_k
-    from pav.verifier.data import load_examples, split_heldout
+    from pav.verifier.data import label_run_delimiter, load_examples, split_heldout
 
     if not (cfg.labels or cfg.processbench) or not cfg.verifier:
         raise ValueError("eval-verifier needs --set verifier=VERIFIER_RUN and --set labels=LABEL_RUN "

@@ -170,6 +170,20 @@ def test_search_with_alpha_zero_reuses_the_pqv_beam_runs(sft_run, verifiers, tmp
             (out / "results" / f"pqv_beam_N{n}.jsonl").read_text()
 
 
+def test_search_on_ray_gives_the_local_results(sft_run, verifiers, tmp_path):
+    pytest.importorskip("ray")
+    run, _ = sft_run
+    args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+            "--set", "alpha=0.5", "--set", "prover_ks=", "--set", "workers=2"]
+    for out, extra in (("local", []), ("ray", ["--executor", "ray"])):
+        res = pav(*args, *extra, "--out", out, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    local, ray = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("local", "ray"))
+    assert ray["curves"] == local["curves"]
+    for f in sorted((tmp_path / "local" / "results").iterdir()):
+        assert (tmp_path / "ray" / "results" / f.name).read_text() == f.read_text(), f.name
+
+
 def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
     run, _ = sft_run
     args = ["rl", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",

@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pav"
 # rank of each layer: a module may import only from layers of lower rank (so tasks and policies
 # never import each other, nor sft and didactic)
 RANK = {"core": 0, "tasks": 1, "policies": 1, "rollouts": 2, "verifier": 3, "sft": 3, "didactic": 3, "search": 4, "rl": 4,
-        "demo": 5, "cli": 9}
+        "demo": 5, "serve": 5, "cli": 9}
 
 
 def test_import_pav_core_and_estimates_import_no_torch():

@@ -271,6 +271,24 @@ def rl_compare(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[s
            preset, quick, set_, out, overwrite, show_config, quiet, checks=True)
 
 
+@app.command()
+def serve(preset: Optional[str] = PRESET, set_: list[str] = SET, show_config: bool = SHOW) -> None:
+    """Serve step rewards over HTTP: POST /score, POST /openrlhf (OpenRLHF's remote reward model),
+    GET /health, GET /metrics.
+
+    Reads --set verifier=PQV_RUN. Binds to 127.0.0.1:8000 by default; another address needs a
+    bearer token in $PAV_SERVE_TOKEN. Request size, items, steps, characters, concurrency and the
+    verifier queue are capped (see --show-config); overload is answered with 429/503 at once.
+    """
+    cfg = _resolve(_attr("pav.serve.stage:ServeConfig"), "serve", preset, False, set_)
+    if show_config:
+        return _print_settings(cfg)
+    try:
+        _attr("pav.serve.stage:run_serve")(cfg)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+
+
 def _print_settings(cfg) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -1,0 +1,127 @@
+"""Progress rewards inside other RL trainers, in-process (no server needed).
+
+- `PAVReward`: a reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer``
+  (``reward_funcs=[PAVReward("runs/pqv")]``). TRL takes one scalar per completion, so the step
+  rewards Q̂^π + α·Â^μ are reduced (`pav.serve.reduce`; ``min`` by default, the weakest step).
+  Plain-text and conversational (list of messages) prompts and completions are both accepted;
+  conversational prompts are rendered with the verifier's chat template.
+- `token_level_rewards`: the dense form verl's token-level reward tensor expects: (B, L) over
+  the sampled response tokens, each step's effective reward placed on the token that completes
+  that step (the token covering its delimiter, or the last response token for a final step with
+  no delimiter), zeros elsewhere and on padding. Call it from a custom verl reward manager with
+  ``data.batch["responses"]`` and the response part of ``data.batch["attention_mask"]``.
+
+Both read a saved verifier (or take a `Scorer`), score every solution of a call in one batch and
+never evaluate model text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pav.serve.reduce import REDUCTIONS, reduce_steps
+
+
+def load_scorer(verifier: Any, *, k: int = 4, orm: str = "", batch_size: int = 32) -> Any:
+    """A `Scorer` from a verifier path (a `pav train-verifier` run or its verifier/), a loaded
+    `ValueVerifier`, or a `Scorer` (returned as it is)."""
+    if hasattr(verifier, "score"):
+        return verifier
+    from pav.verifier.scorer import VerifierScorer
+    from pav.verifier.stage import load_verifier
+
+    pqv = load_verifier(verifier) if isinstance(verifier, str) else verifier
+    return VerifierScorer(pqv, k=k, orm=load_verifier(orm) if orm else None, batch_size=batch_size)
+
+
+def split_steps(completion: str, delimiter: str) -> list[str]:
+    """Non-blank steps of a completion."""
+    return [s for s in completion.split(delimiter) if s.strip()]
+
+
+class PAVReward:
+    """A TRL reward function: one reduced effective reward per completion (module docstring)."""
+
+    def __init__(self, verifier: Any, *, alpha: float = 0.5, k: int = 4, reduction: str = "min",
+                 delimiter: str | None = None, orm: str = "", batch_size: int = 32) -> None:
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+        self.scorer = load_scorer(verifier, k=k, orm=orm, batch_size=batch_size)
+        pqv = getattr(self.scorer, "pqv", None)
+        self.delimiter = delimiter or getattr(pqv, "delimiter", "\n")
+        self.tokenizer = getattr(pqv, "tokenizer", None)
+        self.alpha, self.reduction = alpha, reduction
+        self.__name__ = f"pav_{reduction}"  # TRL logs each reward function under its __name__
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        texts = [self._prompt_text(p) for p in prompts]
+        steps = [split_steps(_completion_text(c), self.delimiter) for c in completions]
+        scores = self.scorer.score(texts, steps)
+        return [reduce_steps(s.effective_reward(self.alpha), s.outcome, self.reduction) for s in scores]
+
+    def _prompt_text(self, prompt: Any) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        if self.tokenizer is None or not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("conversational prompts need a verifier whose tokenizer has a chat template")
+        return self.tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def _completion_text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    return "".join(m.get("content", "") for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def token_level_rewards(scorer: Any, tokenizer: Any, prompts: Sequence[str], response_ids: Any, response_mask: Any,
+                        *, alpha: float = 0.5, delimiter: str = "\n"):
+    """(B, L) float tensor of step rewards on the tokens that complete each step (module docstring).
+
+    ``response_ids`` (B, L) and ``response_mask`` (B, L) are verl's right-padded response tokens and
+    their mask; steps past the verifier's window get no reward.
+    """
+    import torch
+
+    rewards = torch.zeros(response_ids.shape, dtype=torch.float32)  # (B, L)
+    rows, ends = [], []
+    for b in range(response_ids.shape[0]):
+        ids = response_ids[b][response_mask[b].bool()].tolist()
+        text, char_end = _decode_with_offsets(tokenizer, ids)
+        parts = text.split(delimiter)
+        steps, step_end_chars, at = [], [], 0
+        for i, part in enumerate(parts):
+            at += len(part) + (len(delimiter) if i < len(parts) - 1 else 0)
+            if part.strip():
+                steps.append(part)
+                step_end_chars.append(at)
+        rows.append(steps)
+        ends.append([_token_at(char_end, c) for c in step_end_chars])
+    scores = scorer.score(list(prompts), rows)
+    for b, (sc, token_ends) in enumerate(zip(scores, ends)):
+        positions = response_mask[b].bool().nonzero().flatten().tolist()
+        for r, t in zip(sc.effective_reward(alpha), token_ends):
+            if np.isfinite(r) and t is not None:
+                rewards[b, positions[t]] += float(r)
+    return rewards
+
+
+def _decode_with_offsets(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
+    """The decoded text and, per token, the character where its text ends."""
+    pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in ids]
+    text = "".join(pieces)
+    if text == tokenizer.decode(ids, skip_special_tokens=True):
+        return text, list(np.cumsum([len(p) for p in pieces]))
+    # a character split across tokens (byte-level BPE): decode growing prefixes instead
+    return tokenizer.decode(ids, skip_special_tokens=True), [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True))
+                                                             for t in range(len(ids))]
+
+
+def _token_at(char_end: list[int], char: int) -> int | None:
+    """The first token whose text reaches character ``char`` (the token completing a step)."""
+    for t, end in enumerate(char_end):
+        if end >= char:
+            return t
+    return None

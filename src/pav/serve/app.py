@@ -1,0 +1,210 @@
+"""The HTTP service of `pav serve` (FastAPI): step rewards from a fixed verifier.
+
+Routes:
+- ``POST /score``: ``{"items": [{"prompt": str, "steps": [str, ...]}, ...], "alpha": float?}`` →
+  per item ``q_base``, ``q_prover``, ``adv_prover``, ``effective_reward`` (one number per step;
+  ``null`` for a step past the verifier's window) and ``outcome``;
+- ``POST /openrlhf``: OpenRLHF's remote reward-model protocol: ``{"query": [full text, ...],
+  "prompts": [prompt, ...]}`` → ``{"rewards": [float, ...]}``, one reward per text, the
+  configured reduction (`pav.serve.reduce`) of its step rewards; the completion is the text after
+  its prompt, split into steps at the step delimiter;
+- ``GET /health``, ``GET /metrics`` (Prometheus text).
+
+Limits (`pav.serve.limits.ServeLimits`, all configurable): request body size (413), items per request, steps per
+item and characters per prompt and per step (422), requests in flight (503 at once when full) and
+solutions queued for the verifier (429 at once when full). With a token set, every route requires
+``Authorization: Bearer <token>`` (401 otherwise). Error bodies name the field and the rule,
+never the submitted values.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict
+
+from pav.serve.batcher import Batcher, Overloaded
+from pav.serve.limits import ServeLimits
+from pav.serve.reduce import REDUCTIONS, reduce_steps
+
+
+ROUTES = ("/score", "/openrlhf", "/health", "/metrics")
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    steps: list[str]
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[Item]
+    alpha: float | None = None
+
+
+class OpenRLHFRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends labels and other fields
+    query: list[str]
+    prompts: list[str]
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduction: str = "min",
+              token: str = "", limits: ServeLimits = ServeLimits(), verifier_id: str = "") -> FastAPI:
+    """The service over ``scorer`` (a `pav.verifier.scorer.Scorer`)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    batcher = Batcher(scorer.score, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000,
+                      max_queue=limits.max_queue)
+    counts: Counter[tuple[str, int]] = Counter()
+    timing = {"seconds": 0.0, "requests": 0}
+    state = {"in_flight": 0, "started": time.time()}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="pav serve", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        start = time.perf_counter()
+        response = await _guarded(request, call_next)
+        route = request.url.path if request.url.path in ROUTES else "other"  # bounded metric labels
+        counts[(route, response.status_code)] += 1
+        timing["seconds"] += time.perf_counter() - start
+        timing["requests"] += 1
+        return response
+
+    async def _guarded(request: Request, call_next):
+        if token and not _authorized(request, token):
+            return _error(401, "missing or wrong bearer token")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
+            return _error(413, f"request body over {limits.max_body_bytes} bytes")
+        if request.method == "POST" and length is None:
+            return _error(411, "a Content-Length header is required")
+        if state["in_flight"] >= limits.max_concurrent:
+            return _error(503, "too many requests in flight; retry later", {"Retry-After": "1"})
+        state["in_flight"] += 1
+        try:
+            return await call_next(request)
+        finally:
+            state["in_flight"] -= 1
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        fields = [{"field": _location(e.get("loc", ())), "problem": e.get("type", "invalid")} for e in exc.errors()[:10]]
+        return JSONResponse({"error": "invalid request", "fields": fields}, status_code=422)
+
+    @app.exception_handler(_Refused)
+    async def refused(request: Request, exc: _Refused):
+        return _error(exc.status, exc.message)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "verifier": verifier_id, "alpha": alpha, "k": k, "reduction": reduction,
+                "queued": batcher.queued, "uptime_s": round(time.time() - state["started"], 1)}
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> str:
+        s = batcher.stats
+        lines = [f'pav_requests_total{{route="{route}",status="{status}"}} {n}' for (route, status), n in
+                 sorted(counts.items())]
+        lines += [f"pav_request_seconds_sum {timing['seconds']:.6f}", f"pav_request_seconds_count {timing['requests']}",
+                  f"pav_requests_in_flight {state['in_flight']}", f"pav_solutions_queued {batcher.queued}",
+                  f"pav_batches_total {s.batches}", f"pav_solutions_scored_total {s.solutions}",
+                  f"pav_batch_seconds_sum {s.seconds:.6f}", f"pav_batch_largest {s.largest}"]
+        return "\n".join(lines) + "\n"
+
+    @app.post("/score")
+    async def score(req: ScoreRequest) -> dict[str, Any]:
+        a = alpha if req.alpha is None else req.alpha
+        if not math.isfinite(a):
+            raise _Refused(422, "alpha must be a finite number")
+        _check_items([i.prompt for i in req.items], [i.steps for i in req.items], limits)
+        results = await _score(batcher, [i.prompt for i in req.items], [i.steps for i in req.items])
+        return {"alpha": a, "k": k, "results": [_scores_json(r, a) for r in results]}
+
+    @app.post("/openrlhf")
+    async def openrlhf(req: OpenRLHFRequest) -> dict[str, Any]:
+        if len(req.query) != len(req.prompts):
+            raise _Refused(422, "query and prompts must have the same length")
+        completions = []
+        for text, prompt in zip(req.query, req.prompts):
+            if not text.startswith(prompt):
+                raise _Refused(422, "each query must start with its prompt")
+            completions.append(text[len(prompt):])
+        steps = [[s for s in c.split(delimiter) if s.strip()] for c in completions]
+        _check_items(req.prompts, steps, limits)
+        results = await _score(batcher, req.prompts, steps)
+        rewards = [reduce_steps(r.effective_reward(alpha), r.outcome, reduction) for r in results]
+        return {"rewards": rewards, "scores": rewards, "reduction": reduction}
+
+    return app
+
+
+async def _score(batcher: Batcher, prompts: list[str], steps: list[list[str]]) -> list[Any]:
+    try:
+        return await batcher.score(prompts, steps)
+    except Overloaded:
+        raise _Refused(429, "the verifier queue is full; retry later") from None
+
+
+def _check_items(prompts: list[str], steps: list[list[str]], limits: ServeLimits) -> None:
+    if not prompts:
+        raise _Refused(422, "no items")
+    if len(prompts) > limits.max_items:
+        raise _Refused(422, f"more than {limits.max_items} items")
+    for i, (p, st) in enumerate(zip(prompts, steps)):
+        if len(p) > limits.max_prompt_chars:
+            raise _Refused(422, f"item {i}: prompt over {limits.max_prompt_chars} characters")
+        if len(st) > limits.max_steps:
+            raise _Refused(422, f"item {i}: more than {limits.max_steps} steps")
+        if any(len(s) > limits.max_step_chars for s in st):
+            raise _Refused(422, f"item {i}: a step over {limits.max_step_chars} characters")
+
+
+FIELD_NAMES = {"body", "items", "prompt", "steps", "alpha", "query", "prompts"}
+
+
+def _location(loc: tuple) -> str:
+    """A validation error's place, naming only our own fields and indices (a key the client made
+    up is not repeated back)."""
+    return ".".join(str(x) if isinstance(x, int) or x in FIELD_NAMES else "<unknown field>" for x in loc)
+
+
+def _authorized(request: Request, token: str) -> bool:
+    given = request.headers.get("authorization", "")
+    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _numbers(values: np.ndarray) -> list[float | None]:
+    return [float(v) if np.isfinite(v) else None for v in values]
+
+
+def _scores_json(r: Any, alpha: float) -> dict[str, Any]:
+    return {"q_base": _numbers(r.q_base), "q_prover": _numbers(r.q_prover), "adv_prover": _numbers(r.adv_prover),
+            "effective_reward": _numbers(r.effective_reward(alpha)),
+            "outcome": float(r.outcome) if np.isfinite(r.outcome) else None}

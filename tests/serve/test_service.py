@@ -1,0 +1,163 @@
+"""`pav serve`: the routes answer what the scorer computes, limits and auth hold, errors never echo
+input, concurrent requests share verifier batches, overload is refused at once, and a real
+`pav serve` process answers an OpenRLHF-style client."""
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pav.serve.app import build_app
+from pav.serve.limits import ServeLimits
+from pav.serve.reduce import reduce_steps
+
+PROMPT = "0 to 8 mod 10 ops +3 *2 max 5\n"
+ITEMS = [{"prompt": PROMPT, "steps": ["0+3=3", "3*2=6"]}, {"prompt": PROMPT, "steps": ["0*2=0"]}]
+
+
+def client(scorer, **kw):
+    return TestClient(build_app(scorer, alpha=0.5, k=4, delimiter="\n", **kw))
+
+
+def test_score_returns_the_scorers_numbers(scorer):
+    with client(scorer) as c:
+        res = c.post("/score", json={"items": ITEMS, "alpha": 0.25})
+    assert res.status_code == 200
+    body = res.json()
+    direct = scorer.score([i["prompt"] for i in ITEMS], [i["steps"] for i in ITEMS])
+    assert body["alpha"] == 0.25 and body["k"] == 4
+    for got, want in zip(body["results"], direct):
+        for key in ("q_base", "q_prover", "adv_prover"):
+            assert np.allclose(got[key], getattr(want, key), atol=1e-6)
+        assert np.allclose(got["effective_reward"], want.effective_reward(0.25), atol=1e-6)
+        assert got["outcome"] == pytest.approx(want.outcome)
+
+
+def test_openrlhf_gives_one_reduced_reward_per_text(scorer):
+    queries = [PROMPT + "0+3=3\n3*2=6\n", PROMPT + "0*2=0\n"]
+    with client(scorer, reduction="min") as c:
+        res = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": ["8", "8"]})
+        assert res.status_code == 200
+        bad = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT]})
+        assert bad.status_code == 422
+        assert c.post("/openrlhf", json={"query": ["other text"], "prompts": [PROMPT]}).status_code == 422
+    direct = scorer.score([PROMPT, PROMPT], [["0+3=3", "3*2=6"], ["0*2=0"]])
+    want = [reduce_steps(d.effective_reward(0.5), d.outcome, "min") for d in direct]
+    assert res.json()["rewards"] == pytest.approx(want)
+
+
+def test_limits_answer_with_their_status(scorer):
+    limits = ServeLimits(max_body_bytes=2000, max_items=2, max_steps=3, max_step_chars=10)
+    with client(scorer, limits=limits) as c:
+        assert c.post("/score", json={"items": ITEMS * 2}).status_code == 422  # 4 items
+        assert c.post("/score", json={"items": [{"prompt": "p", "steps": ["x"] * 4}]}).status_code == 422
+        assert c.post("/score", json={"items": [{"prompt": "p", "steps": ["x" * 11]}]}).status_code == 422
+        assert c.post("/score", json={"items": [{"prompt": "p" * 3000, "steps": ["x"]}]}).status_code == 413
+        assert c.post("/score", json={"items": []}).status_code == 422
+        assert c.post("/score", json={"items": ITEMS, "alpha": "NaN"}).status_code == 422
+        assert c.post("/score", json={"items": ITEMS}).status_code == 200
+
+
+def test_errors_never_echo_the_input(scorer):
+    secret = "SECRET-7f3a"
+    with client(scorer) as c:
+        for payload in ({"items": [{"prompt": 12, "steps": [secret]}], secret: 1},
+                        {"items": [{"prompt": secret, "steps": secret}]}, {"items": secret}):
+            res = c.post("/score", json=payload)
+            assert res.status_code == 422 and secret not in res.text
+        res = c.post("/score", content=b"{" + secret.encode(), headers={"content-type": "application/json"})
+        assert res.status_code == 422 and secret not in res.text
+
+
+def test_a_token_guards_every_route(scorer):
+    with client(scorer, token="t0ken") as c:
+        for method, path in (("get", "/health"), ("get", "/metrics"), ("post", "/score")):
+            assert getattr(c, method)(path, **({"json": {"items": ITEMS}} if method == "post" else {})).status_code == 401
+        assert c.get("/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = c.post("/score", json={"items": ITEMS}, headers={"Authorization": "Bearer t0ken"})
+        assert ok.status_code == 200
+        metrics = c.get("/metrics", headers={"Authorization": "Bearer t0ken"}).text
+        assert 'pav_requests_total{route="/score",status="200"} 1' in metrics
+        assert 'route="/score",status="401"' in metrics
+
+
+class SlowScorer:
+    """The real scorer behind a gate, to hold requests in flight."""
+
+    def __init__(self, scorer):
+        self.scorer, self.gate, self.calls = scorer, threading.Event(), []
+
+    def score(self, prompts, steps):
+        self.gate.wait(10)
+        self.calls.append(len(prompts))
+        return self.scorer.score(prompts, steps)
+
+
+async def _burst(app, n, payload):
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            tasks = [asyncio.create_task(c.post("/score", json=payload)) for _ in range(n)]
+            await asyncio.sleep(1.0)
+            statuses_early = [t.result().status_code for t in tasks if t.done()]
+            app.state.release()
+            return statuses_early, [(await t).status_code for t in tasks]
+
+
+def test_concurrent_requests_share_batches_and_overload_is_refused_at_once(scorer):
+    slow = SlowScorer(scorer)
+    app = build_app(slow, alpha=0.5, k=4, delimiter="\n", limits=ServeLimits(max_concurrent=6, max_queue=8,
+                                                                            max_batch=64, max_wait_ms=50))
+    app.state.release = slow.gate.set
+    early, final = asyncio.run(_burst(app, 10, {"items": ITEMS}))
+    # 6 in flight at most: 4 get 503 at once. The queue holds 8 solutions (4 requests of 2), plus the
+    # first batch once the worker has taken it off the queue: 1 or 2 of the 6 get 429 at once.
+    assert early.count(503) == 4 and early.count(429) in (1, 2) and len(early) == 4 + early.count(429)
+    assert final.count(503) == 4 and final.count(200) == 6 - early.count(429)
+    assert sum(slow.calls) == 2 * final.count(200) and len(slow.calls) <= 2  # requests shared batches
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_pav_serve_answers_an_openrlhf_client_and_refuses_an_open_bind(verifier_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PAV_SERVE_TOKEN": ""}
+    refused = subprocess.run([sys.executable, "-m", "pav.cli", "serve", "--set", f"verifier={verifier_dir}",
+                              "--set", "host=0.0.0.0"], env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "token" in refused.stderr
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "pav.cli", "serve", "--set", f"verifier={verifier_dir}",
+                             "--set", f"port={port}", "--set", "reduction=last"], env={**env, "PAV_SERVE_TOKEN": "s3"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, headers = f"http://127.0.0.1:{port}", {"Authorization": "Bearer s3"}
+        for _ in range(300):
+            try:
+                if httpx.get(url + "/health", headers=headers, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        # what OpenRLHF's remote_rm_fn sends: the full texts, their prompts and labels, as JSON
+        queries = [PROMPT + "0+3=3\n3*2=6\n", PROMPT + "0*2=0\n"]
+        res = httpx.post(url + "/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": ["8", "8"]},
+                         headers=headers, timeout=30)
+        assert res.status_code == 200, res.text
+        rewards = res.json()["rewards"]
+        assert len(rewards) == 2 and all(0 <= r <= 1 for r in rewards)  # "last": the PQV's value of the solution
+        assert httpx.post(url + "/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT]},
+                          timeout=30).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(30)

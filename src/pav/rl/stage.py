@@ -134,7 +134,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         if not (Path(start_dir) / "config.json").is_file():
             rft(cfg, Path(start_dir))
     model, tokenizer = load_causal_lm(start_dir, **cfg.load.load_kwargs())
-    task = build_task(cfg.task, cfg.math, tokenizer)  # chat prompts use the policy's template
+    task = build_task(cfg.task, cfg.math, tokenizer, rejects_dir=run_dir)  # chat prompts: the policy's template
     policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}", device=cfg.load.resolved_device(),
                       delimiter=task.step_delimiter)
     ref = copy.deepcopy(model).eval().requires_grad_(False)

@@ -186,6 +186,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
+    build_task(cfg.task, cfg.math, rejects_dir=run_dir)  # a malformed problem set: its rejects.jsonl, or a stop
     policy, rollout_policy, task = labelling_components(cfg)
     problems = [with_prompt(p, task) for p in task.problems(cfg.problems, cfg.seed, cfg.split)]
     write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read problems and prompts from here

@@ -84,9 +84,9 @@ class SearchConfig:
             raise ValueError("prover sizes K must be >= 1")
 
 
-def split_problems(cfg: SearchConfig) -> tuple[list[Problem], list[Problem]]:
+def split_problems(cfg: SearchConfig, rejects_dir: Path | None = None) -> tuple[list[Problem], list[Problem]]:
     """(validation, test): distinct held-out problems, validation first."""
-    task, want = build_task(cfg.task, cfg.math), cfg.val_problems + cfg.problems
+    task, want = build_task(cfg.task, cfg.math, rejects_dir=rejects_dir), cfg.val_problems + cfg.problems
     seen: dict[str, Problem] = {}
     for p in task.problems(20 * want, cfg.seed, "heldout"):
         seen.setdefault(p.question, p)
@@ -178,7 +178,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     if not (cfg.policy and cfg.verifier):
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
     run_dir = start_run(out, "search", cfg, overwrite)
-    split_problems(cfg)  # fail before starting workers when the task cannot supply the problems
+    split_problems(cfg, run_dir)  # fail before starting workers when the task cannot supply the problems
     workers_cfg = with_absolute_paths(cfg, "policy", "verifier", "orm", "math.train", "math.heldout")
     common = {"cfg": workers_cfg, "run_dir": str(run_dir.resolve())}  # workers may start elsewhere
     depth = (cfg.math if cfg.math.train else cfg.task).max_steps  # progress units of a beam job: its depths

@@ -112,7 +112,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
         raise ValueError("a math problem set needs a model to fine-tune: --set init=MODEL_DIR_OR_NAME")
     run_dir = start_run(out, "sft", cfg, overwrite)
     model, tokenizer, max_length = _initial_model(cfg)
-    task = build_task(cfg.task, cfg.math, tokenizer)
+    task = build_task(cfg.task, cfg.math, tokenizer, rejects_dir=run_dir)
     schedule = SFTSchedule(cfg.steps, cfg.lr, cfg.warmup)
     start = time.perf_counter()
     with MetricsLogger(run_dir / "metrics.jsonl") as metrics, tqdm(total=cfg.steps, desc="sft", disable=not show_progress) as bar:

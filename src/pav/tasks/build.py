@@ -8,22 +8,37 @@ in ``meta["prompt"]``, and `prompt_of` prefers it, so stages that read a label r
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pav.core.records import Problem
+from pav.core.rejects import TooManyRejects
 from pav.tasks.base import Task
 from pav.tasks.math_task import MathTask, MathTaskConfig
 from pav.tasks.modreach import ModReach, ModReachConfig
 
 
-def build_task(builtin: ModReachConfig, math: MathTaskConfig, tokenizer: Any = None) -> Task:
-    """The math task when ``math.train`` is set, else ModReach; ``tokenizer`` renders chat prompts."""
+def build_task(builtin: ModReachConfig, math: MathTaskConfig, tokenizer: Any = None,
+               rejects_dir: str | Path | None = None) -> Task:
+    """The math task when ``math.train`` is set, else ModReach; ``tokenizer`` renders chat prompts.
+    With ``rejects_dir``, the problem set's malformed records are listed in its ``rejects.jsonl``
+    (also when there are too many and the task is refused)."""
     if not math.train:
         return ModReach(builtin)
-    task = MathTask(math)
+    try:
+        task = MathTask(math)
+    except TooManyRejects as exc:
+        if rejects_dir is not None:
+            exc.ledger.write(Path(rejects_dir) / REJECTS_FILE)
+        raise
+    if rejects_dir is not None:
+        task.rejects.write(Path(rejects_dir) / REJECTS_FILE)
     if tokenizer is not None:
         task.bind_tokenizer(tokenizer)
     return task
+
+
+REJECTS_FILE = "rejects.jsonl"
 
 
 def prompt_of(problem: Problem) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pav.core.config import knob
 from pav.core.records import Problem
+from pav.core.rejects import RejectLedger, read_jsonl_lenient
 
 Preset = Literal["gsm8k", "math", "fields"]
 _CALCULATOR = re.compile(r"<<[^<>]*>>")  # GSM8K's calculator annotations
@@ -48,14 +49,27 @@ class MathDataConfig:
     answer_field: str = knob("answer", "fields preset: the final answer only")
     solution_field: str = knob("", "fields preset: a worked solution, one step per line (optional)")
     id_field: str = knob("", "a field with a unique problem id; empty: source name and record index")
+    max_reject_rate: float = knob(0.01, "share of malformed records a source may have: they are skipped and listed "
+                                        "in the run's rejects.jsonl; above it the stage stops")
 
     def __post_init__(self) -> None:
         if not 0 <= self.heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if not 0 <= self.max_reject_rate <= 1:
+            raise ValueError(f"max_reject_rate must be in [0, 1], got {self.max_reject_rate}")
 
 
 def read_records(source: str) -> list[dict[str, Any]]:
-    """The records of a file or a `datasets` split (see the module docstring for the forms)."""
+    """The records of a file or a `datasets` split; any malformed line is an error."""
+    ledger = RejectLedger(max_reject_rate=0.0)
+    records = [r for _, r in numbered_records(source, ledger)]
+    ledger.check(source)
+    return records
+
+
+def numbered_records(source: str, ledger: RejectLedger) -> list[tuple[int, dict[str, Any]]]:
+    """(line, record) of a file or a `datasets` split (see the module docstring for the forms); in
+    JSONL, malformed lines go to ``ledger`` (`pav.core.rejects`), other forms number records from 1."""
     path = Path(source).expanduser()
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json", ".parquet"):
@@ -64,13 +78,23 @@ def read_records(source: str) -> list[dict[str, Any]]:
         if suffix == ".parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8-sig")
+            return _numbered(pq.read_table(path).to_pylist(), source, ledger)
         if suffix == ".json":
-            data = json.loads(text)
-            return data if isinstance(data, list) else list(data.get("data", []))
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    return _read_dataset(source)
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            return _numbered(data if isinstance(data, list) else list(data.get("data", [])), source, ledger)
+        return list(read_jsonl_lenient(path, ledger))
+    return _numbered(_read_dataset(source), source, ledger)
+
+
+def _numbered(records: list[Any], source: str, ledger: RejectLedger) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for i, record in enumerate(records, start=1):
+        ledger.read[source] += 1
+        if isinstance(record, dict):
+            out.append((i, record))
+        else:
+            ledger.add(source, i, "", f"a {type(record).__name__}, not an object")
+    return out
 
 
 def _read_dataset(spec: str) -> list[dict[str, Any]]:
@@ -142,24 +166,60 @@ def _fields(record: dict[str, Any], cfg: MathDataConfig) -> tuple[str, str, list
     return str(record[cfg.question_field]), gold, steps + [f"The answer is {gold}."]
 
 
-def to_problems(records: list[dict[str, Any]], cfg: MathDataConfig, source: str) -> list[Problem]:
-    """`Problem`s of one source's records; a record without the preset's fields is an error naming it."""
+def to_problems(records: list[dict[str, Any]] | list[tuple[int, dict[str, Any]]], cfg: MathDataConfig, source: str,
+                ledger: RejectLedger | None = None) -> list[Problem]:
+    """`Problem`s of one source's records. A record that does not fit the preset (a field missing,
+    of the wrong type or empty; a duplicate id) goes to ``ledger`` with its line and field; without
+    a ledger it is an error. Numbered records are (line, record) pairs."""
+    strict = ledger is None
+    ledger = ledger if ledger is not None else RejectLedger(max_reject_rate=0.0)
+    numbered = [r if isinstance(r, tuple) else (i, r) for i, r in enumerate(records, start=1)]
     tag = hashlib.blake2b(source.encode(), digest_size=4).hexdigest()
     out, seen = [], set()
-    for i, record in enumerate(records):
-        try:
-            question, gold, steps = (_gsm8k(record) if cfg.preset == "gsm8k" else _math(record)
-                                     if cfg.preset == "math" else _fields(record, cfg))
-        except (KeyError, TypeError, AttributeError) as err:
-            raise MathDataError(f"{source}: record {i} does not fit the {cfg.preset!r} layout ({err})") from None
-        pid = str(record[cfg.id_field]) if cfg.id_field and cfg.id_field in record else f"{tag}-{i}"
-        if pid in seen:
-            raise MathDataError(f"{source}: duplicate problem id {pid!r} (record {i})")
+    for line, record in numbered:
+        if strict:
+            ledger.read[source] += 1
+        field_, why = _misfit(record, cfg)
+        if not why:
+            try:
+                question, gold, steps = (_gsm8k(record) if cfg.preset == "gsm8k" else _math(record)
+                                         if cfg.preset == "math" else _fields(record, cfg))
+            except KeyError as err:
+                field_, why = {"gsm8k": "answer", "math": "solution"}.get(cfg.preset, ""), str(err.args[0])
+        pid = str(record.get(cfg.id_field)) if cfg.id_field and cfg.id_field in record else f"{tag}-{line - 1}"
+        if not why and pid in seen:
+            field_, why = cfg.id_field or "id", "duplicate problem id"
+        if why:
+            if strict:
+                raise MathDataError(f"{source}: record {line - 1} does not fit the {cfg.preset!r} layout: "
+                                    f"{field_ or 'record'}: {why}")
+            ledger.add(source, line, field_, why)
+            continue
         seen.add(pid)
         out.append(Problem(pid, question.strip(), gold, {"solution": steps}))
+    if not strict:
+        ledger.check(source)
     if not out:
         raise MathDataError(f"{source} holds no problems")
     return out
+
+
+def _misfit(record: dict[str, Any], cfg: MathDataConfig) -> tuple[str, str]:
+    """(field, reason) when the record lacks a field the preset needs or holds a wrong or empty value."""
+    needed = {"gsm8k": ("question", "answer"), "math": ("problem", "solution")}.get(
+        cfg.preset, (cfg.question_field, cfg.answer_field))
+    for name in needed:
+        value = record.get(name)
+        if name not in record or value is None:
+            return name, "missing"
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return name, f"wrong type ({type(value).__name__})"
+        if not str(value).strip():
+            return name, "empty"
+    if cfg.solution_field and record.get(cfg.solution_field) is not None \
+            and not isinstance(record[cfg.solution_field], str):
+        return cfg.solution_field, f"wrong type ({type(record[cfg.solution_field]).__name__})"
+    return "", ""
 
 
 def heldout_by_hash(problem: Problem, fraction: float) -> bool:

@@ -26,12 +26,13 @@ from typing import Any, Literal
 from pav.core.config import knob
 from pav.core.records import Problem
 from pav.tasks.base import Split
+from pav.core.rejects import RejectLedger
 from pav.tasks.grader import MathGrader
 from pav.tasks.math_data import (
     MathDataConfig,
     MathDataError,
     heldout_by_hash,
-    read_records,
+    numbered_records,
     stated_answer,
     to_problems,
 )
@@ -86,9 +87,10 @@ class MathTask:
         self.step_delimiter = DELIMITERS[cfg.delimiter]
         self.max_steps = cfg.max_steps
         self.max_step_chars = cfg.max_step_chars
-        train = to_problems(read_records(cfg.train), cfg, cfg.train)
+        self.rejects = RejectLedger(cfg.max_reject_rate)  # malformed records, for the run's rejects.jsonl
+        train = to_problems(numbered_records(cfg.train, self.rejects), cfg, cfg.train, self.rejects)
         if cfg.heldout:
-            heldout = to_problems(read_records(cfg.heldout), cfg, cfg.heldout)
+            heldout = to_problems(numbered_records(cfg.heldout, self.rejects), cfg, cfg.heldout, self.rejects)
             clash = {p.problem_id for p in train} & {p.problem_id for p in heldout}
             if clash:
                 raise MathDataError(f"{len(clash)} problem ids are in both train and heldout, e.g. {min(clash)!r}")

@@ -14,6 +14,8 @@ import time
 import httpx
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from fastapi.testclient import TestClient
 
 from pav.serve.app import build_app
@@ -113,17 +115,26 @@ async def _burst(app, n, payload):
             return statuses_early, [(await t).status_code for t in tasks]
 
 
-def test_concurrent_requests_share_batches_and_overload_is_refused_at_once(scorer):
+def _gated_app(scorer, **limits):
     slow = SlowScorer(scorer)
-    app = build_app(slow, alpha=0.5, k=4, delimiter="\n", limits=ServeLimits(max_concurrent=6, max_queue=8,
-                                                                            max_batch=64, max_wait_ms=50))
+    app = build_app(slow, alpha=0.5, k=4, delimiter="\n", limits=ServeLimits(max_batch=64, max_wait_ms=50, **limits))
     app.state.release = slow.gate.set
+    return app, slow
+
+
+def test_a_full_queue_is_refused_at_once_and_waiting_requests_share_batches(scorer):
+    app, slow = _gated_app(scorer, max_concurrent=64, max_queue=8)
     early, final = asyncio.run(_burst(app, 10, {"items": ITEMS}))
-    # 6 in flight at most: 4 get 503 at once. The queue holds 8 solutions (4 requests of 2), plus the
-    # first batch once the worker has taken it off the queue: 1 or 2 of the 6 get 429 at once.
-    assert early.count(503) == 4 and early.count(429) in (1, 2) and len(early) == 4 + early.count(429)
-    assert final.count(503) == 4 and final.count(200) == 6 - early.count(429)
+    # the queue holds 8 solutions (4 requests of 2), plus the first batch once the worker took it
+    assert final.count(200) in (4, 5) and final.count(429) == 10 - final.count(200)
+    assert sorted(early) == [429] * final.count(429)  # answered before the verifier was released
     assert sum(slow.calls) == 2 * final.count(200) and len(slow.calls) <= 2  # requests shared batches
+
+
+def test_too_many_requests_in_flight_are_refused_at_once(scorer):
+    app, slow = _gated_app(scorer, max_concurrent=2, max_queue=1000)
+    early, final = asyncio.run(_burst(app, 10, {"items": ITEMS}))
+    assert sorted(early) == [503] * 8 and final.count(200) == 2 and final.count(503) == 8
 
 
 def _free_port():
@@ -161,3 +172,51 @@ def test_pav_serve_answers_an_openrlhf_client_and_refuses_an_open_bind(verifier_
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+TEXT = st.text(alphabet=st.characters(max_codepoint=0x2FFFF), max_size=30)
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+                    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(TEXT, kids, max_size=4), max_leaves=10)
+BODIES = st.one_of(
+    JSON,
+    st.fixed_dictionaries({"items": st.lists(st.fixed_dictionaries(
+        {"prompt": st.one_of(TEXT, TEXT.map(lambda t: t + "\n")), "steps": st.lists(TEXT, max_size=5)}), max_size=3)},
+        optional={"alpha": st.floats(allow_nan=False, min_value=-5, max_value=5)}),
+    st.fixed_dictionaries({"query": st.lists(TEXT, max_size=3), "prompts": st.lists(TEXT.map(lambda t: t + "\n"),
+                                                                                      max_size=3)}))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES, route=st.sampled_from(["/score", "/openrlhf"]))
+def test_fuzzed_bodies_never_get_a_5xx(scorer, body, route):
+    with TestClient(build_app(scorer, alpha=0.5, k=4, delimiter="\n"), raise_server_exceptions=False) as c:
+        res = c.post(route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+    assert res.status_code < 500, (body, res.text)
+
+
+class Picky:
+    """A scorer that fails on one prompt, to show a bad request fails alone."""
+
+    def __init__(self, scorer):
+        self.scorer, self.calls = scorer, 0
+
+    def score(self, prompts, steps):
+        self.calls += 1
+        if any("BOOM" in p for p in prompts):
+            raise RuntimeError("cannot score")
+        return self.scorer.score(prompts, steps)
+
+
+def test_a_request_the_verifier_fails_on_fails_alone(scorer):
+    picky = Picky(scorer)
+    app = build_app(picky, alpha=0.5, k=4, delimiter="\n", limits=ServeLimits(max_wait_ms=200))
+
+    async def both():
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+                return await asyncio.gather(c.post("/score", json={"items": ITEMS}),
+                                            c.post("/score", json={"items": [{"prompt": "BOOM\n", "steps": ["x"]}]}))
+
+    good, bad = asyncio.run(both())
+    assert good.status_code == 200 and bad.status_code == 500 and "BOOM" not in bad.text
+    assert picky.calls == 3  # the shared batch, then each request alone

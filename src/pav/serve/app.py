@@ -20,6 +20,7 @@ never the submitted values.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
 import time
 from collections import Counter
@@ -32,11 +33,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
-from pav.serve.batcher import Batcher, Overloaded
+from pav.serve.batcher import Batcher, Overloaded, ScoringFailed
 from pav.serve.limits import ServeLimits
 from pav.serve.reduce import REDUCTIONS, reduce_steps
 
 
+log = logging.getLogger(__name__)
 ROUTES = ("/score", "/openrlhf", "/health", "/metrics")
 
 
@@ -69,6 +71,7 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
     """The service over ``scorer`` (a `pav.verifier.scorer.Scorer`)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
+    tokenizer = getattr(getattr(scorer, "pqv", None), "tokenizer", None)  # to refuse text it cannot encode
     batcher = Batcher(scorer.score, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000,
                       max_queue=limits.max_queue)
     counts: Counter[tuple[str, int]] = Counter()
@@ -83,31 +86,7 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
 
     app = FastAPI(title="pav serve", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        start = time.perf_counter()
-        response = await _guarded(request, call_next)
-        route = request.url.path if request.url.path in ROUTES else "other"  # bounded metric labels
-        counts[(route, response.status_code)] += 1
-        timing["seconds"] += time.perf_counter() - start
-        timing["requests"] += 1
-        return response
-
-    async def _guarded(request: Request, call_next):
-        if token and not _authorized(request, token):
-            return _error(401, "missing or wrong bearer token")
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limits.max_body_bytes):
-            return _error(413, f"request body over {limits.max_body_bytes} bytes")
-        if request.method == "POST" and length is None:
-            return _error(411, "a Content-Length header is required")
-        if state["in_flight"] >= limits.max_concurrent:
-            return _error(503, "too many requests in flight; retry later", {"Retry-After": "1"})
-        state["in_flight"] += 1
-        try:
-            return await call_next(request)
-        finally:
-            state["in_flight"] -= 1
+    app.add_middleware(_Guard, token=token, limits=limits, state=state, counts=counts, timing=timing)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -128,6 +107,8 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
         s = batcher.stats
         lines = [f'pav_requests_total{{route="{route}",status="{status}"}} {n}' for (route, status), n in
                  sorted(counts.items())]
+        lines += [f'pav_request_seconds_max{{status="{code}"}} {v:.6f}'
+                  for code, v in sorted(timing.get("max_by_status", {}).items())]
         lines += [f"pav_request_seconds_sum {timing['seconds']:.6f}", f"pav_request_seconds_count {timing['requests']}",
                   f"pav_requests_in_flight {state['in_flight']}", f"pav_solutions_queued {batcher.queued}",
                   f"pav_batches_total {s.batches}", f"pav_solutions_scored_total {s.solutions}",
@@ -139,7 +120,7 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
         a = alpha if req.alpha is None else req.alpha
         if not math.isfinite(a):
             raise _Refused(422, "alpha must be a finite number")
-        _check_items([i.prompt for i in req.items], [i.steps for i in req.items], limits)
+        _check_items([i.prompt for i in req.items], [i.steps for i in req.items], limits, delimiter, tokenizer)
         results = await _score(batcher, [i.prompt for i in req.items], [i.steps for i in req.items])
         return {"alpha": a, "k": k, "results": [_scores_json(r, a) for r in results]}
 
@@ -153,7 +134,7 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
                 raise _Refused(422, "each query must start with its prompt")
             completions.append(text[len(prompt):])
         steps = [[s for s in c.split(delimiter) if s.strip()] for c in completions]
-        _check_items(req.prompts, steps, limits)
+        _check_items(req.prompts, steps, limits, delimiter, tokenizer)
         results = await _score(batcher, req.prompts, steps)
         rewards = [reduce_steps(r.effective_reward(alpha), r.outcome, reduction) for r in results]
         return {"rewards": rewards, "scores": rewards, "reduction": reduction}
@@ -161,14 +142,70 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
     return app
 
 
+class _Guard:
+    """Plain ASGI middleware (cheap, so refusals stay fast under load): token, body size and
+    requests in flight are checked before the app runs; every answer is counted by route and status."""
+
+    def __init__(self, app: Any, *, token: str, limits: ServeLimits, state: dict, counts: Counter,
+                 timing: dict) -> None:
+        self.app, self.token, self.limits, self.state, self.counts, self.timing = app, token, limits, state, counts, timing
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def counted_send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope)
+            if refusal is not None:
+                return await refusal(scope, receive, counted_send)
+            self.state["in_flight"] += 1
+            try:
+                await self.app(scope, receive, counted_send)
+            finally:
+                self.state["in_flight"] -= 1
+        finally:
+            route = scope["path"] if scope["path"] in ROUTES else "other"  # bounded metric labels
+            self.counts[(route, status[0])] += 1
+            took = time.perf_counter() - start
+            self.timing["seconds"] += took
+            self.timing["requests"] += 1
+            slowest = self.timing.setdefault("max_by_status", {})
+            slowest[status[0]] = max(slowest.get(status[0], 0.0), took)
+
+    def _refusal(self, scope: dict) -> JSONResponse | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token:
+            given = headers.get("authorization", "")
+            if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), self.token.encode())):
+                return _error(401, "missing or wrong bearer token")
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limits.max_body_bytes):
+            return _error(413, f"request body over {self.limits.max_body_bytes} bytes")
+        if scope["method"] == "POST" and length is None:
+            return _error(411, "a Content-Length header is required")
+        if self.state["in_flight"] >= self.limits.max_concurrent:
+            return _error(503, "too many requests in flight; retry later", {"Retry-After": "1"})
+        return None
+
+
 async def _score(batcher: Batcher, prompts: list[str], steps: list[list[str]]) -> list[Any]:
     try:
         return await batcher.score(prompts, steps)
     except Overloaded:
         raise _Refused(429, "the verifier queue is full; retry later") from None
+    except ScoringFailed:
+        log.exception("scoring failed")
+        raise _Refused(500, "the verifier failed on this batch; see the server log") from None
 
 
-def _check_items(prompts: list[str], steps: list[list[str]], limits: ServeLimits) -> None:
+def _check_items(prompts: list[str], steps: list[list[str]], limits: ServeLimits, delimiter: str,
+                 tokenizer: Any = None) -> None:
     if not prompts:
         raise _Refused(422, "no items")
     if len(prompts) > limits.max_items:
@@ -180,6 +217,15 @@ def _check_items(prompts: list[str], steps: list[list[str]], limits: ServeLimits
             raise _Refused(422, f"item {i}: more than {limits.max_steps} steps")
         if any(len(s) > limits.max_step_chars for s in st):
             raise _Refused(422, f"item {i}: a step over {limits.max_step_chars} characters")
+        if not p.endswith(delimiter):
+            raise _Refused(422, f"item {i}: the prompt must end with the step delimiter {delimiter!r}")
+        if any(delimiter in s or not s.strip() for s in st):
+            raise _Refused(422, f"item {i}: a step is empty or contains the step delimiter {delimiter!r}")
+        if tokenizer is not None:
+            try:
+                tokenizer(p + delimiter.join(st), add_special_tokens=False)
+            except BaseException:  # noqa: BLE001 - a tokenizer's Rust panic is a BaseException
+                raise _Refused(422, f"item {i}: the verifier's tokenizer cannot encode this text") from None
 
 
 FIELD_NAMES = {"body", "items", "prompt", "steps", "alpha", "query", "prompts"}
@@ -189,11 +235,6 @@ def _location(loc: tuple) -> str:
     """A validation error's place, naming only our own fields and indices (a key the client made
     up is not repeated back)."""
     return ".".join(str(x) if isinstance(x, int) or x in FIELD_NAMES else "<unknown field>" for x in loc)
-
-
-def _authorized(request: Request, token: str) -> bool:
-    given = request.headers.get("authorization", "")
-    return given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), token.encode())
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

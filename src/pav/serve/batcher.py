@@ -21,6 +21,10 @@ class Overloaded(RuntimeError):
     """The queue is full; the caller should answer 429."""
 
 
+class ScoringFailed(RuntimeError):
+    """The verifier raised on a batch; every request in it gets this."""
+
+
 @dataclass
 class _Job:
     prompts: Sequence[str]
@@ -63,7 +67,7 @@ class Batcher:
 
     async def score(self, prompts: Sequence[str], steps: Sequence[Sequence[str]]) -> list[Any]:
         """Scores of these solutions, batched with whatever else is waiting; raises `Overloaded`."""
-        if self._queue is None:
+        if self._queue is None or self._task is None or self._task.done():
             raise RuntimeError("the batcher is not running")
         if self._queued + len(prompts) > self.max_queue:
             raise Overloaded(f"{self._queued} solutions are waiting")
@@ -92,10 +96,10 @@ class Batcher:
             start = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._pool, self._score, prompts, steps)
-            except Exception as exc:  # every waiting request learns of it; the worker keeps running
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(exc)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:  # incl. a Rust panic from a tokenizer: find the request(s) that caused it
+                await self._one_by_one(jobs)
                 continue
             self._record(size, time.perf_counter() - start)
             at = 0
@@ -103,6 +107,21 @@ class Batcher:
                 if not j.future.done():  # a request that gave up (client gone) is skipped
                     j.future.set_result(results[at: at + len(j.prompts)])
                 at += len(j.prompts)
+
+    async def _one_by_one(self, jobs: list[_Job]) -> None:
+        """After a failed batch: each request alone, so one bad request fails only itself."""
+        loop = asyncio.get_running_loop()
+        for j in jobs:
+            try:
+                result = await loop.run_in_executor(self._pool, self._score, j.prompts, j.steps)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                if not j.future.done():
+                    j.future.set_exception(ScoringFailed(f"{type(exc).__name__}: {exc}"))
+                continue
+            if not j.future.done():
+                j.future.set_result(result)
 
     def _record(self, size: int, seconds: float) -> None:
         s = self.stats

@@ -1,0 +1,320 @@
+"""pav's reliability figures: kill -9 during labelling, and `pav serve` under load and under fuzz.
+
+Prints one table, each row with its measured value and pass criterion, and writes it as JSON:
+
+- kill -9 at random moments during `pav label` (writes slowed so that kills land inside shard
+  writes too), restarting each time: the final shards are byte-identical to an uninterrupted run
+  and no record is duplicated;
+- `pav serve` from a separate process on loopback: the maximum sustained rate (closed loop), then
+  80% of it open loop for ``--load-seconds`` (failed requests, p50/p99 latency, server memory
+  growth), a burst at 3× (refusals answered with 429/503 within 100 ms), the same 80% load again
+  (latency back to baseline), and a Hypothesis fuzz of the request bodies (no 5xx).
+
+    .venv/bin/python bench/reliability.py [--kills 20] [--load-seconds 120] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PAV_SERVE_TOKEN": ""}
+# `pav label` with every atomic write held open for a moment before its rename, so kills land in writes
+SLOW_WRITES = """
+import contextlib, sys, time
+import pav.core.io as io
+_open = io.atomic_open
+@contextlib.contextmanager
+def slow(path, mode="w"):
+    with _open(path, mode) as f:
+        yield f
+        print("WRITING", path, file=sys.stderr, flush=True)  # the killer may aim here
+        time.sleep(0.3)
+io.atomic_open = slow
+from pav.cli import main
+sys.argv = ["pav"] + sys.argv[1:]
+main()
+"""
+LABEL = ["label", "--quiet", "--set", "problems=24", "--set", "shard_size=2", "--set", "n_cov=2", "--set", "n_mc=4"]
+
+
+def pav(*args: str, cwd: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pav.cli", *args], cwd=cwd, env=ENV, check=True, capture_output=True)
+
+
+def shards(run: Path) -> dict[str, bytes]:
+    return {f"{p.parent.name}/{p.name}": p.read_bytes()
+            for p in sorted([*(run / "labels").glob("shard-*"), *(run / "solutions").glob("shard-*")])}
+
+
+def _watch_writes(proc: subprocess.Popen, writes: queue.Queue) -> None:
+    for line in proc.stderr:
+        if line.startswith(b"WRITING") and b"shard-" in line:
+            writes.put(line)
+
+
+def kill_label(root: Path, policy: str, kills: int, seed: int) -> list[dict]:
+    """Uninterrupted run vs a run killed ``kills`` times at random moments."""
+    rng = random.Random(seed)
+    start = time.perf_counter()
+    pav(*LABEL, "--set", f"policy={policy}", "--out", "straight", cwd=root)
+    per_shard = (time.perf_counter() - start) / 12 + 0.6  # + two slowed writes
+    done_kills = in_write = restarts = 0
+    run = root / "killed"
+    while not (run / "COMPLETE").exists():
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_WRITES, *LABEL, "--set", f"policy={policy}", "--out",
+                                 "killed"], cwd=root, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        writes: queue.Queue = queue.Queue()
+        threading.Thread(target=_watch_writes, args=(proc, writes), daemon=True).start()
+        restarts += 1
+        if done_kills < kills:
+            if done_kills % 2:  # every other kill: a random moment of the next shard write
+                with contextlib.suppress(queue.Empty):
+                    writes.get(timeout=30 + 3 * per_shard)
+                time.sleep(rng.uniform(0.0, 0.25))
+            else:  # in start-up, or anywhere in the next few shards
+                time.sleep(rng.uniform(0.5, 2.0 + 3 * per_shard))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                done_kills += 1
+                in_write += any(run.rglob(".shard-*.tmp"))  # a shard write was cut: its temp file is left
+                continue
+        if proc.wait(timeout=900) != 0:
+            raise RuntimeError(f"a restarted `pav label` failed (exit {proc.returncode})")
+    from pav.rollouts.views import read_labels
+
+    keys = [(lab.solution_id, lab.prefix_len) for lab in read_labels(run)]
+    identical = shards(run) == shards(root / "straight")
+    return [
+        {"name": "label: kill -9 at random moments, then the same command", "value": done_kills,
+         "criterion": f">= {kills} kills", "passed": done_kills >= kills},
+        {"name": "label: kills that landed inside a shard write", "value": in_write, "criterion": ">= 1",
+         "passed": in_write >= 1},
+        {"name": "label: final shards byte-identical to an uninterrupted run", "value": identical,
+         "criterion": "true", "passed": identical},
+        {"name": "label: duplicated step labels", "value": len(keys) - len(set(keys)), "criterion": "0",
+         "passed": len(keys) == len(set(keys))},
+        {"name": "label: restarts to finish", "value": restarts, "criterion": "(information)", "passed": None},
+    ]
+
+
+# ------------------------------------------------------------------------------ serve
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+SENT = {"seconds": 0.0}
+BODY = {"items": [{"prompt": "0 to 8 mod 10 ops +3 *2 max 5\n", "steps": ["0+3=3", "3*2=6", "ans 6"]}] * 4}
+
+
+async def closed_loop(url: str, clients: int, seconds: float) -> float:
+    """Requests per second with ``clients`` sending back to back."""
+    import httpx
+
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            r = await c.post(url + "/score", json=BODY)
+            done += r.status_code == 200
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients * 2)) as c:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(c) for _ in range(clients)))
+        return done / (time.perf_counter() - start)
+
+
+async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, float]]:
+    """(status, seconds) of requests sent at ``rate`` per second whatever the answers (0: no answer);
+    ``SENT["seconds"]`` is how long sending took (the client falls behind when the machine is full)."""
+    import httpx
+
+    out: list[tuple[int, float]] = []
+
+    async def one(c: httpx.AsyncClient) -> None:
+        t0 = time.perf_counter()
+        try:
+            r = await c.post(url + "/score", json=BODY)
+            out.append((r.status_code, time.perf_counter() - t0))
+        except httpx.HTTPError:
+            out.append((0, time.perf_counter() - t0))
+
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=2000)) as c:
+        tasks, start, n = [], time.perf_counter(), int(rate * seconds)
+        for i in range(n):
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(c)))
+        SENT["seconds"] = time.perf_counter() - start
+        await asyncio.gather(*tasks)
+    return out
+
+
+def server_refusal_max(url: str) -> float:
+    """The slowest 429/503 answer the server has given (its own clock, /metrics)."""
+    import httpx
+
+    text = httpx.get(url + "/metrics", timeout=10).text
+    values = [float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("pav_request_seconds_max") and ('"429"' in line or '"503"' in line)]
+    return max(values, default=float("nan"))
+
+
+def pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def fuzz_serve(url: str, examples: int) -> int:
+    """5xx answers to Hypothesis-made bodies for /score and /openrlhf."""
+    import httpx
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+                               lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids,
+                                                                                         max_size=4), max_leaves=12)
+    bodies = st.one_of(json_values, st.fixed_dictionaries({"items": st.lists(st.fixed_dictionaries(
+        {"prompt": st.text(max_size=40), "steps": st.lists(st.text(max_size=20), max_size=5)}), max_size=3)},
+        optional={"alpha": st.floats(allow_nan=False, allow_infinity=False, min_value=-5, max_value=5)}),
+        st.fixed_dictionaries({"query": st.lists(st.text(max_size=30), max_size=3),
+                               "prompts": st.lists(st.text(max_size=10), max_size=3)}))
+    bad = []
+    client = httpx.Client(timeout=30)
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(bodies, st.sampled_from(["/score", "/openrlhf"]))
+    def check(body, route):
+        r = client.post(url + route, content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        if r.status_code >= 500:
+            bad.append((route, r.status_code))
+
+    check()
+    return len(bad)
+
+
+def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) -> list[dict]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "pav.cli", "serve", "--set", f"verifier={verifier}", "--set",
+                             f"port={port}"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import httpx
+
+        for _ in range(600):
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        asyncio.run(closed_loop(url, 4, 2.0))  # warm-up
+        max_rate = asyncio.run(closed_loop(url, 8, 5.0))
+        rate = 0.8 * max_rate
+        rss0 = rss_mb(proc.pid)
+        steady = asyncio.run(open_loop(url, rate, seconds))
+        rss1 = rss_mb(proc.pid)
+        ok = [s for code, s in steady if code == 200]
+        burst = asyncio.run(open_loop(url, 3 * max_rate, 3.0))
+        sent_rate = len(burst) / max(SENT["seconds"], 1e-9)
+        refused = [s for code, s in burst if code in (429, 503)]
+        server_max = server_refusal_max(url)
+        after = asyncio.run(open_loop(url, rate, min(seconds, 10.0)))
+        after_ok = [s for code, s in after if code == 200]
+        fuzz_5xx = fuzz_serve(url, fuzz_examples)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    p50, p99, p50_after = pct(ok, 50), pct(ok, 99), pct(after_ok, 50)
+    return [
+        {"name": "serve: maximum sustained rate (closed loop, 8 clients, 4 solutions/request)",
+         "value": f"{max_rate:.1f} req/s", "criterion": "(measured)", "passed": None},
+        {"name": f"serve: failed requests at 80% of it ({rate:.1f} req/s) for {seconds:.0f} s",
+         "value": f"{len(steady) - len(ok)} of {len(steady)}", "criterion": "0", "passed": len(ok) == len(steady)},
+        {"name": "serve: latency p50 / p99 at 80%", "value": f"{1000 * p50:.0f} / {1000 * p99:.0f} ms",
+         "criterion": "(measured)", "passed": None},
+        {"name": "serve: server memory growth over the 80% run", "value": f"{rss1 - rss0:+.1f} MB (from {rss0:.0f} MB)",
+         "criterion": "< 50 MB", "passed": rss1 - rss0 < 50},
+        {"name": f"serve: burst at 3x ({3 * max_rate:.0f} req/s, 3 s): refused with 429/503",
+         "value": f"{len(refused)} of {len(burst)}", "criterion": "> 0", "passed": len(refused) > 0},
+        {"name": "serve: slowest 429/503 answer, measured in the server", "value": f"{1000 * server_max:.1f} ms",
+         "criterion": "<= 100 ms", "passed": bool(refused) and server_max <= 0.1},
+        {"name": "serve: p99 time to a 429/503 answer, seen by the client", "value":
+         f"{1000 * pct(refused, 99):.1f} ms (client sent {sent_rate:.0f} req/s)", "criterion": "(measured)",
+         "passed": None},
+        {"name": "serve: p50 latency at 80% after the burst", "value": f"{1000 * p50_after:.0f} ms (before: {1000 * p50:.0f} ms)",
+         "criterion": "<= 1.5x before", "passed": p50_after <= 1.5 * p50 and len(after_ok) == len(after)},
+        {"name": f"serve: 5xx answers to {fuzz_examples} fuzzed request bodies", "value": fuzz_5xx, "criterion": "0",
+         "passed": fuzz_5xx == 0},
+    ]
+
+
+def tiny_verifier(root: Path) -> str:
+    import torch
+
+    from pav.policies.hf import tiny_gpt2
+    from pav.policies.tokenizer import build_char_tokenizer
+    from pav.verifier.model import ValueVerifier
+
+    tok = build_char_tokenizer()
+    verifier = ValueVerifier(tiny_gpt2(len(tok), seed=0), tok, "\n", seed=0)
+    with torch.no_grad():
+        verifier.head.weight.normal_(0, 1.0)
+    return str(verifier.save(root / "verifier"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default="", help="policy for the kill test (default: a `pav sft --quick` run)")
+    parser.add_argument("--verifier", default="", help="verifier to serve (default: the demo size, untrained head)")
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--load-seconds", type=float, default=120.0)
+    parser.add_argument("--fuzz-examples", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default="", help="also write the rows here")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="pav-reliability-"))
+    policy = args.policy
+    if not policy:
+        pav("sft", "--quick", "--quiet", "--out", "sft", cwd=root)
+        policy = str(root / "sft")
+    rows = kill_label(root, str(Path(policy).resolve()), args.kills, args.seed)
+    rows += serve_load(root, args.verifier or tiny_verifier(root), args.load_seconds, args.fuzz_examples)
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'measurement':<{width}}  {'value':<28} {'pass criterion':<16} passed")
+    for r in rows:
+        mark = "—" if r["passed"] is None else ("yes" if r["passed"] else "NO")
+        print(f"{r['name']:<{width}}  {str(r['value']):<28} {r['criterion']:<16} {mark}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+    sys.exit(0 if all(r["passed"] is not False for r in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

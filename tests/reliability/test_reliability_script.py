@@ -1,0 +1,30 @@
+"""bench/reliability.py end to end: kill -9 during labelling and `pav serve` under load and fuzz.
+The default suite runs it small; `-m slow` runs the sizes the closing figures come from."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "reliability.py"
+
+
+def run(tmp_path, *args):
+    out = tmp_path / "rows.json"
+    res = subprocess.run([sys.executable, str(SCRIPT), *args, "--json", str(out)], capture_output=True, text=True,
+                         timeout=3600)
+    rows = json.loads(out.read_text()) if out.exists() else []
+    failed = [r for r in rows if r["passed"] is False]
+    assert res.returncode == 0 and rows and not failed, (failed, res.stdout[-3000:], res.stderr[-3000:])
+    return {r["name"].split(":")[0] for r in rows}
+
+
+def test_reliability_small(tmp_path):
+    assert run(tmp_path, "--kills", "3", "--load-seconds", "3", "--fuzz-examples", "40") == {"label", "serve"}
+
+
+@pytest.mark.slow
+def test_reliability_full(tmp_path):
+    run(tmp_path, "--kills", "20", "--load-seconds", "120", "--fuzz-examples", "300")

@@ -176,6 +176,20 @@ async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, fl
     return out
 
 
+def sustained_rate(url: str, ceiling: float, step_s: float) -> tuple[float, list]:
+    """The highest open-loop rate, in steps of the closed-loop ceiling, that runs ``step_s`` seconds
+    with no failed request and p99 latency <= 500 ms (a backlog that grows shows in p99)."""
+    best, ramp = 0.0, []
+    for frac in (0.3, 0.45, 0.6, 0.75, 0.9, 1.0):
+        res = asyncio.run(open_loop(url, frac * ceiling, step_s))
+        ok = [s for code, s in res if code == 200]
+        ramp.append((frac * ceiling, len(ok) == len(res), pct(ok, 99)))
+        if len(ok) != len(res) or pct(ok, 99) > 0.5:
+            break
+        best = frac * ceiling
+    return best, ramp
+
+
 def server_refusal_max(url: str) -> float:
     """The slowest 429/503 answer the server has given (its own clock, /metrics)."""
     import httpx
@@ -235,7 +249,8 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) ->
             except httpx.TransportError:
                 time.sleep(0.1)
         asyncio.run(closed_loop(url, 4, 2.0))  # warm-up
-        max_rate = asyncio.run(closed_loop(url, 8, 5.0))
+        ceiling = asyncio.run(closed_loop(url, 8, 5.0))
+        max_rate, ramp = sustained_rate(url, ceiling, min(8.0, seconds))
         rate = 0.8 * max_rate
         rss0 = rss_mb(proc.pid)
         steady = asyncio.run(open_loop(url, rate, seconds))
@@ -253,8 +268,13 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) ->
         proc.wait(30)
     p50, p99, p50_after = pct(ok, 50), pct(ok, 99), pct(after_ok, 50)
     return [
-        {"name": "serve: maximum sustained rate (closed loop, 8 clients, 4 solutions/request)",
+        {"name": "serve: throughput ceiling (closed loop, 8 clients, 4 solutions/request)",
+         "value": f"{ceiling:.1f} req/s", "criterion": "(measured)", "passed": None},
+        {"name": "serve: maximum sustained rate (open loop: no failure, p99 <= 500 ms)",
          "value": f"{max_rate:.1f} req/s", "criterion": "(measured)", "passed": None},
+        {"name": "serve: the ramp (req/s, held?)", "value": ", ".join(f"{r:.0f}{'' if ok and q <= 0.5 else ' no'}"
+                                                                        for r, ok, q in ramp),
+         "criterion": "(information)", "passed": None},
         {"name": f"serve: failed requests at 80% of it ({rate:.1f} req/s) for {seconds:.0f} s",
          "value": f"{len(steady) - len(ok)} of {len(steady)}", "criterion": "0", "passed": len(ok) == len(steady)},
         {"name": "serve: latency p50 / p99 at 80%", "value": f"{1000 * p50:.0f} / {1000 * p99:.0f} ms",

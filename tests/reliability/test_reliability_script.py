@@ -22,7 +22,7 @@ def run(tmp_path, *args):
 
 
 def test_reliability_small(tmp_path):
-    assert run(tmp_path, "--kills", "3", "--load-seconds", "3", "--fuzz-examples", "40") == {"label", "serve"}
+    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30") == {"label", "serve"}
 
 
 @pytest.mark.slow

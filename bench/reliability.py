@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -178,13 +179,13 @@ async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, fl
 
 def sustained_rate(url: str, ceiling: float, step_s: float) -> tuple[float, list]:
     """The highest open-loop rate, in steps of the closed-loop ceiling, that runs ``step_s`` seconds
-    with no failed request and p99 latency <= 500 ms (a backlog that grows shows in p99)."""
+    with no failed request and p99 latency <= 300 ms (a backlog that grows shows in p99)."""
     best, ramp = 0.0, []
     for frac in (0.3, 0.45, 0.6, 0.75, 0.9, 1.0):
         res = asyncio.run(open_loop(url, frac * ceiling, step_s))
         ok = [s for code, s in res if code == 200]
         ramp.append((frac * ceiling, len(ok) == len(res), pct(ok, 99)))
-        if len(ok) != len(res) or pct(ok, 99) > 0.5:
+        if len(ok) != len(res) or pct(ok, 99) > 0.3:
             break
         best = frac * ceiling
     return best, ramp
@@ -250,7 +251,7 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) ->
                 time.sleep(0.1)
         asyncio.run(closed_loop(url, 4, 2.0))  # warm-up
         ceiling = asyncio.run(closed_loop(url, 8, 5.0))
-        max_rate, ramp = sustained_rate(url, ceiling, min(8.0, seconds))
+        max_rate, ramp = sustained_rate(url, ceiling, min(20.0, seconds))
         rate = 0.8 * max_rate
         rss0 = rss_mb(proc.pid)
         steady = asyncio.run(open_loop(url, rate, seconds))
@@ -270,13 +271,15 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) ->
     return [
         {"name": "serve: throughput ceiling (closed loop, 8 clients, 4 solutions/request)",
          "value": f"{ceiling:.1f} req/s", "criterion": "(measured)", "passed": None},
-        {"name": "serve: maximum sustained rate (open loop: no failure, p99 <= 500 ms)",
+        {"name": "serve: maximum sustained rate (open loop: no failure, p99 <= 300 ms)",
          "value": f"{max_rate:.1f} req/s", "criterion": "(measured)", "passed": None},
-        {"name": "serve: the ramp (req/s, held?)", "value": ", ".join(f"{r:.0f}{'' if ok and q <= 0.5 else ' no'}"
+        {"name": "serve: the ramp (req/s, held?)", "value": ", ".join(f"{r:.0f}{'' if ok and q <= 0.3 else ' no'}"
                                                                         for r, ok, q in ramp),
          "criterion": "(information)", "passed": None},
         {"name": f"serve: failed requests at 80% of it ({rate:.1f} req/s) for {seconds:.0f} s",
-         "value": f"{len(steady) - len(ok)} of {len(steady)}", "criterion": "0", "passed": len(ok) == len(steady)},
+         "value": f"{len(steady) - len(ok)} of {len(steady)}" + (f" (status: {dict(Counter(c for c, _ in steady if c != 200))})"
+                                                                   if len(ok) < len(steady) else ""),
+         "criterion": "0", "passed": len(ok) == len(steady)},
         {"name": "serve: latency p50 / p99 at 80%", "value": f"{1000 * p50:.0f} / {1000 * p99:.0f} ms",
          "criterion": "(measured)", "passed": None},
         {"name": "serve: server memory growth over the 80% run", "value": f"{rss1 - rss0:+.1f} MB (from {rss0:.0f} MB)",

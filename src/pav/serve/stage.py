@@ -82,6 +82,8 @@ def run_serve(cfg: ServeConfig) -> dict[str, Any]:
     app = build_service(cfg, token)
     log.info("serve: %s on http://%s:%d (token %s; α %g, Bo%s prover, /openrlhf reduction %s)", cfg.verifier, cfg.host,
              cfg.port, "required" if token else "off", cfg.alpha, cfg.k or "-", cfg.reduction)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", limit_concurrency=cfg.limits.max_concurrent * 2,
+    # uvicorn's own cap counts connections: kept far above ours (a last shield against connection floods),
+    # so that under a burst the app keeps serving its max_concurrent requests and refuses the rest itself
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="error", limit_concurrency=cfg.limits.max_concurrent * 16,
                 timeout_keep_alive=5)
     return {"host": cfg.host, "port": cfg.port}

@@ -130,7 +130,6 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-SENT = {"seconds": 0.0}
 BODY = {"items": [{"prompt": "0 to 8 mod 10 ops +3 *2 max 5\n", "steps": ["0+3=3", "3*2=6", "ans 6"]}] * 4}
 
 
@@ -154,8 +153,7 @@ async def closed_loop(url: str, clients: int, seconds: float) -> float:
 
 
 async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, float]]:
-    """(status, seconds) of requests sent at ``rate`` per second whatever the answers (0: no answer);
-    ``SENT["seconds"]`` is how long sending took (the client falls behind when the machine is full)."""
+    """(status, seconds) of requests sent at ``rate`` per second whatever the answers (0: no answer)."""
     import httpx
 
     out: list[tuple[int, float]] = []
@@ -173,7 +171,6 @@ async def open_loop(url: str, rate: float, seconds: float) -> list[tuple[int, fl
         for i in range(n):
             await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
             tasks.append(asyncio.create_task(one(c)))
-        SENT["seconds"] = time.perf_counter() - start
         await asyncio.gather(*tasks)
     return out
 
@@ -236,7 +233,7 @@ def fuzz_serve(url: str, examples: int) -> int:
     return len(bad)
 
 
-def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) -> list[dict]:
+def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int, burst: str = "auto") -> list[dict]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([sys.executable, "-m", "pav.cli", "serve", "--set", f"verifier={verifier}", "--set",
@@ -259,7 +256,7 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int) ->
         steady = asyncio.run(open_loop(url, rate, seconds))
         rss1 = rss_mb(proc.pid)
         ok = [s for code, s in steady if code == 200]
-        if shutil.which("wrk"):  # a load generator in C: the Python client cannot offer 3x on a small machine
+        if burst == "wrk" or (burst == "auto" and shutil.which("wrk")):  # C: Python may not offer 3x on a small machine
             burst_rows = wrk_burst(url, root, 3 * max_rate)
         else:
             burst_rows = python_burst(url, max_rate)
@@ -337,19 +334,46 @@ def wrk_burst(url: str, root: Path, target: float) -> list[dict]:
 
 
 def python_burst(url: str, max_rate: float) -> list[dict]:
-    """The burst from the Python client (when wrk is not installed); it may fall short of 3x."""
-    burst = asyncio.run(open_loop(url, 3 * max_rate, 3.0))
-    sent_rate = len(burst) / max(SENT["seconds"], 1e-9)
-    refused = [s for code, s in burst if code in (429, 503)]
+    """The burst from Python when wrk is not installed: 256 clients sending back to back for 3 s
+    (like wrk's 256 connections); a Python client may offer less than 3x on a small machine."""
+    import httpx
+
+    answers: list[tuple[int, float]] = []
+
+    async def flood() -> float:
+        stop = time.perf_counter() + 3.0
+
+        async def client(c: httpx.AsyncClient) -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    r = await c.post(url + "/score", json=BODY)
+                    answers.append((r.status_code, time.perf_counter() - t0))
+                except httpx.HTTPError:
+                    answers.append((0, time.perf_counter() - t0))
+
+        start = time.perf_counter()
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=256)) as c:
+            await asyncio.gather(*(client(c) for _ in range(256)))
+        return time.perf_counter() - start
+
+    seconds = asyncio.run(flood())
+    refused = [s for code, s in answers if code in (429, 503)]
+    other = sum(code not in (0, 200, 429, 503) for code, _ in answers)
+    lost = sum(code == 0 for code, _ in answers)  # the client's own transport errors under its flood
     server_max = server_refusal_max(url)
     return [
-        {"name": f"serve: burst at 3x ({3 * max_rate:.0f} req/s, 3 s, Python client): refused with 429/503",
-         "value": f"{len(refused)} of {len(burst)} (client sent {sent_rate:.0f} req/s)", "criterion": "> 0",
-         "passed": len(refused) > 0},
+        {"name": "serve: burst (Python, 256 clients, 3 s) offered", "value":
+         f"{len(answers) / seconds:.0f} req/s (3x the sustained rate: {3 * max_rate:.0f})", "criterion": "(measured)",
+         "passed": None},
+        {"name": "serve: burst answers refused with 429/503 (other statuses)",
+         "value": f"{len(refused)} of {len(answers)} ({other}; client transport errors: {lost})",
+         "criterion": "> 0 (0 other)", "passed": bool(refused) and other == 0},
         {"name": "serve: slowest 429/503 answer, measured in the server", "value": f"{1000 * server_max:.1f} ms",
          "criterion": "<= 100 ms", "passed": bool(refused) and server_max <= 0.1},
-        {"name": "serve: p99 time to a 429/503 answer, seen by the client", "value": f"{1000 * pct(refused, 99):.1f} ms",
-         "criterion": "(measured)", "passed": None},
+        {"name": "serve: time to a 429/503 answer seen by the client, p50 / p99",
+         "value": f"{1000 * pct(refused, 50):.1f} / {1000 * pct(refused, 99):.1f} ms", "criterion": "(measured)",
+         "passed": None},
     ]
 
 
@@ -375,6 +399,8 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=120.0)
     parser.add_argument("--fuzz-examples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--burst", choices=["auto", "wrk", "python"], default="auto",
+                        help="load generator of the burst (auto: wrk when installed)")
     parser.add_argument("--json", default="", help="also write the rows here")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pav-reliability-"))
@@ -383,7 +409,7 @@ def main() -> None:
         pav("sft", "--quick", "--quiet", "--out", "sft", cwd=root)
         policy = str(root / "sft")
     rows = kill_label(root, str(Path(policy).resolve()), args.kills, args.seed)
-    rows += serve_load(root, args.verifier or tiny_verifier(root), args.load_seconds, args.fuzz_examples)
+    rows += serve_load(root, args.verifier or tiny_verifier(root), args.load_seconds, args.fuzz_examples, args.burst)
     width = max(len(r["name"]) for r in rows)
     print(f"{'measurement':<{width}}  {'value':<28} {'pass criterion':<16} passed")
     for r in rows:

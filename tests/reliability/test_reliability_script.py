@@ -22,7 +22,8 @@ def run(tmp_path, *args):
 
 
 def test_reliability_small(tmp_path):
-    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30") == {"label", "serve"}
+    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30", "--burst", "python") == \
+        {"label", "serve"}
 
 
 @pytest.mark.slow

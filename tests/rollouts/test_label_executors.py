@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ray")
-
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0",
        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}  # the test cluster's shared secret
 ARGS = ["--set", "problems=24", "--set", "shard_size=3", "--set", "n_cov=2", "--set", "n_mc=4"]
@@ -45,6 +43,7 @@ def reference(tmp_path_factory):
 
 
 def test_worker_processes_and_a_local_ray_cluster_write_the_in_process_bytes(reference):
+    pytest.importorskip("ray")
     root, expected = reference
     assert len(expected) == 16  # 8 shards: labels and solutions
     pav("label", "--set", "policy=sft", *ARGS, "--set", "workers=2", "--out", "pool", cwd=root)
@@ -68,6 +67,7 @@ def _free_port() -> int:
 def ray_cluster():
     """A two-CPU Ray cluster on loopback, started by the test and stopped after it (its temp folder
     is short: Ray's socket paths must fit in 107 characters)."""
+    pytest.importorskip("ray")
     ray_cli = str(Path(sys.executable).parent / "ray")
     port, temp = _free_port(), tempfile.mkdtemp(prefix="pav-ray-", dir="/tmp")
     res = subprocess.run([ray_cli, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
@@ -104,3 +104,19 @@ def test_a_killed_ray_worker_costs_only_its_shard(reference, ray_cluster):
     assert shard_bytes(root / "killed") == expected  # every shard exactly once, as in this process
     summary = json.loads((root / "killed" / "summary.json").read_text())
     assert summary["shards_written"] == 8
+
+
+def test_a_policy_retrained_in_place_is_loaded_again(tmp_path):
+    from pav.policies.hf import save_policy, tiny_gpt2
+    from pav.policies.tokenizer import build_char_tokenizer
+    from pav.rollouts.stage import LabelConfig, labelling_components
+
+    tok = build_char_tokenizer()
+    save_policy(tiny_gpt2(len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32, seed=0), tok, tmp_path / "p")
+    cfg = LabelConfig(policy=str(tmp_path / "p"))
+    first = labelling_components(cfg)[0]
+    assert labelling_components(cfg)[0] is first  # loaded once per process
+    time.sleep(0.01)
+    save_policy(tiny_gpt2(len(tok), n_layer=1, n_embd=16, n_head=2, n_positions=32, seed=1), tok, tmp_path / "p")
+    again = labelling_components(cfg)[0]
+    assert again is not first and again.policy_id != first.policy_id

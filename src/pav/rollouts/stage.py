@@ -122,13 +122,22 @@ _LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollou
 
 def labelling_components(cfg: LabelConfig) -> tuple[Any, Any, Task]:
     """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
-    key = (cfg.policy, cfg.prover, cfg.batch_size, repr(cfg.load), repr(cfg.task), repr(cfg.math))
+    key = (cfg.policy, cfg.prover, _weights_stamp(cfg.policy), _weights_stamp(cfg.prover), cfg.batch_size,
+           repr(cfg.load), repr(cfg.task), repr(cfg.math))  # a policy retrained in place is loaded again
     if key not in _LOADED:
         task = build_task(cfg.task, cfg.math)
         policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
         rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load) if cfg.prover else policy
         _LOADED[key] = policy, rollout_policy, build_task(cfg.task, cfg.math, policy.tokenizer)  # chat templates
     return _LOADED[key]
+
+
+def _weights_stamp(name: str) -> tuple:
+    """(file, size, mtime) of a local model's weights; () for a hub name."""
+    path = Path(resolve_model_dir(name)) if name else None
+    if path is None or not path.is_dir():
+        return ()
+    return tuple((w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in sorted(path.glob("*.safetensors")))
 
 
 def _settings(cfg: LabelConfig) -> LabelSettings:

@@ -15,9 +15,6 @@ from typing import Any, Literal
 
 from pav.core.config import knob
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
 @dataclass(frozen=True)
 class LoadOptions:
     device: str = knob("cpu", "where models run: cpu, cuda, cuda:N, mps, or auto (cuda when available, else cpu)")

@@ -80,6 +80,7 @@ class VLLMPolicy:
         start = time.perf_counter()
         seeds = _context_seeds(seed, len(contexts))
         rows = [_Row(c, r) for c in range(len(contexts)) for r in range(n)]
+        context_len = [self.count_tokens(c) for c in contexts] if self.max_positions is not None else []
         prompt_tokens = 0
         for round_ in range(max_steps if until == "solution" else 1):
             todo = [row for row in rows if not row.done]
@@ -89,8 +90,8 @@ class VLLMPolicy:
             for row in todo:
                 prompt = contexts[row.context] + row.text
                 budget = max_new_tokens - row.n_tokens
-                if self.max_positions is not None:
-                    budget = min(budget, self.max_positions - self.count_tokens(prompt))
+                if self.max_positions is not None:  # the context window: the context's tokens and the row's own
+                    budget = min(budget, self.max_positions - context_len[row.context] - row.n_tokens)
                 if budget < 1:  # the token budget or the context window is spent
                     row.done = True
                     continue

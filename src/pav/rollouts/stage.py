@@ -18,7 +18,7 @@ from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
 from pav.policies.options import LoadOptions
 from pav.tasks.base import Task
-from pav.tasks.build import build_task, prompt_of, with_prompt
+from pav.tasks.build import REJECTS_FILE, build_task, prompt_of, with_prompt, with_tokenizer
 from pav.tasks.math_task import MathTaskConfig
 from pav.tasks.modreach import ModReachConfig
 
@@ -120,15 +120,17 @@ def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.
 _LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollout policy, task) of a config
 
 
-def labelling_components(cfg: LabelConfig) -> tuple[Any, Any, Task]:
+def labelling_components(cfg: LabelConfig, rejects_dir: Path | None = None) -> tuple[Any, Any, Task]:
     """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
     key = (cfg.policy, cfg.prover, _weights_stamp(cfg.policy), _weights_stamp(cfg.prover), cfg.batch_size,
            repr(cfg.load), repr(cfg.task), repr(cfg.math))  # a policy retrained in place is loaded again
     if key not in _LOADED:
-        task = build_task(cfg.task, cfg.math)
+        task = build_task(cfg.task, cfg.math, rejects_dir=rejects_dir)  # read once; rejects listed in rejects_dir
         policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
         rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load) if cfg.prover else policy
-        _LOADED[key] = policy, rollout_policy, build_task(cfg.task, cfg.math, policy.tokenizer)  # chat templates
+        _LOADED[key] = policy, rollout_policy, with_tokenizer(task, policy.tokenizer)  # chat templates
+    elif rejects_dir is not None and hasattr(_LOADED[key][2], "rejects"):
+        _LOADED[key][2].rejects.write(Path(rejects_dir) / REJECTS_FILE)
     return _LOADED[key]
 
 
@@ -195,8 +197,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
-    build_task(cfg.task, cfg.math, rejects_dir=run_dir)  # a malformed problem set: its rejects.jsonl, or a stop
-    policy, rollout_policy, task = labelling_components(cfg)
+    policy, rollout_policy, task = labelling_components(cfg, rejects_dir=run_dir)
     problems = [with_prompt(p, task) for p in task.problems(cfg.problems, cfg.seed, cfg.split)]
     write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read problems and prompts from here
     if cfg.executor == "local" and cfg.workers == 0:

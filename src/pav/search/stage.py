@@ -35,7 +35,7 @@ from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
 from pav.policies.options import LoadOptions
-from pav.tasks.build import build_task
+from pav.tasks.build import build_task, with_tokenizer
 from pav.tasks.math_task import MathTaskConfig
 from pav.tasks.modreach import ModReachConfig
 
@@ -103,16 +103,13 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool):
     import torch
 
     from pav.rollouts.stage import load_policy
-    from pav.verifier.scorer import VerifierScorer
-    from pav.verifier.stage import load_verifier
+    from pav.verifier.stage import load_scorer
 
     torch.set_num_threads(1)
     task = build_task(cfg.task, cfg.math)
     policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
-    scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=k,
-                            orm=load_verifier(cfg.orm, cfg.load) if with_orm else None,
-                            batch_size=cfg.score_batch)
-    return build_task(cfg.task, cfg.math, policy.tokenizer), policy, scorer
+    scorer = load_scorer(cfg.verifier, k=k, orm=cfg.orm if with_orm else "", load=cfg.load, batch_size=cfg.score_batch)
+    return with_tokenizer(task, policy.tokenizer), policy, scorer
 
 
 def job_best_of_n(progress, cfg: SearchConfig, run_dir: str) -> dict[str, Any]:

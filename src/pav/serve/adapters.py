@@ -31,10 +31,11 @@ def load_scorer(verifier: Any, *, k: int = 4, orm: str = "", batch_size: int = 3
     if hasattr(verifier, "score"):
         return verifier
     from pav.verifier.scorer import VerifierScorer
-    from pav.verifier.stage import load_verifier
+    from pav.verifier.stage import load_scorer as from_files, load_verifier
 
-    pqv = load_verifier(verifier) if isinstance(verifier, str) else verifier
-    return VerifierScorer(pqv, k=k, orm=load_verifier(orm) if orm else None, batch_size=batch_size)
+    if isinstance(verifier, str):
+        return from_files(verifier, k=k, orm=orm, batch_size=batch_size)
+    return VerifierScorer(verifier, k=k, orm=load_verifier(orm) if orm else None, batch_size=batch_size)
 
 
 def split_steps(completion: str, delimiter: str) -> list[str]:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -38,7 +38,6 @@ class BatchStats:
     solutions: int = 0
     seconds: float = 0.0
     largest: int = 0
-    sizes: list[int] = field(default_factory=list)  # the last 1,000 batch sizes
 
 
 class Batcher:
@@ -127,4 +126,3 @@ class Batcher:
         s = self.stats
         s.batches, s.solutions, s.seconds, s.largest = s.batches + 1, s.solutions + size, s.seconds + seconds, \
             max(s.largest, size)
-        s.sizes = [*s.sizes[-999:], size]

@@ -57,17 +57,15 @@ def build_service(cfg: ServeConfig, token: str = ""):
     import torch
 
     from pav.serve.app import build_app
-    from pav.verifier.scorer import VerifierScorer
-    from pav.verifier.stage import load_verifier
+    from pav.verifier.stage import load_scorer
 
     if not cfg.verifier:
         raise ValueError("serve needs --set verifier=PQV_RUN")
     cfg.load.check_trainable("serve")
     torch.set_num_threads(cfg.threads)
-    pqv = load_verifier(cfg.verifier, cfg.load)
-    scorer = VerifierScorer(pqv, k=cfg.k or None, prover=load_verifier(cfg.prover, cfg.load) if not cfg.k else None,
-                            orm=load_verifier(cfg.orm, cfg.load) if cfg.orm else None, batch_size=cfg.limits.max_batch)
-    return build_app(scorer, alpha=cfg.alpha, k=cfg.k or None, delimiter=cfg.delimiter or pqv.delimiter,
+    scorer = load_scorer(cfg.verifier, k=cfg.k, prover=cfg.prover, orm=cfg.orm, load=cfg.load,
+                         batch_size=cfg.limits.max_batch)
+    return build_app(scorer, alpha=cfg.alpha, k=cfg.k or None, delimiter=cfg.delimiter or scorer.pqv.delimiter,
                      reduction=cfg.reduction, token=token, limits=cfg.limits, verifier_id=cfg.verifier)
 
 

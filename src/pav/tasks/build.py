@@ -33,7 +33,12 @@ def build_task(builtin: ModReachConfig, math: MathTaskConfig, tokenizer: Any = N
         raise
     if rejects_dir is not None:
         task.rejects.write(Path(rejects_dir) / REJECTS_FILE)
-    if tokenizer is not None:
+    return with_tokenizer(task, tokenizer)
+
+
+def with_tokenizer(task: Task, tokenizer: Any) -> Task:
+    """``task`` rendering chat prompts with ``tokenizer`` (tasks without chat prompts: unchanged)."""
+    if tokenizer is not None and hasattr(task, "bind_tokenizer"):
         task.bind_tokenizer(tokenizer)
     return task
 

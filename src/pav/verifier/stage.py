@@ -102,6 +102,16 @@ def load_verifier(path: str, load: LoadOptions = LoadOptions()):
     return ValueVerifier.load(p / "verifier" if (p / "verifier").is_dir() else p, kwargs["device"], kwargs["dtype"])
 
 
+def load_scorer(pqv: str, *, k: int = 4, prover: str = "", orm: str = "", load: LoadOptions = LoadOptions(),
+                batch_size: int = 32):
+    """A `VerifierScorer` from saved verifiers: the PQV, a Best-of-K prover (k > 0) or a prover
+    verifier (k = 0), and an optional ORM."""
+    from pav.verifier.scorer import VerifierScorer
+
+    return VerifierScorer(load_verifier(pqv, load), k=k or None, prover=load_verifier(prover, load) if not k else None,
+                          orm=load_verifier(orm, load) if orm else None, batch_size=batch_size)
+
+
 def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
               show_progress: bool = True) -> dict[str, Any]:
     import torch
@@ -114,9 +124,8 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("the verifier stages")
     run_dir = start_run(out, "score", cfg, overwrite)
-    scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k or None,
-                            prover=load_verifier(cfg.prover, cfg.load) if not cfg.k else None,
-                            orm=load_verifier(cfg.orm, cfg.load) if cfg.orm else None, batch_size=cfg.batch_size)
+    scorer = load_scorer(cfg.verifier, k=cfg.k, prover=cfg.prover, orm=cfg.orm, load=cfg.load,
+                         batch_size=cfg.batch_size)
     problems = {p.problem_id: p for p in read_jsonl(cfg.problems, Problem)}
     solutions = read_jsonl(cfg.solutions, Solution)
     missing = sorted({s.problem_id for s in solutions} - set(problems))

@@ -19,7 +19,8 @@ app = typer.Typer(
 
 PRESET_HELP = "preset: a name shipped with pav (e.g. 'didactic_quick') or a path to a TOML file of overrides"
 SET_HELP = "override one setting, e.g. --set rl.iterations=500 (repeatable; see --show-config)"
-OUT_HELP = "run directory (default: runs/<stage>-<timestamp>); a finished run is never overwritten silently"
+OUT_HELP = ("run directory (default: runs/<stage>-<timestamp>); must lie inside the runs root ($PAV_RUNS_ROOT, "
+            "default: the current folder), no '..'; a finished run is never overwritten silently")
 
 
 def _version(value: bool) -> None:
@@ -74,10 +75,10 @@ def _attr(path: str):
 
 
 def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> dict:
-    from pav.core.rundir import RunExistsError
+    from pav.core.rundir import RunExistsError, checked_out_path
 
     try:
-        return stage_fn(cfg, out, overwrite, show_progress=not quiet)
+        return stage_fn(cfg, checked_out_path(out), overwrite, show_progress=not quiet)
     except (RunExistsError, ValueError, FileNotFoundError, FloatingPointError) as exc:
         _fail(exc)
 

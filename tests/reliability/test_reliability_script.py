@@ -22,7 +22,7 @@ def run(tmp_path, *args):
 
 
 def test_reliability_small(tmp_path):
-    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30", "--burst", "python") == \
+    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30") == \
         {"label", "serve"}
 
 

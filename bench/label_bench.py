@@ -52,7 +52,7 @@ def run_naive(model, tok, task, items, r, max_new_tokens):
 
         def __call__(self, input_ids, scores, **kwargs):  # (R, T) -> (R,) done per row
             if self.done is None:
-                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool)
+                self.done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
             fresh = (input_ids[:, -1] == newline) & ~self.done  # only rows that just ended a line
             for i in fresh.nonzero().flatten().tolist():
                 self.done[i] = _done(tok.decode(input_ids[i, self.start:], skip_special_tokens=True))
@@ -65,7 +65,7 @@ def run_naive(model, tok, task, items, r, max_new_tokens):
     newline = tok("\n", add_special_tokens=False)["input_ids"][0]
     tokens, start = 0, time.perf_counter()
     for p, steps in items:
-        ids = tok(context_of(task, p, steps), return_tensors="pt")["input_ids"].repeat(r, 1)  # (R, T)
+        ids = tok(context_of(task, p, steps), return_tensors="pt")["input_ids"].repeat(r, 1).to(model.device)  # (R, T)
         room = model.config.n_positions - ids.shape[1]  # the sampler in (a) has the same window
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True,
                              max_new_tokens=min(max_new_tokens, room),
@@ -99,12 +99,12 @@ def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int, row_len
     for r in range(rounds):
         n_ctx = max(1, batch_size // rollouts)
         chunk = [ctx[(r * n_ctx + i) % len(ctx)] for i in range(n_ctx)]
-        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left")
+        enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         mask = enc["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
                     past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
-        rows = torch.arange(n_ctx).repeat_interleave(rollouts)  # (B,) context of each row
+        rows = torch.arange(n_ctx, device=model.device).repeat_interleave(rollouts)  # (B,) context of each row
         out.past_key_values.batch_select_indices(rows)
         cache, logits, mask, pos = out.past_key_values, out.logits[rows, -1], mask[rows], pos[rows, -1:] + 1
         for _ in range(row_length):
@@ -113,7 +113,14 @@ def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int, row_len
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos.clamp(max=model.config.n_positions - 1),
                         past_key_values=cache, use_cache=True)
             cache, logits, pos = out.past_key_values, out.logits[:, -1], pos + 1
+    _sync(model.device)
     return rounds * len(rows) * row_length, time.perf_counter() - start
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer read after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -124,13 +131,15 @@ def main() -> None:
     parser.add_argument("--naive-prefixes", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (all three run there)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model, tok = load_causal_lm(resolve_model_dir(args.policy))
-    policy = HFPolicy(model, tok, "bench", batch_size=args.batch_size)
+    model, tok = load_causal_lm(resolve_model_dir(args.policy), device=args.device)
+    policy = HFPolicy(model, tok, "bench", batch_size=args.batch_size, device=args.device)
     task = ModReach()
     items = prefixes(policy, task, args.prefixes, derive_seed(0, "bench"))
-    print(f"{len(items)} prefixes x {args.rollouts} rollouts, batch {args.batch_size}, {args.threads} thread(s)")
+    print(f"{len(items)} prefixes x {args.rollouts} rollouts, batch {args.batch_size}, {args.threads} thread(s), "
+          f"{args.device}")
     a_tok, a_s = run_pav(policy, task, items, args.rollouts)
     b_tok, b_s = run_naive(model, tok, task, items[: args.naive_prefixes], args.rollouts, 200)
     row_length = max(1, round(a_tok / (len(items) * args.rollouts)))

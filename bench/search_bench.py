@@ -36,13 +36,15 @@ def main() -> None:
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (policy and verifier)")
+    ap.add_argument("--batch-size", type=int, default=256, help="policy rows per sampler call (a GPU wants more)")
+    ap.add_argument("--verifier-batch", type=int, default=64, help="solutions per verifier call")
     args = ap.parse_args()
     torch.set_num_threads(1)
     task = ModReach()
     _, problems = split_problems(SearchConfig(problems=args.problems, val_problems=0, alpha=args.alpha))
     load = LoadOptions(device=args.device)
-    policy = load_policy(args.policy, 256, load=load)
-    scorer = VerifierScorer(load_verifier(args.verifier, load), k=4, batch_size=64)
+    policy = load_policy(args.policy, args.batch_size, load=load)
+    scorer = VerifierScorer(load_verifier(args.verifier, load), k=4, batch_size=args.verifier_batch)
     settings = BeamSettings(args.width, 3, args.alpha, task.max_steps)
 
     start = time.perf_counter()
@@ -57,7 +59,7 @@ def main() -> None:
     same_compute = sum(a.compute == b.compute for a, b in zip(batched, alone))
     gen = sum(r.compute.generated for r in batched)
     acc = sum(task.outcome(p, r.steps) for p, r in zip(problems, batched)) / len(problems)
-    print(f"{len(problems)} problems, width {args.width}, C = 3, alpha = {args.alpha}, {args.device}: accuracy {acc:.3f}, "
+    print(f"{len(problems)} problems, width {args.width}, C = 3, alpha = {args.alpha}, {args.device}, batches {args.batch_size}/{args.verifier_batch}: accuracy {acc:.3f}, "
           f"{gen / len(problems):.0f} policy tokens generated per problem")
     print(f"(a) batched      {t_batched:8.1f} s  {len(problems) / t_batched:7.2f} problems/s")
     print(f"(b) per-problem  {t_alone:8.1f} s  {len(problems) / t_alone:7.2f} problems/s")

@@ -183,18 +183,15 @@ def _many_contexts(n_contexts, seed):
 
 @pytest.mark.parametrize("max_cohorts", [1, 3])
 @pytest.mark.parametrize("batch_size,n", [(4, 3), (9, 2), (16, 5), (40, 3), (7, 1)])
-def test_cohort_refill_greedy_equals_generic(tok, model, monkeypatch, batch_size, n, max_cohorts):
+def test_cohort_refill_greedy_equals_generic(tok, model, batch_size, n, max_cohorts):
     """Many contexts of different rollout lengths and duplicates, batches smaller than the rows
     (with several cohorts, new ones start as rows free up; a context may have more rows than a
     batch): the fast path's greedy text and token counts equal the generic path's, row for row."""
-    from pav.policies import fast_decode
-
-    monkeypatch.setattr(fast_decode, "MAX_COHORTS", max_cohorts)
     final = lambda line: "A" in line or len(line) >= 5  # noqa: E731
     kw = dict(until="solution", max_steps=4, max_new_tokens=30, is_final_step=final, temperature=0.0)
     contexts = _many_contexts(40, 5)
     contexts += contexts[3:9] + contexts[:2]  # duplicates, not adjacent
-    fast = HFPolicy(model, tok, "tiny", batch_size=batch_size).sample(contexts, n, **kw)
+    fast = HFPolicy(model, tok, "tiny", batch_size=batch_size, cohorts=max_cohorts).sample(contexts, n, **kw)
     slow = HFPolicy(model, tok, "tiny", batch_size=batch_size, fast=False).sample(contexts, n, **kw)
     assert fast.generations == slow.generations
     assert (fast.generated_tokens, fast.prompt_tokens) == (slow.generated_tokens, slow.prompt_tokens)
@@ -217,8 +214,7 @@ def test_cohorts_overlap_and_sampling_is_seeded(tok, model, monkeypatch):
         return real(self, tokens, positions, grids)
 
     monkeypatch.setattr(fast_decode.FastGPT2, "grids_step", spy)
-    monkeypatch.setattr(fast_decode, "MAX_COHORTS", 3)
-    policy = HFPolicy(model, tok, "tiny", batch_size=24)
+    policy = HFPolicy(model, tok, "tiny", batch_size=24, cohorts=3)
     kw = dict(until="solution", max_steps=3, max_new_tokens=20)
     contexts = _many_contexts(30, 6)
     a = policy.sample(contexts, 4, seed=11, **kw)
@@ -226,3 +222,4 @@ def test_cohorts_overlap_and_sampling_is_seeded(tok, model, monkeypatch):
     assert a.generations == policy.sample(contexts, 4, seed=11, **kw).generations
     assert [len(row) for row in a.generations] == [4] * len(contexts)
     assert a.generated_tokens == sum(g.n_tokens for row in a.generations for g in row)
+

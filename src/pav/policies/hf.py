@@ -283,9 +283,10 @@ class HFPolicy:
         batch_size: int = 256,
         delimiter: str = "\n",
         fast: bool = True,
+        cohorts: int = 1,
     ) -> None:
-        if batch_size < 1 or not delimiter:
-            raise ValueError("batch_size must be >= 1 and delimiter non-empty")
+        if batch_size < 1 or not delimiter or cohorts < 1:
+            raise ValueError("batch_size and cohorts must be >= 1 and delimiter non-empty")
         self.model = model.to(device)
         self.tokenizer = tokenizer
         self.policy_id = policy_id
@@ -293,6 +294,7 @@ class HFPolicy:
         self.batch_size = batch_size
         self.delimiter = delimiter
         self.fast = fast  # decode GPT-2-family models with `FastGPT2` (module docstring)
+        self.cohorts = cohorts  # the fast path's prefill groups decoding at once (`fast_decode`: 1 pays best)
         self.eos_id: int | None = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
         self.max_positions: int | None = getattr(model.config.get_text_config(), "max_position_embeddings", None)
@@ -310,7 +312,8 @@ class HFPolicy:
         plain = (isinstance(tokenizer, _TokenizersBackend) and type(tokenizer)._decode is _TokenizersBackend._decode
                  and not tokenizer.clean_up_tokenization_spaces and hasattr(backend, "decode_batch"))
         self._backend_decode = backend.decode_batch if plain else None
-        self._flagged = self._has_delim.clone()  # (V,) tokens after which the fast path looks at a row
+        # (V,) on the host: tokens after which the fast path looks at a row (it keeps its tokens there)
+        self._flagged = self._has_delim.cpu().clone()
         if self.eos_id is not None and self.eos_id < n_vocab:
             self._flagged[self.eos_id] = True
 

@@ -66,6 +66,9 @@ def main() -> None:
     print(f"speed-up (b)/(a): {t_alone / t_batched:.1f}x (goal >= 10x)")
     print(f"identical outputs: chosen solution {same_choice}/{len(problems)}, complete solutions "
           f"{same_complete}/{len(problems)}, compute counts {same_compute}/{len(problems)}")
+    for p, a, b in zip(problems, batched, alone):
+        if a.compute != b.compute:
+            print(f"  compute differs on {p.problem_id}: batched {a.compute}, alone {b.compute}")
 
 
 if __name__ == "__main__":

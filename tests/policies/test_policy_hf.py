@@ -262,7 +262,9 @@ def test_count_tokens_matches_the_prompt_tokens_of_a_sample():
     policy = HFPolicy(tiny_gpt2(len(tok), eos_token_id=tok.eos_token_id), tok, "p")
     context = "3 to 7 mod 10 ops +4 *2 +1 max 5\n"
     batch = policy.sample([context], 3, until="step", max_steps=1, max_new_tokens=4, seed=0)
-    assert policy.count_tokens(context) == batch.prompt_tokens == len(context)
+    assert policy.count_tokens([context]) == [batch.prompt_tokens] == [len(context)]
+    assert policy.count_tokens([context, "1\n", context]) == [len(context), 2, len(context)]
+    assert policy.count_tokens([]) == []
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -35,8 +35,8 @@ class ExpertPolicy:
             out.append(row)
         return SampleBatch(out, sum(len(c) for c in set(contexts)), generated, 0.0)
 
-    def count_tokens(self, text):
-        return len(text)
+    def count_tokens(self, texts):
+        return [len(t) for t in texts]
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pav.policies.hf import tiny_gpt2
 from pav.policies.tokenizer import build_char_tokenizer
-from pav.verifier.model import ValueVerifier, encode_solution, step_end_positions
+from pav.verifier.model import ValueVerifier, encode_solution, encode_solutions, step_end_positions
 
 torch.set_num_threads(1)
 CHAR = build_char_tokenizer()
@@ -73,6 +75,22 @@ def test_truncated_prefixes_are_dropped_not_shifted():
 def test_prompt_must_end_with_the_delimiter():
     with pytest.raises(ValueError, match="must end with"):
         step_end_positions(CHAR, "ab", ["1"], "\n")
+
+
+STEPS = st.lists(st.text(alphabet="0123456789+=", min_size=1, max_size=8), max_size=5)  # every tokenizer's alphabet
+
+
+@settings(max_examples=60, deadline=None)
+@given(prompts=st.lists(st.text(alphabet="q", max_size=6), min_size=1, max_size=6), data=st.data(),
+       max_length=st.one_of(st.none(), st.integers(1, 40)))
+def test_encoding_many_solutions_at_once_equals_one_at_a_time(prompts, data, max_length):
+    """One tokenizer call for the batch gives each solution's ids, positions and counts exactly."""
+    for tok, delim in ((CHAR, "\n"), (STEP_TOK, "<step>"), (MERGE_TOK, "\n")):
+        ps = [p + delim for p in prompts]
+        steps = [data.draw(STEPS) for _ in ps]
+        assert encode_solutions(tok, ps, steps, delim, max_length) == \
+            [encode_solution(tok, p, s, delim, max_length) for p, s in zip(ps, steps)]
+    assert encode_solutions(CHAR, [], [], "\n") == []
 
 
 def make_verifier(tokenizer, delimiter="\n", seed=0, features="none"):

@@ -88,10 +88,13 @@ class Policy(Protocol):
         ...
 
 
-def context_tokens(policy: Policy, text: str) -> int:
-    """Tokens of one context as the policy encodes it (a policy without ``count_tokens``: characters)."""
+def context_tokens(policy: Policy, texts: Sequence[str]) -> list[int]:
+    """Tokens of each context as the policy encodes it, in one call of its ``count_tokens``
+    (a policy without one: characters)."""
     count = getattr(policy, "count_tokens", None)
-    return int(count(text)) if count else len(text)
+    if not texts:
+        return []
+    return [int(n) for n in count(texts)] if count else [len(t) for t in texts]
 
 
 class StepScan(NamedTuple):

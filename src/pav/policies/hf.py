@@ -398,9 +398,10 @@ class HFPolicy:
         return [row_keys([occurrences[u][k // n] for k in range(n * len(occurrences[u]))],
                          [k % n for k in range(n * len(occurrences[u]))], self.device) for u in unique]
 
-    def count_tokens(self, text: str) -> int:
-        """Tokens of ``text`` as `sample` encodes a context (special tokens included; no window check)."""
-        return len(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text as `sample` encodes a context (special tokens included; no window
+        check), in one tokenizer call."""
+        return [len(x) for x in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]] if texts else []
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         try:

@@ -70,8 +70,8 @@ class VLLMPolicy:
         self.max_positions: int | None = max_model_len or getattr(
             getattr(getattr(self.llm, "llm_engine", None), "model_config", None), "max_model_len", None)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer.encode(text, add_special_tokens=False))
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
     def sample(self, contexts: Sequence[str], n: int, *, until: Until, max_steps: int, max_new_tokens: int,
                temperature: float = 1.0, top_p: float = 1.0, seed: int | Sequence[int] | None = None,
@@ -80,7 +80,7 @@ class VLLMPolicy:
         start = time.perf_counter()
         seeds = _context_seeds(seed, len(contexts))
         rows = [_Row(c, r) for c in range(len(contexts)) for r in range(n)]
-        context_len = [self.count_tokens(c) for c in contexts] if self.max_positions is not None else []
+        context_len = self.count_tokens(contexts) if self.max_positions is not None else []
         prompt_tokens = 0
         for round_ in range(max_steps if until == "solution" else 1):
             todo = [row for row in rows if not row.done]

@@ -95,7 +95,7 @@ def rollout_counts(
             wins += int(task.outcome(p, full) == 1.0)
         correct.append(wins)
         generated.append(sum(g.n_tokens for g in gens))
-    prompt = [context_tokens(policy, c) for c in contexts]
+    prompt = context_tokens(policy, contexts)
     return correct, generated, prompt, batch.prompt_tokens
 
 

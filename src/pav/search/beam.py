@@ -145,17 +145,20 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
                               top_p=settings.top_p,
                               seed=[derive_seed(seed, b.problem.problem_id, depth, i) for b, i, _ in expand])
         per_beam: dict[int, list[_Candidate]] = {id(b): [] for b in active}
-        for (b, _, prefix), context, gens in zip(expand, contexts, batch.generations):
-            encoded = prefix.tokens if prefix.tokens is not None else context_tokens(policy, context)
+        unknown = [c for (_, _, prefix), c in zip(expand, contexts) if prefix.tokens is None]
+        counted = iter(context_tokens(policy, unknown))
+        for (b, _, prefix), gens in zip(expand, batch.generations):
+            encoded = prefix.tokens if prefix.tokens is not None else next(counted)
             b.compute.add(generated=sum(g.n_tokens for g in gens), encoded=encoded, samples=len(gens))
             per_beam[id(b)] += _candidates(task, prefix.steps, [g.text for g in gens], settings.max_steps)
         if settings.dedup:
             per_beam = {k: _unique(v) for k, v in per_beam.items()}
         if window is not None:  # a prefix that fills the policy's context window cannot go on
-            for b in active:
-                for c in per_beam[id(b)]:
-                    c.tokens = context_tokens(policy, b.prompt + join_steps(c.steps, delim))  # reused if expanded
-                    c.complete = c.complete or c.tokens >= window
+            todo = [(b, c) for b in active for c in per_beam[id(b)]]
+            counts = context_tokens(policy, [b.prompt + join_steps(c.steps, delim) for b, c in todo])
+            for (b, c), tokens in zip(todo, counts):
+                c.tokens = tokens  # reused if expanded
+                c.complete = c.complete or c.tokens >= window
         flat = [(b, c) for b in active for c in per_beam[id(b)]]
         scores = scorer.score([b.prompt for b, _ in flat], [c.steps for _, c in flat])  # one call per depth
         at = 0

@@ -59,7 +59,7 @@ def sample_and_score(policy: Policy, scorer: Scorer, task: Task, problems: Seque
                           temperature=temperature, top_p=top_p, seed=seed, is_final_step=task.is_final_step)
     steps = [[tuple(task.split_steps(g.text)[: task.max_steps]) for g in gens] for gens in batch.generations]
     scores = scorer.score([pr for pr, sols in zip(prompts, steps) for _ in sols], [s for sols in steps for s in sols])
-    out = []
+    out, prompt_tokens = [], context_tokens(policy, prompts)
     for k, (problem, prompt, sols, gens) in enumerate(zip(problems, prompts, steps, batch.generations)):
         mine = scores[k * n_max: (k + 1) * n_max]
         out.append(SolutionSet(
@@ -68,7 +68,7 @@ def sample_and_score(policy: Policy, scorer: Scorer, task: Task, problems: Seque
             np.array([sc.outcome for sc in mine]),
             np.array([sc.q_base[-1] if len(sc.q_base) else sc.v_base for sc in mine]),
             np.array([g.n_tokens for g in gens]), np.array([sc.verifier_tokens for sc in mine]),
-            context_tokens(policy, prompt)))
+            prompt_tokens[k]))
     return out
 
 

@@ -91,12 +91,25 @@ def prefix_char_ends(prompt: str, steps: Sequence[str], delimiter: str) -> list[
 def encode_solution(tokenizer: Any, prompt: str, steps: Sequence[str], delimiter: str,
                     max_length: int | None = None) -> Encoded:
     """Token ids of prompt + steps and the token that ends each prefix (see the module docstring)."""
+    return encode_solutions(tokenizer, [prompt], [steps], delimiter, max_length)[0]
+
+
+def encode_solutions(tokenizer: Any, prompts: Sequence[str], steps_list: Sequence[Sequence[str]], delimiter: str,
+                     max_length: int | None = None) -> list[Encoded]:
+    """`encode_solution` of many solutions, tokenised in one call of the tokenizer (its Rust batch
+    path: per-text calls cost most of the verifier's host time in a batched beam search)."""
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("step positions need a fast tokenizer (character offsets)")
-    ends = prefix_char_ends(prompt, steps, delimiter)
-    enc = tokenizer(prompt + join_steps(steps, delimiter), add_special_tokens=True,
+    all_ends = [prefix_char_ends(p, s, delimiter) for p, s in zip(prompts, steps_list, strict=True)]
+    if not all_ends:
+        return []
+    enc = tokenizer([p + join_steps(s, delimiter) for p, s in zip(prompts, steps_list)], add_special_tokens=True,
                     return_offsets_mapping=True)
-    ids, spans = list(enc["input_ids"]), [tuple(s) for s in enc["offset_mapping"]]
+    return [_encoded(list(ids), [tuple(x) for x in spans], ends, max_length)
+            for ids, spans, ends in zip(enc["input_ids"], enc["offset_mapping"], all_ends)]
+
+
+def _encoded(ids: list[int], spans: list[tuple[int, int]], ends: list[int], max_length: int | None) -> Encoded:
     real = [t for t, (lo, hi) in enumerate(spans) if hi > lo]  # special tokens have empty spans
     starts = [spans[t][0] for t in real]
     positions, straddling = [], 0
@@ -210,6 +223,10 @@ class ValueVerifier(torch.nn.Module):
     def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
         return encode_solution(self.tokenizer, prompt, steps, self.delimiter, self.max_length)
 
+    def encode_many(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[Encoded]:
+        """`encode` of each solution, in one tokenizer call."""
+        return encode_solutions(self.tokenizer, prompts, steps_list, self.delimiter, self.max_length)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 positions: torch.Tensor) -> torch.Tensor:
         """Logits (B, K) at ``positions`` (B, K); entries where positions < 0 are 0. Inputs may be on
@@ -248,8 +265,7 @@ class ValueVerifier(torch.nn.Module):
     def prefix_values(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]],
                       batch_size: int = 32, padding_side: str = "right") -> list[np.ndarray]:
         """sigmoid values of every prefix h = 0..H of each solution (shorter when truncated)."""
-        encoded = [self.encode(p, s) for p, s in zip(prompts, steps_list, strict=True)]
-        return self.values_of(encoded, batch_size, padding_side)
+        return self.values_of(self.encode_many(prompts, steps_list), batch_size, padding_side)
 
     @torch.no_grad()
     def values_of(self, encoded: Sequence[Encoded], batch_size: int = 32,

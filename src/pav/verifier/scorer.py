@@ -63,7 +63,7 @@ class VerifierScorer:
         tokens = np.zeros(len(n_steps), dtype=np.int64)
 
         def values(model: ValueVerifier) -> list[np.ndarray]:  # (H + 1,) each
-            encoded = [model.encode(p, s) for p, s in zip(prompts, steps_list, strict=True)]
+            encoded = model.encode_many(prompts, steps_list)
             tokens[:] += [len(e.input_ids) for e in encoded]
             return _full(model.values_of(encoded, self.batch_size), n_steps)
 

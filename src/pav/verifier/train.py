@@ -111,10 +111,9 @@ def fit_examples(verifier: ValueVerifier, examples: Sequence[VerifierExample]
                  ) -> tuple[list[Row], list[VerifierExample]]:
     """Tokenise examples; labelled prefixes cut by max_length are dropped (examples left with none
     are dropped too). Returns the rows and the examples as they will be trained on."""
-    rows, kept, encoded = [], [], []
-    for ex in examples:
-        enc = verifier.encode(ex.prompt, ex.steps)
-        encoded.append(enc)
+    rows, kept = [], []
+    encoded = verifier.encode_many([ex.prompt for ex in examples], [ex.steps for ex in examples])
+    for ex, enc in zip(examples, encoded):
         keep = [k for k, h in enumerate(ex.prefix_lens) if h < len(enc.positions)]
         if not keep:
             continue

@@ -61,6 +61,7 @@ from pav.policies.base import (
 from pav.policies.fast_decode import decode_cohorts
 from pav.policies.fast_gpt2 import FastGPT2
 from pav.policies.noise import keyed_uniform, row_keys, step_salt
+from pav.policies.tokenizer import encode_plain
 
 logger = logging.getLogger(__name__)
 
@@ -401,7 +402,12 @@ class HFPolicy:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as `sample` encodes a context (special tokens included; no window
         check), in one tokenizer call."""
-        return [len(x) for x in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]] if texts else []
+        if not texts:
+            return []
+        plain = encode_plain(self.tokenizer, list(texts))
+        if plain is not None:
+            return [len(e) for e in plain]
+        return [len(x) for x in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         try:

@@ -10,7 +10,7 @@ round-trip it offline.
 from __future__ import annotations
 
 import string
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -40,3 +40,22 @@ def build_char_tokenizer(alphabet: str = BUILTIN_ALPHABET) -> PreTrainedTokenize
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
+
+
+def encode_plain(tokenizer: Any, texts: list[str]) -> list[Any] | None:
+    """`tokenizers.Encoding` of each text (special tokens added) straight from the backend of a
+    plain transformers fast tokenizer: their ``ids`` and ``offsets`` are what ``tokenizer(texts,
+    return_offsets_mapping=True)`` gives, without its per-text Python conversion (``len(e)``
+    counts tokens without building a list). None when that call would do more than the backend
+    does: a tokenizer class with its own encoding, truncation or padding left set on the backend,
+    or special-token splitting that differs; the caller then uses ``tokenizer(...)``."""
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:  # another transformers layout: no shortcut
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if not (isinstance(tokenizer, TokenizersBackend) and type(tokenizer)._encode_plus is TokenizersBackend._encode_plus
+            and backend is not None and backend.truncation is None and backend.padding is None
+            and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
+        return None
+    return backend.encode_batch(texts, add_special_tokens=True)

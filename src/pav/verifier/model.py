@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from pav.core.io import write_json
+from pav.policies.tokenizer import encode_plain
 from pav.tasks.base import join_steps
 
 log = logging.getLogger(__name__)
@@ -103,10 +104,14 @@ def encode_solutions(tokenizer: Any, prompts: Sequence[str], steps_list: Sequenc
     all_ends = [prefix_char_ends(p, s, delimiter) for p, s in zip(prompts, steps_list, strict=True)]
     if not all_ends:
         return []
-    enc = tokenizer([p + join_steps(s, delimiter) for p, s in zip(prompts, steps_list)], add_special_tokens=True,
-                    return_offsets_mapping=True)
-    return [_encoded(list(ids), [tuple(x) for x in spans], ends, max_length)
-            for ids, spans, ends in zip(enc["input_ids"], enc["offset_mapping"], all_ends)]
+    texts = [p + join_steps(s, delimiter) for p, s in zip(prompts, steps_list)]
+    plain = encode_plain(tokenizer, texts)
+    if plain is not None:
+        pairs = [(e.ids, e.offsets) for e in plain]
+    else:
+        enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+        pairs = list(zip(enc["input_ids"], enc["offset_mapping"]))
+    return [_encoded(list(ids), [tuple(x) for x in spans], ends, max_length) for (ids, spans), ends in zip(pairs, all_ends)]
 
 
 def _encoded(ids: list[int], spans: list[tuple[int, int]], ends: list[int], max_length: int | None) -> Encoded:
@@ -169,15 +174,16 @@ def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     T = max(len(ids) for ids, _ in rows)
     K = max(len(pos) for _, pos in rows)
-    input_ids = torch.full((len(rows), T), pad_id, dtype=torch.long)  # (B, T)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)  # (B, T)
-    positions = torch.full((len(rows), K), -1, dtype=torch.long)  # (B, K)
+    input_ids = np.full((len(rows), T), pad_id, dtype=np.int64)  # (B, T); filled on the host, one tensor each
+    mask = np.zeros((len(rows), T), dtype=np.int64)  # (B, T)
+    positions = np.full((len(rows), K), -1, dtype=np.int64)  # (B, K)
     for b, (ids, pos) in enumerate(rows):
         shift = T - len(ids) if padding_side == "left" else 0
-        input_ids[b, shift: shift + len(ids)] = torch.tensor(ids, dtype=torch.long)
+        input_ids[b, shift: shift + len(ids)] = ids
         mask[b, shift: shift + len(ids)] = 1
-        positions[b, : len(pos)] = torch.tensor(pos, dtype=torch.long) + shift
-    return {"input_ids": input_ids, "attention_mask": mask, "positions": positions}
+        positions[b, : len(pos)] = np.asarray(pos, dtype=np.int64) + shift
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask),
+            "positions": torch.from_numpy(positions)}
 
 
 FEATURES = ("none", "logprob")
@@ -282,9 +288,9 @@ class ValueVerifier(torch.nn.Module):
                 idx = todo[start: start + batch_size]
                 batch = collate([(encoded[i].input_ids, encoded[i].positions) for i in idx],
                                 self.pad_id, padding_side)
-                values = torch.sigmoid(self(**batch))  # (B, K)
+                values = torch.sigmoid(self(**batch)).float().cpu().numpy()  # (B, K), one copy to the host
                 for b, i in enumerate(idx):
-                    out[i] = values[b, : len(encoded[i].positions)].float().cpu().numpy()
+                    out[i] = values[b, : len(encoded[i].positions)]
         finally:
             self.train(was_training)
         return out

@@ -71,10 +71,20 @@ class VerifierScorer:
         if self.prover is not None:
             v_mu = values(self.prover)
         else:
-            v_mu = [best_of_k(np.nan_to_num(v, nan=0.0), self.k) + np.where(np.isnan(v), np.nan, 0.0) for v in v_pi]
+            v_mu = _split(_bok_keep_nan(np.concatenate(v_pi), self.k), v_pi) if v_pi else []  # one vectorised call
         finals = [v[-1] for v in values(self.orm)] if self.orm is not None else [v[-1] for v in v_pi]
         return [StepScores(float(vp[0]), vp[1:], vm[1:], advantages_from_prefix_values(vm), float(f), int(t))
                 for vp, vm, f, t in zip(v_pi, v_mu, finals, tokens)]
+
+
+def _bok_keep_nan(v: np.ndarray, k: int) -> np.ndarray:
+    """Best-of-K values of ``v``, NaN (a prefix past the verifier's window) kept as NaN."""
+    return best_of_k(np.nan_to_num(v, nan=0.0), k) + np.where(np.isnan(v), np.nan, 0.0)
+
+
+def _split(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    """``flat`` cut into pieces of the lengths of ``like``."""
+    return np.split(flat, np.cumsum([len(v) for v in like])[:-1]) if like else []
 
 
 def _full(values: list[np.ndarray], n_steps: list[int]) -> list[np.ndarray]:

@@ -128,3 +128,36 @@ def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_pa
     done = json.loads((tmp_path / "run" / "summary.json").read_text())
     first = json.loads((root / "run" / "summary.json").read_text())
     assert done["search"] == first["search"] and done["rl"]["rewards"] == first["rl"]["rewards"]
+
+
+def test_device_sets_every_stage_load_device(monkeypatch, tmp_path):
+    """--set device=... reaches the load section of every stage the demo runs (here: captured, not run)."""
+    import dataclasses
+
+    from pav.demo import pipeline
+
+    seen = {}
+
+    def capture(name):
+        def run(c, *args, **kwargs):
+            seen[name] = (c.rl if name == "rl-compare" else c).load.device
+            return {}
+        return run
+
+    import pav.rl.compare
+    import pav.rollouts.stage
+    import pav.search.stage
+    import pav.sft.stage
+    import pav.verifier.stage
+
+    for module, fn, name in ((pav.sft.stage, "run_sft", "sft"), (pav.rollouts.stage, "run_label", "label"),
+                             (pav.verifier.stage, "run_eval_verifier", "eval"),
+                             (pav.search.stage, "run_search", "search"), (pav.rl.compare, "run_rl_compare", "rl-compare")):
+        monkeypatch.setattr(module, fn, capture(name))
+    cfg = dataclasses.replace(pipeline.DemoConfig(), device="cuda:1")
+    for stage in pipeline.STAGES:
+        if stage.name != "verifiers":  # run as jobs in workers; their config comes from verifier_config
+            stage.run(cfg, tmp_path, False)
+    seen["pqv"] = pipeline.verifier_config(cfg, tmp_path, "pqv").load.device
+    assert seen == dict.fromkeys(["sft", "label", "eval", "search", "rl-compare", "pqv"], "cuda:1")
+    assert pipeline.verifier_config(pipeline.DemoConfig(), tmp_path, "orm").load.device == "cpu"  # unset: the stage's own

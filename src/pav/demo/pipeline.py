@@ -69,6 +69,15 @@ class DemoConfig:
         RLCompareConfig(rl=RLConfig(iterations=150, rft_steps=200, eval_every=25, warmup=15)),
         "ORM-RL against PAV-RL (`pav rl-compare`)")
     workers: int = knob(2, "worker processes of the parallel stages (one torch thread each)")
+    device: str = knob("", "where every stage's models run: cpu, cuda, cuda:N or auto (sets each stage's "
+                       "load.device); empty: as each stage's own load.device says")
+
+
+def on_device(cfg: DemoConfig, stage_cfg: Any) -> Any:
+    """``stage_cfg`` with its ``load.device`` set to the demo's ``device`` (when one is given)."""
+    if not cfg.device:
+        return stage_cfg
+    return dataclasses.replace(stage_cfg, load=dataclasses.replace(stage_cfg.load, device=cfg.device))
 
 
 @dataclass(frozen=True)
@@ -81,22 +90,22 @@ class Stage:
 def _sft(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.sft.stage import run_sft
 
-    return run_sft(dataclasses.replace(cfg.sft, task=cfg.task), root / "sft", show_progress=show)
+    return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=cfg.task)), root / "sft", show_progress=show)
 
 
 def _label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.rollouts.stage import run_label
 
     c = dataclasses.replace(cfg.label, task=cfg.task, policy=str(root / "sft"), prover="")
-    return run_label(c, root / "labels", show_progress=show)
+    return run_label(on_device(cfg, c), root / "labels", show_progress=show)
 
 
 def verifier_config(cfg: DemoConfig, root: Path, view: str):
     from pav.verifier.stage import TrainVerifierConfig
 
-    return TrainVerifierConfig(labels=str(root / "labels"), view=view, backbone=str(root / "sft"),
-                               features=cfg.verifier_features, heldout_fraction=cfg.heldout_fraction,
-                               train=cfg.verifier)
+    return on_device(cfg, TrainVerifierConfig(labels=str(root / "labels"), view=view, backbone=str(root / "sft"),
+                                              features=cfg.verifier_features, heldout_fraction=cfg.heldout_fraction,
+                                              train=cfg.verifier))
 
 
 def job_verifier(progress, cfg: DemoConfig, root: str, view: str) -> dict[str, Any]:
@@ -125,7 +134,7 @@ def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     c = EvalVerifierConfig(labels=str(root / "labels"), verifier=str(root / "pqv"),
                            heldout_fraction=cfg.heldout_fraction, k=cfg.search.k,
                            alpha=cfg.search.alpha if cfg.search.alpha is not None else cfg.rl.rl.alpha)
-    return run_eval_verifier(c, root / "pqv-eval", show_progress=show)
+    return run_eval_verifier(on_device(cfg, c), root / "pqv-eval", show_progress=show)
 
 
 def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
@@ -133,15 +142,15 @@ def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 
     c = dataclasses.replace(cfg.search, task=cfg.task, policy=str(root / "sft"), verifier=str(root / "pqv"),
                             orm=str(root / "orm"), workers=cfg.workers)
-    return run_search(c, root / "search", show_progress=show)
+    return run_search(on_device(cfg, c), root / "search", show_progress=show)
 
 
 def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.rl.compare import run_rl_compare
 
     labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
-    arm = dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
-                              verifier=str(root / "pqv"))
+    arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
+                                             verifier=str(root / "pqv")))
     return run_rl_compare(dataclasses.replace(cfg.rl, rl=arm, workers=cfg.workers), root / "rl", show_progress=show)
 
 

@@ -89,8 +89,24 @@ def test_prompt_of_falls_back_to_the_builtin_task():
 
 def test_heldout_file_and_clashing_ids(tmp_path):
     rows = [json.loads(line) for line in GSM8K_TINY.read_text().splitlines()]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({**r, "id": f"t{i}"}) for i, r in enumerate(rows[5:])))
     (tmp_path / "h.jsonl").write_text("\n".join(json.dumps({**r, "id": f"h{i}"}) for i, r in enumerate(rows[:5])))
-    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), heldout=str(tmp_path / "h.jsonl")))
-    assert len(t.problems(100, 0, "heldout")) == 5 and len(t.problems(100, 0)) == len(rows)
-    with pytest.raises(MathDataError, match="both train and heldout"):
-        MathTask(MathTaskConfig(train=str(GSM8K_TINY), heldout=str(GSM8K_TINY)))
+    t = MathTask(MathTaskConfig(train=str(tmp_path / "t.jsonl"), heldout=str(tmp_path / "h.jsonl")))
+    assert len(t.problems(100, 0, "heldout")) == 5 and len(t.problems(100, 0)) == len(rows) - 5
+    with pytest.raises(MathDataError, match="5 questions .* both train and heldout"):  # the same questions
+        MathTask(MathTaskConfig(train=str(GSM8K_TINY), heldout=str(tmp_path / "h.jsonl")))
+    with pytest.raises(MathDataError, match="problem ids are in both"):  # the same ids
+        MathTask(MathTaskConfig(train=str(tmp_path / "h.jsonl"), heldout=str(tmp_path / "h.jsonl"), id_field="id"))
+
+
+def test_the_heldout_split_does_not_depend_on_where_the_file_lies(tmp_path, monkeypatch):
+    """Ids of records without one come from the question, so a copy of the file elsewhere (or the
+    same file named by a relative or an absolute path) gives the same problems and the same split."""
+    copy = tmp_path / "deeper" / "copy.jsonl"
+    copy.parent.mkdir()
+    copy.write_bytes(GSM8K_TINY.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    tasks = [MathTask(MathTaskConfig(train=path)) for path in (str(GSM8K_TINY), str(copy), "deeper/copy.jsonl")]
+    splits = [([p.problem_id for p in t.problems(100, 0)], [p.problem_id for p in t.problems(100, 0, "heldout")])
+              for t in tasks]
+    assert splits[0] == splits[1] == splits[2] and splits[0][1]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,8 @@ class MathDataConfig:
     question_field: str = knob("question", "fields preset: the question")
     answer_field: str = knob("answer", "fields preset: the final answer only")
     solution_field: str = knob("", "fields preset: a worked solution, one step per line (optional)")
-    id_field: str = knob("", "a field with a unique problem id; empty: source name and record index")
+    id_field: str = knob("", "a field with a unique problem id; empty: a hash of the question (so the "
+                         "held-out split does not depend on where the file lies)")
     max_reject_rate: float = knob(0.01, "share of malformed records a source may have: they are skipped and listed "
                                         "in the run's rejects.jsonl; above it the stage stops")
 
@@ -174,8 +176,7 @@ def to_problems(records: list[dict[str, Any]] | list[tuple[int, dict[str, Any]]]
     strict = ledger is None
     ledger = ledger if ledger is not None else RejectLedger(max_reject_rate=0.0)
     numbered = [r if isinstance(r, tuple) else (i, r) for i, r in enumerate(records, start=1)]
-    tag = hashlib.blake2b(source.encode(), digest_size=4).hexdigest()
-    out, seen = [], set()
+    out, seen, repeats = [], set(), Counter()
     for line, record in numbered:
         if strict:
             ledger.read[source] += 1
@@ -186,7 +187,10 @@ def to_problems(records: list[dict[str, Any]] | list[tuple[int, dict[str, Any]]]
                                          if cfg.preset == "math" else _fields(record, cfg))
             except KeyError as err:
                 field_, why = {"gsm8k": "answer", "math": "solution"}.get(cfg.preset, ""), str(err.args[0])
-        pid = str(record.get(cfg.id_field)) if cfg.id_field and cfg.id_field in record else f"{tag}-{line - 1}"
+        if cfg.id_field and cfg.id_field in record:
+            pid = str(record.get(cfg.id_field))
+        else:  # from the question, not the file's path or line: the held-out split must not move with the file
+            pid = "" if why else _content_id(question, repeats)
         if not why and pid in seen:
             field_, why = cfg.id_field or "id", "duplicate problem id"
         if why:
@@ -220,6 +224,13 @@ def _misfit(record: dict[str, Any], cfg: MathDataConfig) -> tuple[str, str]:
             and not isinstance(record[cfg.solution_field], str):
         return cfg.solution_field, f"wrong type ({type(record[cfg.solution_field]).__name__})"
     return "", ""
+
+
+def _content_id(question: str, repeats: Counter) -> str:
+    """An id for a record without one: a hash of its question, numbered when the question repeats."""
+    digest = hashlib.blake2b(question.strip().encode(), digest_size=6).hexdigest()
+    repeats[digest] += 1
+    return f"q-{digest}" if repeats[digest] == 1 else f"q-{digest}-{repeats[digest]}"
 
 
 def heldout_by_hash(problem: Problem, fraction: float) -> bool:

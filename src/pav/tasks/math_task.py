@@ -93,7 +93,9 @@ class MathTask:
             heldout = to_problems(numbered_records(cfg.heldout, self.rejects), cfg, cfg.heldout, self.rejects)
             clash = {p.problem_id for p in train} & {p.problem_id for p in heldout}
             if clash:
-                raise MathDataError(f"{len(clash)} problem ids are in both train and heldout, e.g. {min(clash)!r}")
+                what = "problem ids" if cfg.id_field else "questions (ids are hashes of the question)"
+                raise MathDataError(f"{len(clash)} {what} are in both train and heldout, e.g. {min(clash)!r}; "
+                                    "held-out problems must not be trained on")
         else:
             heldout = [p for p in train if heldout_by_hash(p, cfg.heldout_fraction)]
             train = [p for p in train if not heldout_by_hash(p, cfg.heldout_fraction)]

@@ -89,12 +89,10 @@ class _Cohort:
         self.t = 0
         self.tok: torch.Tensor | None = None
         self.keys: torch.Tensor | None = None  # (n, 2) keyed-noise keys of the slots (empty slots: 0)
-        if keys_of is not None:
-            self.keys = torch.zeros(len(slot_row), 2, dtype=torch.int64, device=device)
-            for i, r in enumerate(slot_row):
-                if r >= 0:
-                    u, k = self.owner[r]
-                    self.keys[i] = keys_of[u][k]
+        if keys_of is not None:  # gathered on the host, moved in one copy
+            zero = torch.zeros(2, dtype=torch.int64)
+            self.keys = torch.stack([keys_of[self.owner[r][0]][self.owner[r][1]] if r >= 0 else zero
+                                     for r in slot_row]).to(device)
 
     def after_draw(self, policy: HFPolicy, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
                    out: list[list[Generation | None]]) -> None:

@@ -256,7 +256,7 @@ def _chunk_keys(keys_of: list[torch.Tensor], group: list[int], rows: list[int],
     for s in rows:
         out.append(keys_of[group[s]][taken[s]])
         taken[s] += 1
-    return torch.stack(out)
+    return torch.stack(out)  # on the host, like keys_of
 
 
 def _pack(order: list[int], rows_of: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -349,7 +349,7 @@ class HFPolicy:
         ids = self._encode(unique)
         copies = Counter(contexts)
         rows_of = [copies[u] * n for u in unique]
-        keys_of = self._row_keys(contexts, seed, n, unique) if keyed else None  # (rows_of[u], 2) each
+        keys_of = self._row_keys(contexts, seed, n, unique) if keyed else None  # (rows_of[u], 2) each, on the host
         order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
         per_unique: list[list[Generation]] = [[] for _ in unique]
         fast = FastGPT2(self.model) if self.fast and FastGPT2.supports(self.model) else None
@@ -368,7 +368,8 @@ class HFPolicy:
                     for k, rows in enumerate(chunks):
                         chunk_cache = cache if k == len(chunks) - 1 else copy.deepcopy(cache)
                         chunk_cache.batch_select_indices(rows)
-                        keys = None if keys_of is None else _chunk_keys(keys_of, group, rows.tolist(), per_unique)
+                        keys = None if keys_of is None else \
+                            _chunk_keys(keys_of, group, rows.tolist(), per_unique).to(self.device)
                         gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens, keys)
                         for s, gen in zip(rows.tolist(), gens):
                             per_unique[group[s]].append(gen)
@@ -391,13 +392,16 @@ class HFPolicy:
         return batch
 
     def _row_keys(self, contexts: Sequence[str], seeds: Sequence[int], n: int, unique: list[str]) -> list[torch.Tensor]:
-        """Noise keys of every row, per distinct context: row k of a context that occurs several
-        times is rollout k % n of its (k // n)-th occurrence, with that occurrence's seed."""
+        """Noise keys of every row, per distinct context, on the host (the decoders move the rows they
+        take in one copy): row k of a context that occurs several times is rollout k % n of its
+        (k // n)-th occurrence, with that occurrence's seed."""
         occurrences: dict[str, list[int]] = {u: [] for u in unique}
         for c, s in zip(contexts, seeds):
             occurrences[c].append(int(s))
-        return [row_keys([occurrences[u][k // n] for k in range(n * len(occurrences[u]))],
-                         [k % n for k in range(n * len(occurrences[u]))], self.device) for u in unique]
+        counts = [n * len(occurrences[u]) for u in unique]
+        keys = row_keys([occurrences[u][k // n] for u, m in zip(unique, counts) for k in range(m)],
+                        [k % n for m in counts for k in range(m)])  # (rows, 2), all contexts at once
+        return list(keys.split(counts))
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens of each text as `sample` encodes a context (special tokens included; no window

@@ -47,7 +47,6 @@ from transformers import (
 )
 
 from transformers.cache_utils import DynamicLayer
-from transformers.tokenization_utils_tokenizers import TokenizersBackend as _TokenizersBackend
 
 from pav.policies.base import (
     Generation,
@@ -61,7 +60,7 @@ from pav.policies.base import (
 from pav.policies.fast_decode import decode_cohorts
 from pav.policies.fast_gpt2 import FastGPT2
 from pav.policies.noise import keyed_uniform, row_keys, step_salt
-from pav.policies.tokenizer import encode_plain
+from pav.policies.tokenizer import encode_plain, plain_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -309,10 +308,7 @@ class HFPolicy:
         if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != self.eos_id:
             self._banned[tokenizer.pad_token_id] = True
         self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
-        backend = getattr(tokenizer, "_tokenizer", None)  # what a plain fast tokenizer's decode calls
-        plain = (isinstance(tokenizer, _TokenizersBackend) and type(tokenizer)._decode is _TokenizersBackend._decode
-                 and not tokenizer.clean_up_tokenization_spaces and hasattr(backend, "decode_batch"))
-        self._backend_decode = backend.decode_batch if plain else None
+        self._backend_decode = plain_decoder(tokenizer)  # None: decode through the tokenizer
         # (V,) on the host: tokens after which the fast path looks at a row (it keeps its tokens there)
         self._flagged = self._has_delim.cpu().clone()
         if self.eos_id is not None and self.eos_id < n_vocab:

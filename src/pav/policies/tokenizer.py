@@ -59,3 +59,16 @@ def encode_plain(tokenizer: Any, texts: list[str]) -> list[Any] | None:
             and backend.encode_special_tokens == bool(getattr(tokenizer, "split_special_tokens", False))):
         return None
     return backend.encode_batch(texts, add_special_tokens=True)
+
+
+def plain_decoder(tokenizer: Any) -> Any | None:
+    """The backend's ``decode_batch`` when it is what ``tokenizer.decode`` calls (a plain fast
+    tokenizer that does not clean up spaces), else None: `encode_plain`'s counterpart."""
+    try:
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+    except ImportError:
+        return None
+    backend = getattr(tokenizer, "_tokenizer", None)
+    plain = (isinstance(tokenizer, TokenizersBackend) and type(tokenizer)._decode is TokenizersBackend._decode
+             and not tokenizer.clean_up_tokenization_spaces and hasattr(backend, "decode_batch"))
+    return backend.decode_batch if plain else None

@@ -131,21 +131,27 @@ def test_rows_stop_at_the_window_like_the_generic_path(tok, model):
     assert all(g.n_tokens <= 8 for g in fast.generations[0])
 
 
-def test_sampling_is_seeded_and_fast_path_is_used(tok, model):
+def test_sampling_is_seeded_and_fast_path_is_used(tok, model, monkeypatch):
+    from pav.policies import fast_decode
+
+    steps = []  # grid steps of the fast path
+    real = fast_decode.FastGPT2.grids_step
+    monkeypatch.setattr(fast_decode.FastGPT2, "grids_step", lambda self, *a: steps.append(1) or real(self, *a))
+    kw = dict(until="solution", max_steps=3, max_new_tokens=16)
+    policy = HFPolicy(model, tok, "tiny", batch_size=16)  # 7 contexts x 8 rows: several cohorts
+    a = policy.sample(CONTEXTS, 8, seed=7, **kw)
+    assert len(steps) > 16  # the fast path decodes
+    steps.clear()
     widths = []  # input_ids width of each call of the transformers model
     hook = model.register_forward_pre_hook(lambda m, a, k: widths.append(k["input_ids"].shape[1]),
                                            with_kwargs=True)
-    kw = dict(until="solution", max_steps=3, max_new_tokens=16)
     try:
-        policy = HFPolicy(model, tok, "tiny", batch_size=16)  # 7 contexts x 8 rows: several cohorts
-        a = policy.sample(CONTEXTS, 8, seed=7, **kw)
-        fast_widths = list(widths)
-        widths.clear()
-        HFPolicy(model, tok, "tiny", batch_size=16, fast=False).sample(CONTEXTS, 8, seed=7, **kw)
+        assert not FastGPT2.supports(model)  # a hook would be skipped: such a model takes the generic path
+        HFPolicy(model, tok, "tiny", batch_size=16).sample(CONTEXTS, 8, seed=7, **kw)
     finally:
         hook.remove()
-    assert len(fast_widths) >= 4 and min(fast_widths) > 1  # the fast path calls the model for prefills only
-    assert widths.count(1) > 16  # the generic path decodes through the model
+    assert steps == [] and widths.count(1) > 16  # the generic path decodes through the model
+    assert FastGPT2.supports(model)
     assert a.generations == policy.sample(CONTEXTS, 8, seed=7, **kw).generations
     assert a.texts != policy.sample(CONTEXTS, 8, seed=8, **kw).texts
     assert len({t for row in a.texts for t in row}) > len(CONTEXTS)  # rollouts of a context differ
@@ -223,3 +229,37 @@ def test_cohorts_overlap_and_sampling_is_seeded(tok, model, monkeypatch):
     assert [len(row) for row in a.generations] == [4] * len(contexts)
     assert a.generated_tokens == sum(g.n_tokens for row in a.generations for g in row)
 
+
+
+def test_grid_width_splits_a_context_when_that_leaves_fewer_empty_slots():
+    from pav.policies.fast_decode import GROUP_COST, _grid_width
+
+    def cost(live, w):
+        return sum(-(-k // w) for k in live) * (w + GROUP_COST)
+
+    assert _grid_width([16, 3, 2, 1]) == 4  # 28 slots in 7 grid contexts instead of 64 in 4
+    assert _grid_width([5, 5, 5]) == 5 and _grid_width([1, 1]) == 1
+    for live in ([16, 9, 5, 3, 12], [7], [2, 1, 1, 1, 1, 1], [16] * 8 + [1]):
+        w = _grid_width(live)
+        assert 1 <= w <= max(live) and all(cost(live, w) <= cost(live, v) for v in range(1, max(live) + 1))
+
+
+def test_repacking_splits_contexts_and_keeps_every_rollout(tok, model, monkeypatch):
+    """Rollouts of one context stop at different times, so a repack may spread a context's live rows
+    over several grid contexts (copies of its prefix); every rollout is still the generic path's."""
+    from pav.policies import fast_decode
+
+    split = []
+    real = fast_decode.PrefixGrid.compact
+
+    def spy(self, contexts, slots, rows_per_context, filled):
+        split.append(len(set(contexts.tolist())) < len(contexts))
+        return real(self, contexts, slots, rows_per_context, filled)
+
+    monkeypatch.setattr(fast_decode.PrefixGrid, "compact", spy)
+    kw = dict(until="solution", max_steps=3, max_new_tokens=24)
+    seeds = list(range(21, 21 + len(CONTEXTS)))  # keyed noise: the same draws on both paths
+    fast = HFPolicy(model, tok, "tiny", batch_size=64).sample(CONTEXTS, 9, seed=seeds, **kw)
+    slow = HFPolicy(model, tok, "tiny", batch_size=64, fast=False).sample(CONTEXTS, 9, seed=seeds, **kw)
+    assert any(split)
+    assert fast.generations == slow.generations

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 from pav.policies import Generation, Policy, PolicyLoadError, build_char_tokenizer  # noqa: E402
 from pav.policies.hf import HFPolicy, load_causal_lm, save_policy, sinusoidal_positions, tiny_gpt2  # noqa: E402
+from pav.policies.fast_gpt2 import FastGPT2  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -203,15 +204,23 @@ def test_multi_character_delimiter():
 # Sampler: accounting, sharing, seeds
 
 
-def test_token_counts_by_hand_and_prefill_encodes_each_context_once(tok, model):
+@pytest.mark.parametrize("fast", [True, False])
+def test_token_counts_by_hand_and_prefill_encodes_each_context_once(tok, model, monkeypatch, fast):
     prefills = []
     def record_prefill(module, args, kwargs):
         if kwargs["input_ids"].shape[1] > 1:  # decode steps feed one token per row
             prefills.append(kwargs["input_ids"].shape)
 
+    forward = FastGPT2.forward
+    def fast_forward(self, input_ids, *args, **kwargs):  # FastGPT2 prefills on the fast path
+        if input_ids.shape[1] > 1:
+            prefills.append(input_ids.shape)
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(FastGPT2, "forward", fast_forward)
     hook = model.register_forward_pre_hook(record_prefill, with_kwargs=True)
     try:
-        policy = HFPolicy(model, tok, "tiny")
+        policy = HFPolicy(model, tok, "tiny", fast=fast)
         batch = policy.sample(["12\n", "12\n", "1\n"], 2, until="step", max_steps=1, max_new_tokens=1, seed=0)
     finally:
         hook.remove()

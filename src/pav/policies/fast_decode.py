@@ -40,16 +40,17 @@ if TYPE_CHECKING:
 
 FAST_PRUNE_FRACTION = 0.1  # a cohort repacks its grid when that saves this share of it
 GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
+GROUP_COST = 1  # what one more grid context (one more copy of a prefix) costs, in grid slots
 REFILL_FRACTION = 0.375  # with several cohorts: start a new cohort once this share of batch_size rows is free
 
 
 class _Cohort:
     """One prefill group's rows decoding in step; results go to ``out[u][k]``."""
 
-    def __init__(self, policy: HFPolicy, units: list[tuple[int, int, int]], ids: Sequence[list[int]],
-                 max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
+    def __init__(self, policy: HFPolicy, fast: FastGPT2, units: list[tuple[int, int, int]],
+                 ids: Sequence[list[int]], max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
         device = policy.device
-        cache, logits, mask = policy._prefill([ids[u] for u, _, _ in units])
+        prefix_keys, prefix_values, logits, mask = _prefill(fast, [ids[u] for u, _, _ in units], policy.pad_id)
         counts = [c for _, _, c in units]
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
@@ -65,12 +66,6 @@ class _Cohort:
             first += c
         n_rows = len(rows)
         ctx_len = mask[contexts].sum(-1)  # (G,) real context tokens = position of the first new token
-        self.grid = PrefixGrid([layer.keys[contexts] for layer in cache.layers],
-                               [layer.values[contexts] for layer in cache.layers],
-                               mask.shape[1] - ctx_len, per, max_new_tokens)
-        slot_ctx = torch.arange(n_ctx, device=device).repeat_interleave(per)  # (G*R,)
-        self.logits = logits[contexts][slot_ctx]  # (n, V)
-        self.positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
         self.ends: dict[int, list[int]] = {}  # step -> cohort rows whose budget ends with that step's token
         lens = ctx_len.tolist()
         for r, c in enumerate(slot_row):
@@ -78,7 +73,13 @@ class _Cohort:
                 m = lens[r // per]
                 budget = max_new_tokens if policy.max_positions is None else min(max_new_tokens, policy.max_positions - m)
                 self.ends.setdefault(budget - 1, []).append(c)
-        self.tokens = torch.empty(self.grid.n_slots, max_new_tokens, dtype=torch.long)  # (n, T), on the host
+        longest = max(self.ends) + 1  # the cohort stops when its longest budget ends
+        self.grid = PrefixGrid([k[contexts] for k in prefix_keys], [v[contexts] for v in prefix_values],
+                               mask.shape[1] - ctx_len, per, longest)
+        slot_ctx = torch.arange(n_ctx, device=device).repeat_interleave(per)  # (G*R,)
+        self.logits = logits[contexts][slot_ctx]  # (n, V)
+        self.positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
+        self.tokens = torch.empty(self.grid.n_slots, longest, dtype=torch.long)  # (n, T), on the host
         self.slot_row, self.per = slot_row, per
         self.where = {r: i for i, r in enumerate(slot_row) if r >= 0}  # grid slot of each cohort row
         self.live_in = list(counts)  # live rows per grid context
@@ -135,28 +136,62 @@ class _Cohort:
         self.tok = tok
 
     def repack(self) -> None:
-        """Drop stopped rows and empty contexts from the grid when that saves enough of it."""
+        """Drop stopped rows and empty contexts from the grid when that saves enough of it. The grid
+        stays rectangular (every grid context has the same number of slots), so a context's live rows
+        may be split over several grid contexts, each a copy of its prefix (`_grid_width`)."""
         live_in, per = self.live_in, self.per
-        new_per = max(live_in)
-        kept = [g for g, k in enumerate(live_in) if k]
-        if len(kept) * new_per > (1 - FAST_PRUNE_FRACTION) * len(self.slot_row):
+        if self.n_live > (1 - FAST_PRUNE_FRACTION) * len(self.slot_row):  # no repacking can pay
             return
-        slots, new_rows = [], []
+        kept = [g for g, k in enumerate(live_in) if k]
+        width = _grid_width([live_in[g] for g in kept])
+        n_pieces = sum(-(-live_in[g] // width) for g in kept)
+        if n_pieces * width > (1 - FAST_PRUNE_FRACTION) * len(self.slot_row):
+            return
+        contexts, slots, new_rows, new_live = [], [], [], []
         for g in kept:
             mine = [i for i in range(g * per, (g + 1) * per) if not self.done[i]]
-            slots += mine + [mine[0]] * (new_per - len(mine))
-            new_rows += [self.slot_row[i] for i in mine] + [-1] * (new_per - len(mine))
+            for a in range(0, len(mine), width):
+                piece = mine[a : a + width]
+                contexts.append(g)
+                slots += piece + [piece[0]] * (width - len(piece))
+                new_rows += [self.slot_row[i] for i in piece] + [-1] * (width - len(piece))
+                new_live.append(len(piece))
         device = self.positions.device
         index = torch.tensor(slots, device=device)
-        self.grid.compact(torch.tensor(kept, device=device), index, new_per, self.t)
+        self.grid.compact(torch.tensor(contexts, device=device), index, width, self.t)
         self.tokens[: len(slots), : self.t + 1] = self.tokens[torch.tensor(slots), : self.t + 1]
         self.tok, self.positions = self.tok[index], self.positions[index]
         if self.keys is not None:
             self.keys = self.keys[index]
-        self.slot_row, self.per = new_rows, new_per
+        self.slot_row, self.per = new_rows, width
         self.where = {r: i for i, r in enumerate(new_rows) if r >= 0}
-        self.live_in = [live_in[g] for g in kept]
+        self.live_in = new_live
         self.done = [r < 0 for r in new_rows]
+
+
+def _prefill(fast: FastGPT2, seqs: list[list[int]], pad_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                         torch.Tensor, torch.Tensor]:
+    """Encode left-padded contexts once: keys and values per layer (G, n_head, T, head_dim), the
+    last logits (G, V) in float32, and the mask (G, T)."""
+    device = fast.device
+    lengths = torch.tensor([len(x) for x in seqs])
+    width = int(lengths.max())
+    input_ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(x) for x in seqs], batch_first=True,
+                                                padding_value=pad_id, padding_side="left").to(device)  # (G, T)
+    mask = (torch.arange(width)[None, :] >= (width - lengths)[:, None]).long().to(device)  # (G, T)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    buf = fast.buffer(len(seqs), width)
+    buf.set_padding((width - lengths).to(device))
+    logits = fast.forward(input_ids, positions, buf, 0, last_only=True).float()
+    return buf.keys, buf.values, logits, mask
+
+
+def _grid_width(live: list[int]) -> int:
+    """Rows per grid context for contexts with ``live`` rows each: the width whose grid costs least,
+    counting its slots plus `GROUP_COST` slots per grid context (each reads its own prefix); ties
+    go to the wider grid. E.g. live rows (16, 3, 2, 1): width 16 is 64 slots in 4 grid contexts,
+    width 4 is 28 slots in 7 (context 0 split in 4)."""
+    return min(range(max(live), 0, -1), key=lambda w: sum(-(-k // w) for k in live) * (w + GROUP_COST))
 
 
 def decode_cohorts(
@@ -189,7 +224,7 @@ def decode_cohorts(
                 free -= units[-1][2]
                 group.append(units.pop())
             if group:
-                cohorts.append(_Cohort(policy, group, ids, max_new_tokens, keys_of))
+                cohorts.append(_Cohort(policy, fast, group, ids, max_new_tokens, keys_of))
         logits = cohorts[0].logits if len(cohorts) == 1 else torch.cat([c.logits for c in cohorts])
         salt = None if keys_of is None else torch.cat([step_salt(c.keys, c.t) for c in cohorts])  # (N,)
         tok = draw(logits, salt)  # (N,)

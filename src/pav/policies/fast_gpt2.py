@@ -301,9 +301,10 @@ class PrefixGrid:
             self.G = n
             return
         G, R, H, M, d, g2 = self.G, self.R, self.H, self.max_new, self.d, contexts.shape[0]
+        old_g, old_r = slots // R, slots % R  # (n,) old grid context and row of each new slot
         for buf in (*self._suffix_keys, *self._suffix_values):
             old = buf[: G * H * R * M * d].view(G, H, R, M, d)[:, :, :, :filled]
-            rows = old.transpose(1, 2).reshape(G * R, H, filled, d)[slots]  # (n, H, filled, d), a copy
+            rows = old.transpose(1, 2)[old_g, old_r]  # (n, H, filled, d), one gathered copy
             new = buf[: n * H * M * d].view(g2, H, rows_per_context, M, d)
             new[:, :, :, :filled] = rows.view(g2, rows_per_context, H, filled, d).transpose(1, 2)
         self.prefix_keys = [x[contexts] for x in self.prefix_keys]

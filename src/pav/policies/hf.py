@@ -439,7 +439,8 @@ class HFPolicy:
         logits = logits.masked_fill(self._banned, -math.inf)
         if temperature == 0:
             return logits.argmax(-1)
-        logits = logits / temperature
+        if temperature != 1:
+            logits = logits / temperature
         if top_p < 1:
             logits = _top_p_filter(logits, top_p)
         probs = logits.softmax(-1)  # (B, V)

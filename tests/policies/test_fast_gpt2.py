@@ -75,9 +75,12 @@ def test_forward_logits_equal_transformers(tok, activation):
     assert not torch.equal(want[0, -1], want[1, -1])  # rows differ: padding and positions matter
 
 
-def test_grid_step_logits_equal_transformers(tok):
+@pytest.mark.parametrize("min_window", [None, 1, 3])
+def test_grid_step_logits_equal_transformers(tok, min_window):
     """Teacher-forced decode of shared prefixes: contexts prefilled by transformers (left-padded),
-    then 2 and 3 rows per context continue with different tokens, compacted halfway."""
+    then 2 and 3 rows per context continue with different tokens, compacted halfway. The suffix
+    window read per step (masked past the row's last token) does not change the logits: the CPU
+    default (the whole buffer here), one column (a GPU's), and three."""
     prefixes = ["12\n3", "0>8 B\n9*", "7"]
     rows = [(0, "+4=7\n"), (0, "*2=2\n"), (1, "9=1\nA"), (2, "B\n1+1"), (2, "\n\n\n3 "), (2, "=3 4+")]
     ids, mask, pos = _left_padded(tok, prefixes)
@@ -91,6 +94,8 @@ def test_grid_step_logits_equal_transformers(tok):
         cont = torch.tensor([tok(rows[r][1])["input_ids"] for r in src])  # (9, 5)
         full = [tok(prefixes[rows[r][0]] + rows[r][1])["input_ids"] for r in src]
         fast = FastGPT2(model)
+        if min_window is not None:
+            fast.min_window = min_window
         layers = out.past_key_values.layers
         grid = PrefixGrid([x.keys for x in layers], [x.values for x in layers], (1 - mask).sum(-1), per, 8)
         position = mask.sum(-1)[ctx_of]

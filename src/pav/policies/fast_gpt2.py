@@ -28,8 +28,8 @@ import torch.nn.functional as F
 SUPPORTED_ACTIVATIONS = frozenset({"gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast", "relu", "silu", "swish"})
 # PyTorch's CPU `bmm` multiplies matrices of fewer multiply-adds than this (a row's 1 x head_dim query
 # against its first few suffix keys) in an unvectorised loop, 2-5x slower than its BLAS call on a
-# few more columns. So a grid's suffix attention reads at least ceil(BMM_BLAS_MIN_MACS / head_dim)
-# columns, masking those not yet written: early steps are most of a short rollout's steps.
+# few more columns. So on a CPU a grid's suffix attention reads at least ceil(BMM_BLAS_MIN_MACS /
+# head_dim) columns, masking those not yet written: early steps are most of a short rollout's steps.
 BMM_BLAS_MIN_MACS = 400
 
 
@@ -116,7 +116,6 @@ class FastGPT2:
         tr = model.transformer
         self.n_layer, self.n_head, self.n_embd = cfg.n_layer, cfg.n_head, cfg.n_embd
         self.head_dim = cfg.n_embd // cfg.n_head
-        self.min_window = -(-BMM_BLAS_MIN_MACS // self.head_dim)  # suffix columns a grid step reads
         self.eps = cfg.layer_norm_epsilon
         self.wte, self.wpe = tr.wte.weight, tr.wpe.weight
         tanh_gelu = cfg.activation_function in ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
@@ -134,6 +133,8 @@ class FastGPT2:
         self.ln_f = (tr.ln_f.weight, tr.ln_f.bias)
         self.lm_head = model.lm_head.weight  # (V, E); tied to wte unless the model unties it
         self.dtype, self.device = self.wte.dtype, self.wte.device
+        # the fewest suffix columns a grid step reads (`BMM_BLAS_MIN_MACS`; a GPU has no such path)
+        self.min_window = -(-BMM_BLAS_MIN_MACS // self.head_dim) if self.device.type == "cpu" else 1
 
     def buffer(self, batch: int, max_len: int) -> KVBuffer:
         return KVBuffer(self.n_layer, batch, self.n_head, max_len, self.head_dim, dtype=self.dtype,

@@ -268,3 +268,20 @@ def test_repacking_splits_contexts_and_keeps_every_rollout(tok, model, monkeypat
     slow = HFPolicy(model, tok, "tiny", batch_size=64, fast=False).sample(CONTEXTS, 9, seed=seeds, **kw)
     assert any(split)
     assert fast.generations == slow.generations
+
+
+def test_long_contexts_prefill_through_transformers_with_the_same_result(tok, model, monkeypatch):
+    """A cohort whose prefill scores would be large is prefilled by transformers (memory-efficient
+    attention) instead of FastGPT2; the generations do not change."""
+    from pav.policies import fast_decode
+
+    kw = dict(until="solution", max_steps=3, max_new_tokens=16, temperature=0.0)
+    fast_prefills = []
+    real = fast_decode._prefill
+    monkeypatch.setattr(fast_decode, "_prefill", lambda *a: fast_prefills.append(1) or real(*a))
+    small = HFPolicy(model, tok, "tiny", batch_size=8).sample(CONTEXTS, 2, **kw)
+    assert fast_prefills
+    fast_prefills.clear()
+    monkeypatch.setattr(fast_decode, "FAST_PREFILL_MAX_SCORES", 0)
+    large = HFPolicy(model, tok, "tiny", batch_size=8).sample(CONTEXTS, 2, **kw)
+    assert not fast_prefills and large.generations == small.generations

@@ -47,6 +47,9 @@ FAST_PRUNE_FRACTION = 0.1  # a cohort repacks its grid when that saves this shar
 GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
 GROUP_COST = 1  # what one more grid context (one more copy of a prefix) costs, in grid slots
 REFILL_FRACTION = 0.375  # with several cohorts: start a new cohort once this share of batch_size rows is free
+# FastGPT2 prefills a cohort when its attention scores (contexts x heads x tokens^2) are at most this
+# many floats (64 MB; the tiny policies' cohorts use ~1 MB); larger ones go through transformers
+FAST_PREFILL_MAX_SCORES = 2**24
 
 
 class _Cohort:
@@ -55,7 +58,12 @@ class _Cohort:
     def __init__(self, policy: HFPolicy, fast: FastGPT2, units: list[tuple[int, int, int]],
                  ids: Sequence[list[int]], max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
         device = policy.device
-        prefix_keys, prefix_values, logits, mask = _prefill(fast, [ids[u] for u, _, _ in units], policy.pad_id)
+        seqs = [ids[u] for u, _, _ in units]
+        if len(seqs) * fast.n_head * max(map(len, seqs)) ** 2 <= FAST_PREFILL_MAX_SCORES:
+            prefix_keys, prefix_values, logits, mask = _prefill(fast, seqs, policy.pad_id)
+        else:  # long contexts: transformers' attention does not materialise the scores
+            cache, logits, mask = policy._prefill(seqs)
+            prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
         counts = [c for _, _, c in units]
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)

@@ -87,9 +87,9 @@ def _has_forward_hooks(model: torch.nn.Module) -> bool:
     never calls the modules, so such a model is decoded by the generic path, hooks and all."""
     from torch.nn.modules import module as nn_module
 
-    if nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks:
+    if getattr(nn_module, "_global_forward_hooks", None) or getattr(nn_module, "_global_forward_pre_hooks", None):
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    return any(getattr(m, "_forward_hooks", None) or getattr(m, "_forward_pre_hooks", None) for m in model.modules())
 
 
 class FastGPT2:

@@ -43,7 +43,8 @@ class LabelConfig:
     shard_size: int = knob(25, "problems per shard (the unit of resumption)")
     temperature: float = knob(1.0, "sampling temperature of seeds and rollouts")
     top_p: float = knob(1.0, "nucleus sampling threshold")
-    batch_size: int = knob(256, "rows per sampler batch")
+    batch_size: int = knob(256, "rows per sampler batch (with 2+ threads or a GPU, 512-1024 label faster: "
+                                "bench/label_bench.py; the labels depend on it)")
     seed: int = knob(0, "seed of problems, seed solutions and rollouts")
     threads: int = knob(1, "torch threads (in this process; workers use one each)")
     executor: Literal["local", "ray"] = knob("local", "where shards are labelled: local (this process, or `workers` "

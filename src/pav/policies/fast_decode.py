@@ -60,7 +60,7 @@ class _Cohort:
         device = policy.device
         seqs = [ids[u] for u, _, _ in units]
         if len(seqs) * fast.n_head * max(map(len, seqs)) ** 2 <= FAST_PREFILL_MAX_SCORES:
-            prefix_keys, prefix_values, logits, mask = _prefill(fast, seqs, policy.pad_id)
+            prefix_keys, prefix_values, logits, mask = _prefill(policy, fast, seqs)
         else:  # long contexts: transformers' attention does not materialise the scores
             cache, logits, mask = policy._prefill(seqs)
             prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
@@ -182,19 +182,13 @@ class _Cohort:
         self.done = [r < 0 for r in new_rows]
 
 
-def _prefill(fast: FastGPT2, seqs: list[list[int]], pad_id: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
-                                                                         torch.Tensor, torch.Tensor]:
-    """Encode left-padded contexts once: keys and values per layer (G, n_head, T, head_dim), the
-    last logits (G, V) in float32, and the mask (G, T)."""
-    device = fast.device
-    lengths = torch.tensor([len(x) for x in seqs])
-    width = int(lengths.max())
-    input_ids = torch.nn.utils.rnn.pad_sequence([torch.tensor(x) for x in seqs], batch_first=True,
-                                                padding_value=pad_id, padding_side="left").to(device)  # (G, T)
-    mask = (torch.arange(width)[None, :] >= (width - lengths)[:, None]).long().to(device)  # (G, T)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    buf = fast.buffer(len(seqs), width)
-    buf.set_padding((width - lengths).to(device))
+def _prefill(policy: HFPolicy, fast: FastGPT2, seqs: list[list[int]]) -> tuple[list[torch.Tensor],
+                                                                             list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Encode left-padded contexts once on FastGPT2: keys and values per layer (G, n_head, T,
+    head_dim), the last logits (G, V) in float32, and the mask (G, T)."""
+    input_ids, mask, positions = policy._left_padded(seqs)
+    buf = fast.buffer(*input_ids.shape)
+    buf.set_padding(mask.shape[1] - mask.sum(-1))
     logits = fast.forward(input_ids, positions, buf, 0, last_only=True).float()
     return buf.keys, buf.values, logits, mask
 

@@ -420,15 +420,19 @@ class HFPolicy:
                                  f"{self.max_positions}: {text[:80]!r}")
         return ids
 
-    def _prefill(self, seqs: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """Encode left-padded contexts once: (cache, last logits (G, V), mask (G, T))."""
+    def _left_padded(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Contexts as left-padded rows on the policy's device: input_ids, mask, positions (G, T)."""
         input_ids = torch.nn.utils.rnn.pad_sequence(
             [torch.tensor(s) for s in seqs], batch_first=True, padding_value=self.pad_id, padding_side="left"
         ).to(self.device)  # (G, T)
         mask = torch.nn.utils.rnn.pad_sequence(
             [torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side="left"
         ).to(self.device)  # (G, T)
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)  # (G, T)
+        return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _prefill(self, seqs: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """Encode left-padded contexts once: (cache, last logits (G, V), mask (G, T))."""
+        input_ids, mask, position_ids = self._left_padded(seqs)
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
                          past_key_values=_growing_cache(self.model.config), use_cache=True, logits_to_keep=1)
         return out.past_key_values, out.logits[:, -1].float(), mask

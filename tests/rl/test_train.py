@@ -110,3 +110,22 @@ def test_rft_fine_tunes_on_the_correct_seed_solutions_only(tmp_path):
         return float(-(logp * enc.completion).sum() / enc.completion.sum())
 
     assert nll(after, good) < nll(before, good) - 0.5  # learned the correct solutions
+
+
+def test_the_exact_expert_scorer_gives_the_loop_its_advantages(tmp_path):
+    import dataclasses
+
+    from pav.verifier.exact import ExpertScorer
+
+    last = train_rl(_learner(), TASK, ExpertScorer(TASK), dataclasses.replace(SETTINGS, iterations=1), tmp_path,
+                    lambda it: {})
+    # an untrained model writes invalid lines: their A^μ = −V^expert(before) < 0 is the only bonus
+    assert last["rl/reward_bonus"] < 0 and np.isfinite(last["rl/reward"])
+
+
+def test_the_expert_verifier_is_refused_on_a_math_problem_set():
+    from pav.rl.stage import RLConfig, run_rl
+    from pav.tasks.math_task import MathTaskConfig
+
+    with pytest.raises(ValueError, match="built-in task's exact expert"):
+        run_rl(RLConfig(policy="p", verifier="expert", math=MathTaskConfig(train="problems.jsonl")), None)

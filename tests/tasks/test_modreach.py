@@ -320,6 +320,51 @@ def test_expert_is_deterministic_and_perfect_without_noise():
         assert a.success and a.labels == ("progress",) * p.meta["distance"] + ("answer_ok",)
 
 
+def test_expert_values_by_hand():
+    # 8 -> 9 with ops +1 *2 *3 and budget 1: only +1 reaches 9 (8*2 = 6, 8*3 = 4), so success needs
+    # the optimal move (p_opt = 1 - 0.08 - 0.10 - 0.15 = 0.67) or the random one drawing +1 (0.15 / 3).
+    p = TASK.make_problem(["+1", "*2", "*3"], start=8, target=9, budget=1)
+    assert TASK.expert_values(p, []) == [pytest.approx(0.67 + 0.05)]
+    assert TASK.expert_values(p, ["8+1=9", "ans 9"]) == [pytest.approx(0.72), 1.0, 1.0]
+    assert TASK.expert_values(p, ["8*2=6"]) == [pytest.approx(0.72), 0.0]  # budget spent off target
+    assert TASK.expert_values(p, ["8+1=7", "7+1=8"]) == [pytest.approx(0.72), 0.0, 0.0]  # invalid, then after it
+    assert TASK.expert_values(p, ["8 to 9", "8+1=9", "ans 9", "x"]) == [pytest.approx(0.72), 0.0, 0.0, 0.0, 0.0]
+
+
+def test_noiseless_expert_values_are_one_exactly_when_the_budget_left_covers_the_distance():
+    perfect = ModReach(ModReachConfig(p_err=0.0, p_restate=0.0, p_rand=0.0))
+    rng = random.Random(3)
+    for p in perfect.problems(100, seed=4):
+        steps = TASK.demonstrate(p, rng)  # the noisy expert's lines: restates, detours, slips
+        values, infos = perfect.expert_values(p, steps), perfect.analyse(p, steps).steps
+        assert values[0] == 1.0  # d* <= budget by construction
+        for v, info in zip(values[1:], infos):
+            if info.label in ("progress", "no_progress", "regress"):
+                assert v == float(info.dist is not None and info.dist <= p.meta["budget"] - info.used)
+            else:
+                assert v == float(perfect.analyse(p, steps).success and info.label != "error")
+
+
+def test_expert_values_match_monte_carlo_continuations_of_the_expert():
+    rng = random.Random(11)
+    for p in TASK.problems(4, seed=12):
+        demo = TASK.demonstrate(p, rng)
+        for h in range(min(3, len(demo))):
+            prefix, n = demo[:h], 3000
+            wins = sum(TASK.outcome(p, prefix + TASK.demonstrate(p, rng, prefix)) for _ in range(n))
+            v = TASK.expert_values(p, prefix)[-1]
+            assert abs(wins / n - v) <= 4 * max((v * (1 - v) / n) ** 0.5, 1e-9), (p.question, prefix)
+
+
+def test_parse_question_inverts_the_prompt():
+    for p in TASK.problems(50, seed=6) + [EXAMPLE]:
+        back = TASK.parse_question(TASK.prompt(p))
+        assert back.question == p.question and back.meta == p.meta
+    for bad in ["", "0 to 8 mod 10 ops max 6", "0 to 8 mod 12 ops +1 max 6", "00 to 8 mod 10 ops +1 max 6"]:
+        with pytest.raises(ValueError):
+            TASK.parse_question(bad)
+
+
 def test_answer_is_the_first_answer_line():
     assert TASK.answer(["3+2=5", "ans 5", "ans 7"]) == "5"
     assert TASK.answer(["3+2=5", "ans 05", "5 to 5"]) is None  # not canonical: not an answer line

@@ -30,6 +30,7 @@ from pav.tasks.modreach import ModReachConfig
 log = logging.getLogger(__name__)
 
 PASS_AT = (1, 2, 4, 8, 16, 32, 64)
+EXPERT = "expert"  # `verifier` value: the built-in task's exact expert values instead of a PQV
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class RLConfig:
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
     rft_steps: int = knob(300, "RFT optimiser steps (batch 16, AdamW, warm-up + cosine, as SFT)")
     rft_lr: float = knob(5e-4, "RFT peak learning rate")
-    verifier: str = knob("", "the fixed PQV (`pav train-verifier` run); needed unless reward=orm")
+    verifier: str = knob("", "the fixed PQV (`pav train-verifier` run), needed unless reward=orm; `expert`: the exact "
+                              "values of the built-in task's noisy expert instead (oracle ablation, `pav.verifier.exact`)")
     reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
         "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), PAPER.md Eq. 5 and App. G")
     alpha: float = knob(0.3, "α: weight of the verifier's term (built-in task: α >= 1 let the policy exploit the small PAV)")
@@ -127,6 +129,8 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     cfg.load.check_trainable("rl")
     if cfg.reward != "orm" and cfg.alpha != 0 and not cfg.verifier:
         raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
+    if cfg.verifier == EXPERT and cfg.math.train:
+        raise ValueError("verifier=expert is the built-in task's exact expert; a math problem set needs a PQV run")
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
     start_dir = resolve_model_dir(cfg.policy)
@@ -145,7 +149,11 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     learner = Learner(policy, ref, value, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
                       torch.optim.AdamW(value.parameters(), lr=cfg.value_lr) if value is not None else None)
     scorer = None
-    if cfg.reward != "orm" and cfg.alpha != 0:
+    if cfg.reward != "orm" and cfg.alpha != 0 and cfg.verifier == EXPERT:
+        from pav.verifier.exact import ExpertScorer
+
+        scorer = ExpertScorer(task, k=cfg.k)
+    elif cfg.reward != "orm" and cfg.alpha != 0:
         from pav.verifier.scorer import VerifierScorer
         from pav.verifier.stage import load_verifier
 

@@ -12,6 +12,8 @@ Implements the design of BUILTIN_TASK.md §2 (the built-in task a tiny GPT-2 lea
   answer_ok, answer_bad) and flags budget pits (after the line, the distance left exceeds the
   budget left).
 - Noisy expert (§2.4): ``demonstrate``; errors propagate because it continues from what it wrote.
+  ``expert_values`` gives its exact chance of success after any prefix (dynamic programming over
+  (state, budget used)): exact prover values for oracle ablations, as the didactic task has.
 
 Choices where the design is silent:
 - Parsing is strict: whole-line regular expressions over ASCII digits in canonical form (no
@@ -56,6 +58,7 @@ _NUM = r"(0|[1-9][0-9]{0,5})"  # canonical ASCII decimal, short enough for int()
 _MOVE = re.compile(rf"{_NUM}([+*]){_NUM}={_NUM}")
 _RESTATE = re.compile(rf"{_NUM} to {_NUM}")
 _ANSWER = re.compile(rf"ans {_NUM}")
+_QUESTION = re.compile(rf"{_NUM} to {_NUM} mod {_NUM} ops ((?:[+*][0-9]+ )*[+*][0-9]+) max {_NUM}")
 _MAX_MISSES = 100_000  # consecutive rejected draws before `problems` gives up
 
 
@@ -339,6 +342,36 @@ class ModReach:
         lines.append(f"ans {believed}")
         return lines[len(prefix):]
 
+    def expert_values(self, problem: Problem, steps: Sequence[str]) -> list[float]:
+        """V^expert of every prefix ``steps[:h]``, h = 0..H: the exact chance that the noisy expert,
+        continuing after the prefix (as ``demonstrate`` does), ends with a correct answer. A prefix with
+        an invalid line is worth 0 and one with an answer line its outcome."""
+        spec, analysis = _Spec.of(problem), self.analyse(problem, steps)
+        table = _expert_table(spec, self.cfg.p_err, self.cfg.p_restate, self.cfg.p_rand)
+
+        def value(x: int, used: int) -> float:
+            return table[used][x] if used < len(table) else 0.0
+
+        out = [value(spec.start, 0)]
+        for info in analysis.steps:
+            if info.label in ("error", "after_error"):
+                out.append(0.0)
+            elif info.label in ("answer_ok", "answer_bad", "after_answer"):
+                out.append(1.0 if analysis.success else 0.0)
+            else:
+                out.append(value(info.state, info.used))
+        return out
+
+    def parse_question(self, question: str) -> Problem:
+        """The problem whose ``question`` (or prompt) this is: the inverse of ``make_problem``."""
+        m = _QUESTION.fullmatch(question.strip())
+        if m is None:
+            raise ValueError(f"not a ModReach question: {question[:80]!r}")
+        start, target, modulus, ops, budget = int(m[1]), int(m[2]), int(m[3]), m[4].split(), int(m[5])
+        if modulus != self.cfg.modulus:
+            raise ValueError(f"question is mod {modulus}, the task mod {self.cfg.modulus}: {question!r}")
+        return self.make_problem(ops, start, target, budget)
+
     def _expert_line(self, spec: _Spec, x: int, rng: random.Random) -> tuple[str, int]:
         """One non-answer line from believed state ``x`` and the state the expert then believes."""
         cfg, u = self.cfg, rng.random()
@@ -381,6 +414,31 @@ def _states_by_distance(ops: tuple[str, ...], target: int, modulus: int, d_min: 
     dist = _distances(ops, target, modulus)
     by_dist = ((d, tuple(x for x in range(modulus) if dist[x] == d)) for d in range(d_min, d_max + 1))
     return tuple((d, states) for d, states in by_dist if states)
+
+
+@functools.lru_cache(maxsize=4096)
+def _expert_table(spec: _Spec, p_err: float, p_restate: float, p_rand: float) -> tuple[tuple[float, ...], ...]:
+    """table[used][x]: the expert's chance of success from true state x with ``used`` budget steps
+    spent, used = 0..budget (more is worth 0). At the target it answers (success iff within the
+    budget); elsewhere a line is an error (p_err: 0), a restate (p_restate), a uniformly random
+    listed op (p_rand) or a uniform choice among the ops that get closer (all ops from a dead end),
+    each of the last three spending one budget step, as ``_expert_line`` draws them."""
+    p_opt, m = 1.0 - p_err - p_restate - p_rand, spec.modulus
+    nxt = [float(x == spec.target) for x in range(m)]  # used == budget: only an answer is left
+    rows = [tuple(nxt)]
+    for _ in range(spec.budget):
+        row = []
+        for x in range(m):
+            if x == spec.target:
+                row.append(1.0)
+                continue
+            moves = [apply_op(op, x, m) for op in spec.ops]
+            closer = [y for y in moves if spec.dist[y] < spec.dist[x]] or moves
+            row.append(p_restate * nxt[x] + p_rand * sum(nxt[y] for y in moves) / len(moves)
+                       + p_opt * sum(nxt[y] for y in closer) / len(closer))
+        nxt = row
+        rows.append(tuple(row))
+    return tuple(reversed(rows))
 
 
 def _believed_state(spec: _Spec, prefix: Sequence[str]) -> int:

@@ -217,4 +217,4 @@ def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):
     [c] = summary["comparisons"]
     assert c["reward"] == "pav" and "sample_efficiency" in c and set(c["pass_at_gain"]) == {"pass@1", "pass@2", "pass@4"}
     assert {p.name for p in (out / "arms").iterdir()} == {"orm_s0", "pav_s0", "orm_s1", "pav_s1"}
-    assert (out / "rl_curves.png").is_file() and (out / "report.md").is_file()
+    assert (out / "rl_curves.png").is_file() and "prover Bo1(π₀) through the PQV" in (out / "report.md").read_text()

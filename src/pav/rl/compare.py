@@ -158,7 +158,7 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
             {"name": f"{c['reward']}-RL Pass@N above {ref_name}-RL for every N <= 64 (share)",
              "value": float(np.mean([g > 0 for g in c["pass_at_gain"].values()])), "target": "1.0",
              "passed": all(g > 0 for g in c["pass_at_gain"].values())}]
-    return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
+    return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k, "verifier": cfg.rl.verifier,
             "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
             "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
             "rewards": per, "comparisons": comparisons, "checks": checks, "paper": PAPER}

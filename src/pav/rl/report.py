@@ -49,9 +49,11 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
 def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     plot_curves(summary, run_dir / "rl_curves.png")
     ref = summary["reference"]
+    prover = (f"Bo{summary['k']} of the task's expert, exact values (no verifier)" if summary.get("verifier") == "expert"
+              else f"Bo{summary['k']}(π₀) through the PQV")
     lines = ["# Online RL: outcome rewards against dense progress rewards", "",
              f"{summary['iterations']} iterations × {summary['samples_per_iteration']} samples, seeds "
-             f"{summary['seeds']}, α = {summary['alpha']:g}, prover Bo{summary['k']}, baseline {summary['baseline']}.", "",
+             f"{summary['seeds']}, α = {summary['alpha']:g}, prover {prover}, baseline {summary['baseline']}.", "",
              "![curves](rl_curves.png)", "",
              "| reward | start | final (mean ± sd over seeds) | KL to start | entropy | steps / solution |",
              "|---|---|---|---|---|---|"]

@@ -27,6 +27,18 @@ def test_step_weights_of_each_reward_by_hand():
     assert step_weights("pav", 1.0, None, 0.0, 2)[0].tolist() == [1.0, 1.0]  # α = 0 needs no verifier
 
 
+def test_an_answer_step_is_worth_its_outcome_under_any_prover():
+    sc = _scores([0.3, 0.6], [0.5, 0.9])  # A^mu = (0.3, 0.4); Q^mu before the answer 0.5
+    np.testing.assert_allclose(step_weights("pav", 0.0, sc, 2.0, 2, graded_final=True)[0], [0.6, -1.0])
+    np.testing.assert_allclose(step_weights("pav", 1.0, sc, 2.0, 2, graded_final=True)[0], [1.6, 2.0])
+    np.testing.assert_allclose(step_weights("pqv", 0.0, sc, 2.0, 2, graded_final=True)[0], [0.6, 0.0])
+    np.testing.assert_allclose(step_weights("prover-q", 1.0, sc, 2.0, 2, graded_final=True)[0], [2.0, 3.0])
+    assert sc.adv_prover.tolist() == pytest.approx([0.3, 0.4])  # the scores are not changed
+    cut = StepScores(0.1, np.array([0.4, np.nan]), np.array([0.5, np.nan]), np.array([0.3, np.nan]), float("nan"))
+    w, seen = step_weights("pav", 1.0, cut, 1.0, 2, graded_final=True)  # past the window: still no bonus
+    assert w.tolist() == pytest.approx([1.3, 1.0]) and seen is False
+
+
 def test_a_two_step_toy_batch_gets_its_step_weights_on_its_tokens_and_none_on_padding():
     prompts = ["3 to 7 max 5\n", "1 to 2 max 4\n"]
     completions = ["3+4=7\nans 7\n", "1*2=2\n"]
@@ -109,3 +121,19 @@ def test_non_finite_rewards_are_refused_and_window_cuts_are_counted():
     assert w.tolist() == pytest.approx([1.3, 1.0]) and seen is False
     with pytest.raises(NonFiniteReward):
         token_weights([np.array([np.inf])], torch.tensor([[0]]))
+
+
+def test_the_graded_answer_step_changes_nothing_where_the_values_are_exact():
+    import random
+
+    from pav.tasks.modreach import ModReach
+    from pav.verifier.exact import ExpertScorer
+
+    task, rng = ModReach(), random.Random(0)
+    problems = task.problems(30, seed=1)
+    steps = [task.demonstrate(p, rng) for p in problems]
+    scores = ExpertScorer(task, k=4).score([task.prompt(p) for p in problems], steps)
+    for p, st, sc in zip(problems, steps, scores):
+        o = task.outcome(p, st)
+        np.testing.assert_allclose(step_weights("pav", o, sc, 1.0, len(st), graded_final=True)[0],
+                                   step_weights("pav", o, sc, 1.0, len(st))[0], atol=1e-12)

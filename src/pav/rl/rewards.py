@@ -15,6 +15,12 @@ Baselines (``advantages``):
   bonus A^μ is already centred. With α = 0 this is exactly outcome-only RLOO.
 - ``value``: a learned token-level value V(s_t) predicting E[w] (the paper's REINFORCE baseline).
 
+A solution that ends with its answer step (``graded_final``) is complete: its value is its checked
+outcome under any prover, so that step's Q^π, Q^μ are the outcome and its A^μ is outcome −
+Q̂^μ(before), not the verifier's estimate (the paper leaves the last step unspecified). A learned
+verifier that over-values a premature "answer = target" line otherwise pays the policy for writing
+one (built-in task, α = 3: 2 of 3 seeds collapsed to such lines; `pav rl --set graded_final=false`).
+
 Non-finite numbers never reach a tensor: a verifier that returns NaN where it can see the step
 raises `NonFiniteReward`; steps past the verifier's window (a NaN suffix with a finite question
 value) get no bonus and are counted.
@@ -37,8 +43,9 @@ class NonFiniteReward(FloatingPointError):
 
 
 def step_weights(reward: str, outcome: float, scores: StepScores | None, alpha: float,
-                 n_steps: int) -> tuple[np.ndarray, bool]:
-    """(H,) weights w_h of one solution and whether the verifier saw every step (module docstring)."""
+                 n_steps: int, graded_final: bool = False) -> tuple[np.ndarray, bool]:
+    """(H,) weights w_h of one solution and whether the verifier saw every step (module docstring);
+    ``graded_final``: the last step is the answer, worth the outcome exactly."""
     if reward not in REWARDS:
         raise ValueError(f"unknown reward {reward!r}; choose from {REWARDS}")
     if not np.isfinite(outcome):
@@ -49,9 +56,12 @@ def step_weights(reward: str, outcome: float, scores: StepScores | None, alpha: 
     if scores is None:
         raise ValueError(f"reward {reward!r} needs verifier scores")
     bonus = {"pav": scores.adv_prover, "pqv": scores.q_base, "prover-q": scores.q_prover}[reward]
-    bonus = np.asarray(bonus, dtype=np.float64)
+    bonus = np.array(bonus, dtype=np.float64)  # a copy: the last entry may be replaced
     if bonus.shape != (n_steps,):
         raise ValueError(f"verifier scored {bonus.shape[0]} steps of a {n_steps}-step solution")
+    if graded_final and n_steps and np.isfinite(bonus[-1]):
+        before = scores.q_prover[-1] - scores.adv_prover[-1]  # Q̂^μ of the prefix before the answer
+        bonus[-1] = outcome - before if reward == "pav" else outcome
     seen = np.isfinite(bonus)
     cut = int(seen.sum())
     if not np.isfinite(scores.v_base) or not seen[:cut].all() or np.isinf(bonus).any():

@@ -51,6 +51,7 @@ CHECKPOINTS = "checkpoints"
 class RLSettings:
     reward: str = "pav"  # orm | pav | pqv | prover-q
     alpha: float = 1.0
+    graded_final: bool = True  # an answer step's bonus uses its checked outcome (`pav.rl.rewards`)
     baseline: str = "value"  # value | rloo
     iterations: int = 200
     problems_per_iter: int = 8
@@ -111,7 +112,8 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
             scores = scorer.score(prompts, steps) if s.reward != "orm" and s.alpha != 0 else [None] * len(steps)
             weights = []
             for o, sc, st in zip(outcomes, scores, steps):  # per-step weights, Eq. 5
-                w, seen = step_weights(s.reward, o, sc, s.alpha, len(st))
+                w, seen = step_weights(s.reward, o, sc, s.alpha, len(st),
+                                       graded_final=s.graded_final and bool(st) and task.is_final_step(st[-1]))
                 weights.append(w)
                 unscored += not seen
             device = next(model.parameters()).device

@@ -168,6 +168,13 @@ def test_search_with_alpha_zero_reuses_the_pqv_beam_runs(sft_run, verifiers, tmp
     for n in (2, 4):
         assert (out / "results" / f"pav_beam_N{n}_a0.jsonl").read_text() == \
             (out / "results" / f"pqv_beam_N{n}.jsonl").read_text()
+    res = pav("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+              "--set", "alpha=1", "--set", "prover_ks=", "--set", "prover=expert", "--set", "ns=2",
+              "--out", "expert", cwd=tmp_path)  # A^μ exact from the task's expert, Q̂^π still the PQV's
+    assert res.returncode == 0, res.stderr
+    expert = json.loads((tmp_path / "expert" / "summary.json").read_text())
+    assert expert["prover"] == "expert" and expert["curves"]["pqv_beam"][0] == summary["curves"]["pqv_beam"][0]
+    assert "exact A^μ of the task’s expert" in (tmp_path / "expert" / "report.md").read_text()
 
 
 def test_search_on_ray_gives_the_local_results(sft_run, verifiers, tmp_path):

@@ -30,3 +30,19 @@ def test_expert_scorer_refuses_other_tasks_and_bad_k():
         ExpertScorer(MathTask.__new__(MathTask))
     with pytest.raises(ValueError, match="k must be"):
         ExpertScorer(TASK, k=0)
+
+
+def test_mixed_scorer_takes_q_base_from_the_pqv_and_the_prover_terms_from_the_expert():
+    from pav.verifier.exact import MixedScorer
+    from pav.verifier.scorer import StepScores
+
+    class Pqv:
+        def score(self, prompts, steps_list):
+            return [StepScores(0.5, np.full(len(s), 0.25), np.full(len(s), 0.9), np.zeros(len(s)), 0.3, 7)
+                    for s in steps_list]
+
+    p = TASK.make_problem(["+1", "*2", "*3"], start=8, target=9, budget=1)
+    [mixed] = MixedScorer(Pqv(), ExpertScorer(TASK)).score([TASK.prompt(p)], [["8*2=6"]])
+    assert (mixed.v_base, mixed.q_base.tolist(), mixed.outcome, mixed.verifier_tokens) == (0.5, [0.25], 0.3, 7)
+    np.testing.assert_allclose(mixed.q_prover, [0.0])
+    np.testing.assert_allclose(mixed.adv_prover, [-0.72])

@@ -79,7 +79,7 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
         provers[str(k)] = [results[f"pav_beam_N{n}_a{a}"] if k == cfg.k and n in cfg.ns else
                            results[f"prover_K{k}_N{n}_a{a}"] for n in cfg.prover_ns]
     return {"alpha": alpha, "alpha_chosen_by": "given" if cfg.alpha is not None else "validation sweep",
-            "alpha_width": cfg.alpha_width, "k": cfg.k, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
+            "alpha_width": cfg.alpha_width, "k": cfg.k, "prover": cfg.prover, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
             "curves": curves, "pass_at": pass_at, "headline": headline, "checks": checks,
             "alpha_sweep": sweep, "prover_sweep": provers, "paper": PAPER}
 
@@ -112,7 +112,8 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     h = summary["headline"]
     eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.1f}×"
     gain = "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} pts"
-    ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g} and prover Bo{summary['k']}\n"
+    prover = f"Bo{summary['k']}" + ("(expert), exact A" if summary.get("prover") == "expert" else "")
+    ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g} and prover {prover}\n"
                  f"compute to match ORM best-of-{summary['ns'][-1]}: {eff} less; mean gain at equal compute: {gain}",
                  fontsize=9)
     ax.grid(alpha=0.3)
@@ -171,7 +172,8 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.2f}×"
     lines = ["# Test-time search: best-of-N against beam search with the effective reward", "",
              f"{summary['problems']} held-out problems; PAV beam uses α = {summary['alpha']:g} "
-             f"({summary['alpha_chosen_by']}) and prover Best-of-{summary['k']}(π). "
+             f"({summary['alpha_chosen_by']}) and prover Best-of-{summary['k']}"
+             f"{'(expert): exact A^μ of the task’s expert, Q̂^π from the PQV' if summary.get('prover') == 'expert' else '(π)'}. "
              "Compute = policy tokens generated per problem.", "",
              "![curves](search_curves.png)", "",
              "| measured | here | paper | goal | met |", "|---|---|---|---|---|",

@@ -56,6 +56,9 @@ class SearchConfig:
     val_problems: int = knob(100, "held-out validation problems for the α sweep (disjoint from the test ones)")
     ns: tuple[int, ...] = knob((2, 4, 8, 16, 32, 64, 128), "N: best-of-N sizes and beam widths")
     k: int = knob(4, "prover μ = Best-of-K(π) of PAV beam search (paper: Bo4)")
+    prover: Literal["", "expert"] = knob("", "where A^μ comes from: empty: Best-of-K of the PQV; `expert`: Best-of-K "
+                                             "of the built-in task's noisy expert, exact values, Q̂^π still the PQV's "
+                                             "(oracle ablation, `pav.verifier.exact`)")
     alpha: float | None = knob(None, "α of PAV beam search; none: the best α of the sweep")
     alpha_grid: tuple[float, ...] = knob(tuple(round(0.1 * i, 1) for i in range(11)), "α values of the sweep")
     alpha_width: int = knob(16, "beam width of the α sweep (paper: 16)")
@@ -82,6 +85,8 @@ class SearchConfig:
             raise ValueError("choosing α needs alpha_grid and val_problems >= 1 (or set alpha)")
         if self.k < 1 or min(self.prover_ks, default=1) < 1:
             raise ValueError("prover sizes K must be >= 1")
+        if self.prover == "expert" and self.math.train:
+            raise ValueError("prover=expert is the built-in task's exact expert; a math problem set has none")
 
 
 def split_problems(cfg: SearchConfig, rejects_dir: Path | None = None) -> tuple[list[Problem], list[Problem]]:
@@ -109,6 +114,10 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool):
     task = build_task(cfg.task, cfg.math)
     policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
     scorer = load_scorer(cfg.verifier, k=k, orm=cfg.orm if with_orm else "", load=cfg.load, batch_size=cfg.score_batch)
+    if cfg.prover == "expert":
+        from pav.verifier.exact import ExpertScorer, MixedScorer
+
+        scorer = MixedScorer(scorer, ExpertScorer(task, k))
     return with_tokenizer(task, policy.tokenizer), policy, scorer
 
 

@@ -15,9 +15,9 @@ killed comparison continues. The summary gives, per reward, held-out accuracy ag
 α defaults to 0.3: on the built-in task, with α = 1 PAV-RL collapsed in 2 of 3 seeds (with either
 baseline) to malformed or premature answer lines that the small PAV over-values; at α = 0.3 no
 seed collapsed. With the answer step graded (`pav.rl.rewards`), α = 3 still sent 2 of 3 seeds down
-(final 0.11 and 0.24 against ORM-RL's 0.36–0.40), onto wrong arithmetic that lands on the target. With the task's exact expert values in place of the
-PAV (``rl.verifier=expert``) no seed collapsed at α = 1, 3 or 6: the learned verifier's errors, not
-the dense reward, are what keeps α small here.
+(final 0.11 and 0.24 against ORM-RL's 0.36–0.40), onto wrong arithmetic that lands on the target.
+With the task's exact expert values in place of the PAV (``rl.verifier=expert``) no seed collapsed
+at α = 1, 3 or 6: the learned verifier's errors, not the dense reward, are what keeps α small here.
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
             {"name": f"{c['reward']}-RL Pass@N above {ref_name}-RL for every N <= 64 (share)",
              "value": float(np.mean([g > 0 for g in c["pass_at_gain"].values()])), "target": "1.0",
              "passed": all(g > 0 for g in c["pass_at_gain"].values())}]
-    return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k, "verifier": cfg.rl.verifier,
-            "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
+    return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
+            "verifier": cfg.rl.verifier, "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
             "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
             "rewards": per, "comparisons": comparisons, "checks": checks, "paper": PAPER}

@@ -79,7 +79,8 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
         provers[str(k)] = [results[f"pav_beam_N{n}_a{a}"] if k == cfg.k and n in cfg.ns else
                            results[f"prover_K{k}_N{n}_a{a}"] for n in cfg.prover_ns]
     return {"alpha": alpha, "alpha_chosen_by": "given" if cfg.alpha is not None else "validation sweep",
-            "alpha_width": cfg.alpha_width, "k": cfg.k, "prover": cfg.prover, "problems": cfg.problems, "val_problems": cfg.val_problems, "ns": list(cfg.ns),
+            "alpha_width": cfg.alpha_width, "k": cfg.k, "prover": cfg.prover, "problems": cfg.problems,
+            "val_problems": cfg.val_problems, "ns": list(cfg.ns),
             "curves": curves, "pass_at": pass_at, "headline": headline, "checks": checks,
             "alpha_sweep": sweep, "prover_sweep": provers, "paper": PAPER}
 

@@ -285,8 +285,10 @@ def serve_load(root: Path, verifier: str, seconds: float, fuzz_examples: int, bu
         {"name": "serve: server memory growth over the 80% run", "value": f"{rss1 - rss0:+.1f} MB (from {rss0:.0f} MB)",
          "criterion": "< 50 MB", "passed": rss1 - rss0 < 50},
         *burst_rows,
+        {"name": "serve: failed requests at 80% after the burst", "value": f"{len(after) - len(after_ok)} of {len(after)}",
+         "criterion": "0", "passed": len(after_ok) == len(after)},
         {"name": "serve: p50 latency at 80% after the burst", "value": f"{1000 * p50_after:.0f} ms (before: {1000 * p50:.0f} ms)",
-         "criterion": "<= 1.5x before", "passed": p50_after <= 1.5 * p50 and len(after_ok) == len(after)},
+         "criterion": "<= 1.5x before", "passed": p50_after <= 1.5 * p50, "timed": True},
         {"name": f"serve: 5xx answers to {fuzz_examples} fuzzed request bodies", "value": fuzz_5xx, "criterion": "0",
          "passed": fuzz_5xx == 0},
     ]
@@ -322,12 +324,13 @@ def wrk_burst(url: str, root: Path, target: float) -> list[dict]:
     offered, server_max = n / (micros / 1e6), server_refusal_max(url)
     return [
         {"name": f"serve: burst (wrk, 256 connections, 3 s) offered vs 3x the sustained rate ({target:.0f})",
-         "value": f"{offered:.0f} req/s", "criterion": f">= {target:.0f} req/s", "passed": offered >= target},
+         "value": f"{offered:.0f} req/s", "criterion": f">= {target:.0f} req/s", "passed": offered >= target,
+         "timed": True},
         {"name": "serve: burst answers refused with 429/503 (other statuses)",
          "value": f"{refused:.0f} of {n:.0f} ({other:.0f})", "criterion": "> 0 (0 other)",
          "passed": refused > 0 and other == 0},
         {"name": "serve: slowest 429/503 answer, measured in the server", "value": f"{1000 * server_max:.1f} ms",
-         "criterion": "<= 100 ms", "passed": refused > 0 and server_max <= 0.1},
+         "criterion": "<= 100 ms", "passed": refused > 0 and server_max <= 0.1, "timed": True},
         {"name": "serve: burst latency of all answers seen by wrk, p50 / p99", "value":
          f"{p50 / 1000:.1f} / {p99 / 1000:.1f} ms ({100 * refused / max(n, 1):.0f}% refusals)",
          "criterion": "(measured)", "passed": None},
@@ -389,15 +392,15 @@ def paced_burst(url: str, target: float, seconds: float = 3.0, connections: int 
     return [
         {"name": f"serve: burst at 3x the sustained rate (open loop, {seconds:.0f} s), sent",
          "value": f"{len(answers) / span:.0f} req/s (target {target:.0f})", "criterion": ">= 90% of target",
-         "passed": len(answers) / span >= 0.9 * target},
+         "passed": len(answers) / span >= 0.9 * target, "timed": True},
         {"name": "serve: burst answers refused with 429/503 (other statuses)",
          "value": f"{len(refused)} of {len(answers)} ({other})", "criterion": "> 0 (0 other)",
          "passed": bool(refused) and other == 0},
         {"name": "serve: time to a 429/503 answer, client's clock, p50 / p99 / max",
          "value": f"{1000 * pct(refused, 50):.1f} / {1000 * p99:.1f} / {1000 * max(refused, default=0):.1f} ms",
-         "criterion": "p99 <= 100 ms", "passed": p99 <= 0.1},
+         "criterion": "p99 <= 100 ms", "passed": p99 <= 0.1, "timed": True},
         {"name": "serve: slowest 429/503 answer, server's clock", "value": f"{1000 * server_max:.1f} ms",
-         "criterion": "<= 100 ms", "passed": bool(refused) and server_max <= 0.1},
+         "criterion": "<= 100 ms", "passed": bool(refused) and server_max <= 0.1, "timed": True},
         {"name": "serve: burst latency of the accepted answers, p50 / p99",
          "value": f"{1000 * pct(accepted, 50):.0f} / {1000 * pct(accepted, 99):.0f} ms", "criterion": "(measured)",
          "passed": None},
@@ -430,6 +433,9 @@ def main() -> None:
                         help="paced: exactly 3x the sustained rate, open loop, timed by the client; "
                         "wrk: a closed-loop flood from wrk (apt install wrk), refusals timed by the server")
     parser.add_argument("--json", default="", help="also write the rows here")
+    parser.add_argument("--timing", choices=["enforce", "report"], default="enforce",
+                        help="report: rows with a timing criterion (latency, rates) are reported but never fail the run "
+                        "(the test suite's small run: machines are noisy); enforce: they fail it like the others")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pav-reliability-"))
     policy = args.policy
@@ -438,6 +444,10 @@ def main() -> None:
         policy = str(root / "sft")
     rows = kill_label(root, str(Path(policy).resolve()), args.kills, args.seed)
     rows += serve_load(root, args.verifier or tiny_verifier(root), args.load_seconds, args.fuzz_examples, args.burst)
+    if args.timing == "report":
+        for r in rows:
+            if r.get("timed") and r["passed"] is False:
+                r["passed"], r["criterion"] = None, f"{r['criterion']} (reported)"
     width = max(len(r["name"]) for r in rows)
     print(f"{'measurement':<{width}}  {'value':<28} {'pass criterion':<16} passed")
     for r in rows:

@@ -1,5 +1,7 @@
 """bench/reliability.py end to end: kill -9 during labelling and `pav serve` under load and fuzz.
-The default suite runs it small; `-m slow` runs the sizes the closing figures come from."""
+The default suite runs it small, failing on functional criteria only (no failed requests, identical
+shards, refusals answered, no 5xx); `-m slow` runs the sizes the closing figures come from, timing
+criteria enforced."""
 
 import json
 import subprocess
@@ -21,8 +23,8 @@ def run(tmp_path, *args):
     return {r["name"].split(":")[0] for r in rows}
 
 
-def test_reliability_small(tmp_path):
-    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30") == \
+def test_reliability_small(tmp_path):  # timing criteria are reported, not enforced: machines are noisy
+    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30", "--timing", "report") == \
         {"label", "serve"}
 
 

@@ -109,7 +109,7 @@ def demo(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = 
          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
     """The whole method on the built-in task: SFT → progress labels → PQV/PAV and ORM → search → RL → report.
 
-    About 15 minutes on 2 CPU cores (--quick: about a minute). Each stage runs in its own folder of
+    About 10 minutes on 2 CPU cores (--quick: about a minute). Each stage runs in its own folder of
     the run directory (sft/, labels/, pqv/, orm/, pqv-eval/, search/, rl/); a rerun with the same
     --out skips finished stages and continues an interrupted one. Writes report.html (figures
     embedded), report.md, summary.json, demo_main.png and labels.png.

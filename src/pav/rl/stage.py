@@ -50,8 +50,7 @@ class RLConfig:
     k: int = knob(1, "prover μ = Best-of-K(π₀) of the verifier's A^μ / Q^μ; 1: the start policy itself, the "
                   "paper's best RL prover (built-in task, 3 seeds: more stable than 4)")
     graded_final: bool = knob(True, "an answer step's Q and A^μ use its checked outcome, exact for any prover, not the "
-                                    "verifier's estimate (false: the verifier's; built-in task, α = 3: 2 of 3 seeds then "
-                                    "collapsed to premature answers the PQV over-values)")
+                                    "verifier's estimate (false: the verifier's; why: `pav.rl.rewards`)")
     baseline: Literal["value", "rloo"] = knob("value", "learned token-level value (paper) or leave-one-out over a problem's samples")
     iterations: int = knob(300, "policy updates")
     problems_per_iter: int = knob(8, "fresh training problems per update")

@@ -347,7 +347,8 @@ class ModReach:
         continuing after the prefix (as ``demonstrate`` does), ends with a correct answer. A prefix with
         an invalid line is worth 0 and one with an answer line its outcome."""
         spec, analysis = _Spec.of(problem), self.analyse(problem, steps)
-        table = _expert_table(spec, self.cfg.p_err, self.cfg.p_restate, self.cfg.p_rand)
+        table = _expert_table(tuple(spec.ops), spec.target, spec.budget, spec.modulus, self.cfg.p_err,
+                              self.cfg.p_restate, self.cfg.p_rand)
 
         def value(x: int, used: int) -> float:
             return table[used][x] if used < len(table) else 0.0
@@ -417,23 +418,24 @@ def _states_by_distance(ops: tuple[str, ...], target: int, modulus: int, d_min: 
 
 
 @functools.lru_cache(maxsize=4096)
-def _expert_table(spec: _Spec, p_err: float, p_restate: float, p_rand: float) -> tuple[tuple[float, ...], ...]:
+def _expert_table(ops: tuple[str, ...], target: int, budget: int, modulus: int, p_err: float, p_restate: float,
+                  p_rand: float) -> tuple[tuple[float, ...], ...]:
     """table[used][x]: the expert's chance of success from true state x with ``used`` budget steps
     spent, used = 0..budget (more is worth 0). At the target it answers (success iff within the
     budget); elsewhere a line is an error (p_err: 0), a restate (p_restate), a uniformly random
     listed op (p_rand) or a uniform choice among the ops that get closer (all ops from a dead end),
     each of the last three spending one budget step, as ``_expert_line`` draws them."""
-    p_opt, m = 1.0 - p_err - p_restate - p_rand, spec.modulus
-    nxt = [float(x == spec.target) for x in range(m)]  # used == budget: only an answer is left
+    p_opt, m, dist = 1.0 - p_err - p_restate - p_rand, modulus, _distances(tuple(sorted(ops)), target, modulus)
+    nxt = [float(x == target) for x in range(m)]  # used == budget: only an answer is left
     rows = [tuple(nxt)]
-    for _ in range(spec.budget):
+    for _ in range(budget):
         row = []
         for x in range(m):
-            if x == spec.target:
+            if x == target:
                 row.append(1.0)
                 continue
-            moves = [apply_op(op, x, m) for op in spec.ops]
-            closer = [y for y in moves if spec.dist[y] < spec.dist[x]] or moves
+            moves = [apply_op(op, x, m) for op in ops]
+            closer = [y for y in moves if dist[y] < dist[x]] or moves
             row.append(p_restate * nxt[x] + p_rand * sum(nxt[y] for y in moves) / len(moves)
                        + p_opt * sum(nxt[y] for y in closer) / len(closer))
         nxt = row

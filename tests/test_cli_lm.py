@@ -2,11 +2,13 @@
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pav.core.io import read_parquet
@@ -126,6 +128,29 @@ def verifiers(sft_run, tmp_path_factory):
     return root
 
 
+def test_expert_prover_labels_and_a_verifiers_error_against_their_exact_values(sft_run, verifiers, tmp_path):
+    run, _ = sft_run
+    res = pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--set", "prover=expert", "--out", "expert",
+              cwd=tmp_path)  # the fixture's seed solutions, rolled out by the task's noisy expert
+    assert res.returncode == 0, res.stderr
+
+    def read(d):
+        return [lab for p in sorted((d / "labels").glob("*.parquet")) for lab in read_parquet(p, StepLabel)]
+
+    by_policy, by_expert = read(verifiers / "labels"), read(tmp_path / "expert")
+    assert [(b.solution_id, b.prefix_len) for b in by_expert] == [(a.solution_id, a.prefix_len) for a in by_policy]
+    assert all(b.prover_id.startswith("modreach-expert(") and b.policy_id == a.policy_id
+               for a, b in zip(by_policy, by_expert))
+    seeds = [sorted((d / "solutions").glob("*.jsonl")) for d in (verifiers / "labels", tmp_path / "expert")]
+    assert seeds[0] and [p.read_text() for p in seeds[0]] == [p.read_text() for p in seeds[1]]
+    res = pav("eval-verifier", "--set", "labels=expert", "--set", f"verifier={verifiers / 'pqv'}", "--set",
+              "heldout_fraction=0.5", "--out", "quality", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    exact = json.loads((tmp_path / "quality" / "summary.json").read_text())["exact"]
+    assert exact["prefixes"] > 0 and exact["steps"] > 0 and 0 <= exact["rmse_value"] <= 1
+    assert "against the exact values" in (tmp_path / "quality" / "report.md").read_text()
+
+
 def test_search_cli_compares_every_method_and_resumes(sft_run, verifiers, tmp_path):
     run, _ = sft_run
     args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
@@ -174,7 +199,15 @@ def test_search_with_alpha_zero_reuses_the_pqv_beam_runs(sft_run, verifiers, tmp
     assert res.returncode == 0, res.stderr
     expert = json.loads((tmp_path / "expert" / "summary.json").read_text())
     assert expert["prover"] == "expert" and expert["curves"]["pqv_beam"][0] == summary["curves"]["pqv_beam"][0]
-    assert "exact A^μ of the task’s expert" in (tmp_path / "expert" / "report.md").read_text()
+    assert "exact A^μ of the task's expert" in (tmp_path / "expert" / "report.md").read_text()
+    res = pav("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+              "--set", "alpha=1", "--set", "prover_ks=", "--set", f"prover={verifiers / 'orm'}", "--set", "ns=2",
+              "--out", "prover-verifier", cwd=tmp_path)  # A^μ from another verifier's values (here the ORM's)
+    assert res.returncode == 0, res.stderr
+    other = json.loads((tmp_path / "prover-verifier" / "summary.json").read_text())
+    assert other["curves"]["pqv_beam"][0] == summary["curves"]["pqv_beam"][0]
+    assert other["curves"]["pav_beam"][0]["scored"] > other["curves"]["pqv_beam"][0]["scored"]  # two models read
+    assert f"A^μ from the verifier {verifiers / 'orm'}" in (tmp_path / "prover-verifier" / "report.md").read_text()
 
 
 def test_search_on_ray_gives_the_local_results(sft_run, verifiers, tmp_path):
@@ -209,6 +242,30 @@ def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
     res = pav("rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set",
               f"rft_labels={verifiers / 'labels'}", "--out", "no-correct", cwd=tmp_path)  # an untrained policy
     assert res.returncode == 2 and "no correct seed solution" in res.stderr
+
+
+def test_rl_takes_a_prover_verifiers_terms_and_needs_no_pqv_for_them(verifiers):
+    from pav.rl.stage import RLConfig, check_verifiers, step_scorer
+    from pav.tasks.modreach import ModReach
+    from pav.verifier.scorer import MixedScorer
+
+    task, pqv, prover = ModReach(), str(verifiers / "pqv"), str(verifiers / "orm")  # any verifier can be μ's
+    problem = task.problems(1, seed=0)[0]
+    args = ([task.prompt(problem)], [task.demonstrate(problem, random.Random(0))])
+    check_verifiers(RLConfig(policy="p", prover=prover))  # reward=pav reads only Q^μ and A^μ
+    [alone] = step_scorer(RLConfig(policy="p", prover=prover), task).score(*args)
+    mixed_scorer = step_scorer(RLConfig(policy="p", verifier=pqv, prover=prover, reward="pqv"), task)
+    [mixed] = mixed_scorer.score(*args)
+    [base] = step_scorer(RLConfig(policy="p", verifier=pqv, reward="pqv"), task).score(*args)
+    assert isinstance(mixed_scorer, MixedScorer)
+    np.testing.assert_array_equal(mixed.adv_prover, alone.adv_prover)
+    np.testing.assert_array_equal(mixed.q_base, base.q_base)
+    assert not np.array_equal(mixed.adv_prover, base.adv_prover)
+    assert step_scorer(RLConfig(policy="p", prover=prover, reward="orm"), task) is None
+    with pytest.raises(ValueError, match="verifier=PQV_RUN"):
+        check_verifiers(RLConfig(policy="p", prover=prover, reward="pqv"))
+    with pytest.raises(ValueError, match="drop"):
+        check_verifiers(RLConfig(policy="p", verifier="expert", prover=prover))
 
 
 def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):

@@ -77,7 +77,7 @@ def test_records_keep_counts_and_cover_every_labelled_prefix(task, expert, tmp_p
         if final:
             assert final[0].n_rollouts == 1 and final[0].n_correct == int(s.outcome)
     for lab in labels:
-        assert lab.policy_id == "expert" and lab.prover_id == "expert" and 0 <= lab.n_correct <= lab.n_rollouts
+        assert lab.policy_id == lab.prover_id == expert.policy_id and 0 <= lab.n_correct <= lab.n_rollouts
 
 
 def test_first_pit_stops_at_the_first_zero_value_prefix(task, expert, tmp_path):

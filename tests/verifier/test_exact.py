@@ -33,8 +33,7 @@ def test_expert_scorer_refuses_other_tasks_and_bad_k():
 
 
 def test_mixed_scorer_takes_q_base_from_the_pqv_and_the_prover_terms_from_the_expert():
-    from pav.verifier.exact import MixedScorer
-    from pav.verifier.scorer import StepScores
+    from pav.verifier.scorer import MixedScorer, StepScores
 
     class Pqv:
         def score(self, prompts, steps_list):

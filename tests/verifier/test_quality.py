@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pav.verifier.quality import auroc, calibration, verifier_quality
+from pav.verifier.quality import auroc, calibration, exact_agreement, verifier_quality
 
 
 def test_auroc_hand_cases():
@@ -38,3 +38,18 @@ def test_quality_report_numbers():
     assert q["mc_noise"] == pytest.approx(np.mean([0.0625, 0, 0.046875, 0]))
     assert q["auroc_by_position"][0] == {"prefix_len": 0, "n": 2, "auroc": 0.5}
     assert q["fig10"][0]["auroc_effective"] == 1.0
+    assert q["exact"] is None  # labels of a policy: no true values to compare with
+
+
+def test_agreement_with_exact_values_by_hand():
+    rows = [dict(solution_id="a", prefix_len=0, pred=0.5, exact=0.6),
+            dict(solution_id="a", prefix_len=1, pred=0.7, exact=0.9),  # Â +0.2, A +0.3
+            dict(solution_id="a", prefix_len=2, pred=0.8, exact=0.0),  # Â +0.1, A −0.9
+            dict(solution_id="b", prefix_len=1, pred=0.2, exact=0.2),  # no prefix 0: no step
+            dict(solution_id="b", prefix_len=2, pred=0.2, exact=0.205)]  # Â 0, A +0.005: below min_adv
+    e = exact_agreement(rows)
+    assert e["prefixes"] == 5 and e["steps"] == 3
+    assert e["rmse_value"] == pytest.approx(np.sqrt(np.mean([0.01, 0.04, 0.64, 0, 0.005 ** 2])))
+    assert e["rmse_adv"] == pytest.approx(np.sqrt(np.mean([0.1 ** 2, 1.0 ** 2, 0.005 ** 2])))
+    assert e["corr_adv"] == pytest.approx(np.corrcoef([0.2, 0.1, 0.0], [0.3, -0.9, 0.005])[0, 1])
+    assert e["sign_adv"] == 0.5  # right on the +0.3 step, wrong on the −0.9 one

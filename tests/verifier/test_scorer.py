@@ -54,3 +54,22 @@ def test_verifier_tokens_count_every_model_pass():
     per_pass = [len(TOK(p + "".join(s + "\n" for s in steps))["input_ids"]) for p, steps in zip(PROMPTS, STEPS)]
     assert [s.verifier_tokens for s in VerifierScorer(pqv, k=4).score(PROMPTS, STEPS)] == per_pass
     assert [s.verifier_tokens for s in VerifierScorer(pqv, k=4, orm=orm).score(PROMPTS, STEPS)] == [2 * t for t in per_pass]
+
+
+def test_mixed_scorer_takes_q_base_from_the_pqv_and_best_of_k_of_the_prover_verifier():
+    """What search and RL build for `--set prover=RUN`: the PQV's Q̂^π and outcome, the prover
+    verifier's Best-of-K values and advantages, and both models' tokens."""
+    from pav.verifier.scorer import MixedScorer
+
+    pqv, prover = verifier(0), verifier(1)
+    mixed = MixedScorer(VerifierScorer(pqv, k=4), VerifierScorer(prover, k=2)).score(PROMPTS, STEPS)
+    alone = VerifierScorer(pqv, k=4).score(PROMPTS, STEPS)
+    for m, a, vm in zip(mixed, alone, prover.prefix_values(PROMPTS, STEPS)):
+        assert (m.v_base, m.outcome) == (a.v_base, a.outcome) and np.array_equal(m.q_base, a.q_base)
+        q_mu = best_of_k(vm.astype(np.float64), 2)
+        np.testing.assert_allclose(m.q_prover, q_mu[1:], rtol=1e-6)
+        np.testing.assert_allclose(m.adv_prover, np.diff(q_mu), rtol=1e-6, atol=1e-9)
+        assert m.verifier_tokens == 2 * a.verifier_tokens
+    same = MixedScorer(VerifierScorer(pqv, k=4), VerifierScorer(pqv, k=4)).score(PROMPTS, STEPS)
+    for s, a in zip(same, alone):  # the PQV as its own prover verifier: the Best-of-K(π) scores
+        np.testing.assert_array_equal(s.effective_reward(0.7), a.effective_reward(0.7))

@@ -35,7 +35,7 @@ from pav.core.io import write_json
 from pav.core.jobs import Job, run_jobs
 from pav.core.metrics import read_metrics
 from pav.core.rundir import mark_complete, start_run
-from pav.rl.stage import PASS_AT, RLConfig
+from pav.rl.stage import PASS_AT, RLConfig, check_verifiers
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
 
     if not cfg.rl.policy:
         raise ValueError("rl-compare needs --set rl.policy=SFT_RUN (and rl.verifier=PQV_RUN, rl.rft_labels=LABEL_RUN)")
-    if any(r != "orm" for r in cfg.rewards) and not cfg.rl.verifier:
-        raise ValueError("rewards other than orm need --set rl.verifier=PQV_RUN")
+    for r in cfg.rewards:  # a missing verifier fails now, not in every arm
+        check_verifiers(dataclasses.replace(cfg.rl, reward=r))
     run_dir = start_run(out, "rl-compare", cfg, overwrite)
     common = {"cfg": cfg, "run_dir": str(run_dir)}
     if cfg.rl.rft_labels:
@@ -162,6 +162,6 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
              "value": float(np.mean([g > 0 for g in c["pass_at_gain"].values()])), "target": "1.0",
              "passed": all(g > 0 for g in c["pass_at_gain"].values())}]
     return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
-            "verifier": cfg.rl.verifier, "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
+            "verifier": cfg.rl.verifier, "prover": cfg.rl.prover, "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
             "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
             "rewards": per, "comparisons": comparisons, "checks": checks, "paper": PAPER}

@@ -50,6 +50,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     plot_curves(summary, run_dir / "rl_curves.png")
     ref = summary["reference"]
     prover = (f"Bo{summary['k']} of the task's expert, exact values (no verifier)" if summary.get("verifier") == "expert"
+              else f"Bo{summary['k']}(μ) through the prover verifier {summary['prover']}" if summary.get("prover")
               else f"Bo{summary['k']}(π₀) through the PQV")
     lines = ["# Online RL: outcome rewards against dense progress rewards", "",
              f"{summary['iterations']} iterations × {summary['samples_per_iteration']} samples, seeds "

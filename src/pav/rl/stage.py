@@ -23,6 +23,7 @@ from pav.core.io import read_jsonl, write_json
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.policies.options import LoadOptions
+from pav.rollouts.expert import EXPERT  # `verifier` value: the task's exact expert values instead of a PQV
 from pav.tasks.build import build_task, prompt_of
 from pav.tasks.math_task import MathTaskConfig
 from pav.tasks.modreach import ModReachConfig
@@ -30,7 +31,6 @@ from pav.tasks.modreach import ModReachConfig
 log = logging.getLogger(__name__)
 
 PASS_AT = (1, 2, 4, 8, 16, 32, 64)
-EXPERT = "expert"  # `verifier` value: the built-in task's exact expert values instead of a PQV
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,11 @@ class RLConfig:
     reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
         "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), PAPER.md Eq. 5 and App. G")
     alpha: float = knob(0.3, "α: weight of the verifier's term (built-in task: α >= 1 let the policy exploit the small PAV)")
-    k: int = knob(1, "prover μ = Best-of-K(π₀) of the verifier's A^μ / Q^μ; 1: the start policy itself, the "
-                  "paper's best RL prover (built-in task, 3 seeds: more stable than 4)")
+    prover: str = knob("", "a `pav train-verifier` run on another prover's labels (`pav label --set prover=...`): "
+                           "A^μ / Q^μ from its values (Best-of-k of them) instead of the PQV's; reward=pav and prover-q "
+                           "then need no PQV")
+    k: int = knob(1, "prover μ = Best-of-K(π₀) of the verifier's A^μ / Q^μ (of `prover`'s when set); 1: the start "
+                  "policy itself, the paper's best RL prover (built-in task, 3 seeds: more stable than 4)")
     graded_final: bool = knob(True, "an answer step's Q and A^μ use its checked outcome, exact for any prover, not the "
                                     "verifier's estimate (false: the verifier's; why: `pav.rl.rewards`)")
     baseline: Literal["value", "rloo"] = knob("value", "learned token-level value (paper) or leave-one-out over a problem's samples")
@@ -114,6 +117,40 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
     return out_dir
 
 
+def _needs_scorer(cfg: RLConfig) -> bool:
+    return cfg.reward != "orm" and cfg.alpha != 0
+
+
+def check_verifiers(cfg: RLConfig) -> None:
+    """Refuse a reward whose verifier is missing, before any work is done."""
+    prover_only = cfg.prover and cfg.reward in ("pav", "prover-q")  # they read only Q^μ and A^μ
+    if _needs_scorer(cfg) and not cfg.verifier and not prover_only:
+        raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
+    if cfg.verifier == EXPERT and cfg.math.train:
+        raise ValueError("verifier=expert is the built-in task's exact expert; a math problem set needs a PQV run")
+    if cfg.verifier == EXPERT and cfg.prover:
+        raise ValueError("verifier=expert gives exact Q^μ and A^μ already; drop --set prover=...")
+
+
+def step_scorer(cfg: RLConfig, task: Any):
+    """The fixed `Scorer` of the verifier's term, None when the reward has none: the exact expert, the
+    PQV with its Best-of-k prover, or a prover verifier's Best-of-k (beside the PQV for reward=pqv)."""
+    if not _needs_scorer(cfg):
+        return None
+    if cfg.verifier == EXPERT:
+        from pav.verifier.exact import ExpertScorer
+
+        return ExpertScorer(task, k=cfg.k)
+    from pav.verifier.scorer import MixedScorer, VerifierScorer
+    from pav.verifier.stage import load_verifier
+
+    prover = VerifierScorer(load_verifier(cfg.prover, cfg.load), k=cfg.k, batch_size=64) if cfg.prover else None
+    if prover is not None and not cfg.verifier:
+        return prover  # its q_base is μ's, which reward=pav and prover-q do not read
+    base = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k, batch_size=64)
+    return MixedScorer(base, prover) if prover is not None else base
+
+
 def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True,
            progress=None) -> dict[str, Any]:
     """RFT (optional) → RL loop → held-out Pass@N; see the module docstring."""
@@ -129,10 +166,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     if not cfg.policy:
         raise ValueError("rl needs a start policy: --set policy=SFT_RUN")
     cfg.load.check_trainable("rl")
-    if cfg.reward != "orm" and cfg.alpha != 0 and not cfg.verifier:
-        raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
-    if cfg.verifier == EXPERT and cfg.math.train:
-        raise ValueError("verifier=expert is the built-in task's exact expert; a math problem set needs a PQV run")
+    check_verifiers(cfg)
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
     start_dir = resolve_model_dir(cfg.policy)
@@ -150,16 +184,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         if cfg.baseline == "value" else None
     learner = Learner(policy, ref, value, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
                       torch.optim.AdamW(value.parameters(), lr=cfg.value_lr) if value is not None else None)
-    scorer = None
-    if cfg.reward != "orm" and cfg.alpha != 0 and cfg.verifier == EXPERT:
-        from pav.verifier.exact import ExpertScorer
-
-        scorer = ExpertScorer(task, k=cfg.k)
-    elif cfg.reward != "orm" and cfg.alpha != 0:
-        from pav.verifier.scorer import VerifierScorer
-        from pav.verifier.stage import load_verifier
-
-        scorer = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k, batch_size=64)
+    scorer = step_scorer(cfg, task)
     heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "rl-eval"), "heldout")
 
     def evaluate(it: int) -> dict[str, float]:

@@ -14,6 +14,7 @@ import numpy as np
 from pav.core.config import knob
 from pav.core.io import write_json, write_jsonl
 from pav.core.rundir import mark_complete, start_run
+from pav.rollouts.expert import EXPERT, ExpertPolicy
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
 from pav.policies.options import LoadOptions
@@ -34,7 +35,8 @@ class LabelConfig:
     policy: str = knob("", "base policy π: a `pav sft` run directory, a model directory, or an HF model name")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded: device, dtype, remote code")
     prover: str = knob("", "rollout policy: empty = π itself (Best-of-K prover values derive from these "
-                           "counts); otherwise another checkpoint (directory or name) acting as prover μ")
+                           "counts); `expert`: the built-in task's noisy expert (pav.rollouts.expert); otherwise "
+                           "another checkpoint (directory or name) acting as prover μ")
     problems: int = knob(200, "problems to label")
     split: Literal["train", "heldout"] = knob("train", "which split of the task's problems")
     n_cov: int = knob(4, "seed solutions sampled per problem (coverage)")
@@ -60,6 +62,8 @@ class LabelConfig:
             raise ValueError("problems, n_cov, n_mc and shard_size must be >= 1")
         if self.workers < 0 or self.max_retries < 0:
             raise ValueError("workers and max_retries must be >= 0")
+        if self.prover == EXPERT and self.math.train:
+            raise ValueError("prover=expert is the built-in task's noisy expert; a math problem set has none")
 
 
 def resolve_model_dir(name: str) -> str:
@@ -128,11 +132,20 @@ def labelling_components(cfg: LabelConfig, rejects_dir: Path | None = None) -> t
     if key not in _LOADED:
         task = build_task(cfg.task, cfg.math, rejects_dir=rejects_dir)  # read once; rejects listed in rejects_dir
         policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
-        rollout_policy = load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load) if cfg.prover else policy
+        rollout_policy = _rollout_policy(cfg, task, policy)
         _LOADED[key] = policy, rollout_policy, with_tokenizer(task, policy.tokenizer)  # chat templates
     elif rejects_dir is not None and hasattr(_LOADED[key][2], "rejects"):
         _LOADED[key][2].rejects.write(Path(rejects_dir) / REJECTS_FILE)
     return _LOADED[key]
+
+
+def _rollout_policy(cfg: LabelConfig, task: Task, policy):
+    """The prover μ whose rollouts label the prefixes: π itself, the task's expert, or a checkpoint."""
+    if not cfg.prover:
+        return policy
+    if cfg.prover == EXPERT:
+        return ExpertPolicy(task)
+    return load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load)
 
 
 def _weights_stamp(name: str) -> tuple:
@@ -177,7 +190,8 @@ def _label_with_jobs(cfg: LabelConfig, problems: list, run_dir: Path, show_progr
     remove_stale_temps(run_dir)
     shards = [problems[i:i + cfg.shard_size] for i in range(0, len(problems), cfg.shard_size)]
     todo = [i for i in range(len(shards)) if not shard_paths(run_dir, i)[1].exists()]
-    cfg = with_absolute_paths(cfg, "policy", "prover", "math.train", "math.heldout")  # for workers elsewhere
+    paths = ("policy", "math.train", "math.heldout") + (("prover",) if cfg.prover != EXPERT else ())  # a name, not a path
+    cfg = with_absolute_paths(cfg, *paths)  # for workers elsewhere
     jobs = [Job(f"shard-{i:05d}", job_label_shard, 1, {"cfg": cfg, "problems": shards[i], "shard": i,
                                                       "run_dir": str(run_dir.resolve())}) for i in todo]
     executor = Executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.max_retries)

@@ -85,6 +85,19 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
             "alpha_sweep": sweep, "prover_sweep": provers, "paper": PAPER}
 
 
+def prover_name(summary: dict) -> str:
+    """The prover of PAV beam search in words: whose Best-of-K, and where A^μ came from."""
+    base, prover = _prover_base(summary), summary.get("prover", "")
+    how = (" (exact A^μ of the task's expert; Q̂^π from the PQV)" if prover == "expert"
+           else f" (A^μ from the verifier {prover}; Q̂^π from the PQV)" if prover else "")
+    return f"Best-of-{summary['k']}({base}){how}"
+
+
+def _prover_base(summary: dict) -> str:
+    prover = summary.get("prover", "")
+    return "π" if not prover else "expert" if prover == "expert" else "μ"
+
+
 def plot_curves(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -113,8 +126,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     h = summary["headline"]
     eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.1f}×"
     gain = "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} pts"
-    prover = f"Bo{summary['k']}" + ("(expert), exact A" if summary.get("prover") == "expert" else "")
-    ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g} and prover {prover}\n"
+    ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g}, prover {prover_name(summary)}\n"
                  f"compute to match ORM best-of-{summary['ns'][-1]}: {eff} less; mean gain at equal compute: {gain}",
                  fontsize=9)
     ax.grid(alpha=0.3)
@@ -145,11 +157,11 @@ def plot_sweeps(summary: dict[str, Any], path: Path) -> None:
     left.grid(alpha=0.3)
     for i, (k, points) in enumerate(summary["prover_sweep"].items()):
         right.plot([p["n"] for p in points], [p["accuracy"] for p in points], marker="o", color=f"C{i}",
-                   label=f"Bo{k}" + (" (K = 1: μ = π)" if k == "1" else ""))
+                   label=f"Bo{k}" + (f" (K = 1: μ = {_prover_base(summary)})" if k == "1" else ""))
     right.set_xscale("log", base=2)
     right.set_xlabel("beam width N (log2)")
     right.set_ylabel("accuracy (test problems)")
-    right.set_title("PAV beam search by prover strength μ = Best-of-K(π)", fontsize=9)
+    right.set_title(f"PAV beam search by prover strength μ = Best-of-K({_prover_base(summary)})", fontsize=9)
     right.grid(alpha=0.3)
     if summary["prover_sweep"]:
         right.legend(fontsize=8)
@@ -173,8 +185,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.2f}×"
     lines = ["# Test-time search: best-of-N against beam search with the effective reward", "",
              f"{summary['problems']} held-out problems; PAV beam uses α = {summary['alpha']:g} "
-             f"({summary['alpha_chosen_by']}) and prover Best-of-{summary['k']}"
-             f"{'(expert): exact A^μ of the task’s expert, Q̂^π from the PQV' if summary.get('prover') == 'expert' else '(π)'}. "
+             f"({summary['alpha_chosen_by']}) and prover {prover_name(summary)}. "
              "Compute = policy tokens generated per problem.", "",
              "![curves](search_curves.png)", "",
              "| measured | here | paper | goal | met |", "|---|---|---|---|---|",

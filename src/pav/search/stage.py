@@ -12,7 +12,8 @@ and its result is cached in the run directory as it ends, so a killed run contin
 3. ``alpha_*``: beam search of width ``alpha_width`` on the validation problems for each α of
    ``alpha_grid`` (the paper: width 16, α ∈ {0, 0.1, …, 1}); the most accurate α is used below
    (ties: the smaller α), unless ``alpha`` is set.
-4. ``pav_beam_N*``: beam search with Q̂^π + α·Â^μ, μ = Best-of-``k``(π), at each N.
+4. ``pav_beam_N*``: beam search with Q̂^π + α·Â^μ, μ = Best-of-``k``(π), at each N; with ``prover`` set,
+   Â^μ comes from Best-of-``k`` of another prover's verifier or of the task's exact expert instead.
 5. ``prover_K*_N*``: the same with Best-of-K provers, K in ``prover_ks``, at N in ``prover_ns``.
 
 Outputs: ``results/<job>.jsonl`` (per problem: the chosen solution, its outcome, its compute),
@@ -35,6 +36,7 @@ from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
 from pav.policies.options import LoadOptions
+from pav.rollouts.expert import EXPERT
 from pav.tasks.build import build_task, with_tokenizer
 from pav.tasks.math_task import MathTaskConfig
 from pav.tasks.modreach import ModReachConfig
@@ -55,10 +57,11 @@ class SearchConfig:
     problems: int = knob(200, "held-out test problems (every curve is measured on these)")
     val_problems: int = knob(100, "held-out validation problems for the α sweep (disjoint from the test ones)")
     ns: tuple[int, ...] = knob((2, 4, 8, 16, 32, 64, 128), "N: best-of-N sizes and beam widths")
-    k: int = knob(4, "prover μ = Best-of-K(π) of PAV beam search (paper: Bo4)")
-    prover: Literal["", "expert"] = knob("", "where A^μ comes from: empty: Best-of-K of the PQV; `expert`: Best-of-K "
-                                             "of the built-in task's noisy expert, exact values, Q̂^π still the PQV's "
-                                             "(oracle ablation, `pav.verifier.exact`)")
+    k: int = knob(4, "prover μ = Best-of-K of π, or of `prover` when set, in PAV beam search (paper: Bo4 of π)")
+    prover: str = knob("", "where A^μ comes from (Q̂^π is always the PQV's): empty: Best-of-K of the PQV, μ = BoK(π); "
+                           "a `pav train-verifier` run on another prover's labels (`pav label --set prover=...`): "
+                           "Best-of-K of its values; `expert`: Best-of-K of the built-in task's noisy expert, exact "
+                           "values (oracle ablation, `pav.verifier.exact`)")
     alpha: float | None = knob(None, "α of PAV beam search; none: the best α of the sweep")
     alpha_grid: tuple[float, ...] = knob(tuple(round(0.1 * i, 1) for i in range(11)), "α values of the sweep")
     alpha_width: int = knob(16, "beam width of the α sweep (paper: 16)")
@@ -85,7 +88,7 @@ class SearchConfig:
             raise ValueError("choosing α needs alpha_grid and val_problems >= 1 (or set alpha)")
         if self.k < 1 or min(self.prover_ks, default=1) < 1:
             raise ValueError("prover sizes K must be >= 1")
-        if self.prover == "expert" and self.math.train:
+        if self.prover == EXPERT and self.math.train:
             raise ValueError("prover=expert is the built-in task's exact expert; a math problem set has none")
 
 
@@ -103,21 +106,25 @@ def split_problems(cfg: SearchConfig, rejects_dir: Path | None = None) -> tuple[
     return distinct[: cfg.val_problems], distinct[cfg.val_problems:]
 
 
-def _components(cfg: SearchConfig, k: int, with_orm: bool):
-    """(task, policy, scorer) of a job: the task renders prompts with the policy's tokenizer."""
+def _components(cfg: SearchConfig, k: int, with_orm: bool, with_prover: bool):
+    """(task, policy, scorer) of a job: the task renders prompts with the policy's tokenizer; the
+    prover's scorer is read only where A^μ is used (``with_prover``), so it costs only there."""
     import torch
 
     from pav.rollouts.stage import load_policy
+    from pav.verifier.scorer import MixedScorer
     from pav.verifier.stage import load_scorer
 
     torch.set_num_threads(1)
     task = build_task(cfg.task, cfg.math)
     policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
     scorer = load_scorer(cfg.verifier, k=k, orm=cfg.orm if with_orm else "", load=cfg.load, batch_size=cfg.score_batch)
-    if cfg.prover == "expert":
-        from pav.verifier.exact import ExpertScorer, MixedScorer
+    if cfg.prover == EXPERT and with_prover:
+        from pav.verifier.exact import ExpertScorer
 
         scorer = MixedScorer(scorer, ExpertScorer(task, k))
+    elif cfg.prover and with_prover:
+        scorer = MixedScorer(scorer, load_scorer(cfg.prover, k=k, load=cfg.load, batch_size=cfg.score_batch))
     return with_tokenizer(task, policy.tokenizer), policy, scorer
 
 
@@ -126,7 +133,7 @@ def job_best_of_n(progress, cfg: SearchConfig, run_dir: str) -> dict[str, Any]:
     from pav.search.best_of_n import best_of_n, pass_at, sample_and_score
 
     _, test = split_problems(cfg)
-    task, policy, scorer = _components(cfg, cfg.k, with_orm=bool(cfg.orm))
+    task, policy, scorer = _components(cfg, cfg.k, with_orm=bool(cfg.orm), with_prover=False)
     sets = sample_and_score(policy, scorer, task, test, max(cfg.ns), derive_seed(cfg.seed, "best_of_n"),
                             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
     with atomic_open(Path(run_dir) / "results" / "best_of_n.jsonl") as f:
@@ -150,7 +157,7 @@ def job_beam(progress, cfg: SearchConfig, run_dir: str, name: str, split: str, w
 
     val, test = split_problems(cfg)
     problems = val if split == "val" else test
-    task, policy, scorer = _components(cfg, k, with_orm=False)
+    task, policy, scorer = _components(cfg, k, with_orm=False, with_prover=alpha != 0)
     settings = BeamSettings(width, cfg.candidates, alpha, task.max_steps, cfg.step_tokens, cfg.temperature,
                             dedup=cfg.dedup)
     depths = [0]
@@ -185,7 +192,8 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
     run_dir = start_run(out, "search", cfg, overwrite)
     split_problems(cfg, run_dir)  # fail before starting workers when the task cannot supply the problems
-    workers_cfg = with_absolute_paths(cfg, "policy", "verifier", "orm", "math.train", "math.heldout")
+    paths = ("policy", "verifier", "orm", "math.train", "math.heldout") + (("prover",) if cfg.prover != EXPERT else ())
+    workers_cfg = with_absolute_paths(cfg, *paths)  # `expert` is a name, not a path
     common = {"cfg": workers_cfg, "run_dir": str(run_dir.resolve())}  # workers may start elsewhere
     depth = (cfg.math if cfg.math.train else cfg.task).max_steps  # progress units of a beam job: its depths
     jobs = [Job("best_of_n", job_best_of_n, 1, common)]

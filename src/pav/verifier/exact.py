@@ -10,13 +10,12 @@ from what a learned verifier's errors take away (the paper's didactic μ_γ play
 The "base" of this scorer is the expert, not the policy being trained or searched: a learned PQV
 is likewise the value of the policy it was labelled with, which RL moves away from. The noise of
 the expert (``task.p_err``, ``task.p_restate``, ``task.p_rand``) sets the prover's strength.
-`MixedScorer` keeps a learned PQV's Q̂^π and takes only the prover's terms from another scorer:
-beam search with Q̂^π + α·A^μ where A^μ is exact (`pav search --set prover=expert`).
+With `pav.verifier.scorer.MixedScorer` it gives beam search a learned PQV's Q̂^π and an exact A^μ
+(`pav search --set prover=expert`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,14 +42,3 @@ class ExpertScorer:
             v_mu = best_of_k(v, self.k)  # (H + 1,) V^μ, μ = BoK(expert)
             out.append(StepScores(float(v[0]), v[1:], v_mu[1:], advantages_from_prefix_values(v_mu), float(v[-1])))
         return out
-
-
-class MixedScorer:
-    """A `Scorer` with ``base``'s Q^π, outcome and token counts and ``prover``'s Q^μ and A^μ."""
-
-    def __init__(self, base, prover) -> None:
-        self.base, self.prover = base, prover
-
-    def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
-        return [dataclasses.replace(b, q_prover=m.q_prover, adv_prover=m.adv_prover)
-                for b, m in zip(self.base.score(prompts, steps_list), self.prover.score(prompts, steps_list), strict=True)]

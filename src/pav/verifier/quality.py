@@ -9,7 +9,11 @@ that ends the prefix; NaN for the question-only prefix) and outcome (the solutio
 - calibration: Q̂ averaged within bins of pred (a reliability diagram);
 - AUROC of predicting the solution's final outcome from the prefix value at each step position,
   and from the value of the complete solution (rows with ``complete``: the verifier as an ORM);
-- Fig. 10: the same AUROC for the effective reward Q̂^π + α·Â^μ of the step against Q̂^π alone.
+- Fig. 10: the same AUROC for the effective reward Q̂^π + α·Â^μ of the step against Q̂^π alone;
+- when rows carry ``exact``, the true value of the prefix (labels whose rollouts came from the
+  built-in task's expert, `pav.rollouts.expert`), the error against the truth rather than against
+  noisy labels: RMSE and correlation of the values and of the step advantages (consecutive
+  prefixes of a solution), and how often an advantage has the sign of the true one.
 AUROC is the Mann–Whitney statistic with ties counted half.
 """
 
@@ -66,6 +70,7 @@ def verifier_quality(rows: Sequence[dict[str, Any]], alpha: float, max_position:
                                 [r["outcome"] for r in rows if r.get("complete")]),
         "alpha": alpha,
     }
+    out["exact"] = exact_agreement(rows) if any("exact" in r for r in rows) else None
     out["auroc_by_position"], out["fig10"] = [], []
     for h in range(max_position + 1):
         at = [r for r in rows if r["prefix_len"] == h]
@@ -78,6 +83,30 @@ def verifier_quality(rows: Sequence[dict[str, Any]], alpha: float, max_position:
             out["fig10"].append({"prefix_len": h, "n": len(at), "auroc_q": auroc([r["pred"] for r in at], y),
                                  "auroc_effective": auroc(eff, y)})
     return out
+
+
+def exact_agreement(rows: Sequence[dict[str, Any]], min_adv: float = 0.01) -> dict[str, Any]:
+    """Predicted against exact values (rows with ``exact``) and the same for step advantages
+    V(prefix h) − V(prefix h − 1) of one solution; the sign counts steps whose |exact| ≥ ``min_adv``."""
+    have = [r for r in rows if "exact" in r]
+    pred, exact = (np.array([r[k] for r in have], dtype=np.float64) for k in ("pred", "exact"))
+    by_key = {(r["solution_id"], r["prefix_len"]): r for r in have}
+    pairs = [(r["pred"] - by_key[key]["pred"], r["exact"] - by_key[key]["exact"]) for r in have
+             if (key := (r["solution_id"], r["prefix_len"] - 1)) in by_key]
+    adv_pred, adv_exact = (np.array(x, dtype=np.float64) for x in zip(*pairs)) if pairs else (np.zeros(0),) * 2
+    moved = np.abs(adv_exact) >= min_adv
+    return {"prefixes": len(have), "rmse_value": _rmse(pred, exact), "corr_value": _corr(pred, exact),
+            "steps": len(pairs), "rmse_adv": _rmse(adv_pred, adv_exact), "corr_adv": _corr(adv_pred, adv_exact),
+            "sign_adv": float(np.mean(np.sign(adv_pred[moved]) == np.sign(adv_exact[moved]))) if moved.any() else None,
+            "sd_adv_exact": float(adv_exact.std()) if pairs else None}
+
+
+def _rmse(a: np.ndarray, b: np.ndarray) -> float | None:
+    return float(np.sqrt(np.mean((a - b) ** 2))) if len(a) else None
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
+    return float(np.corrcoef(a, b)[0, 1]) if len(a) > 1 and a.std() > 0 and b.std() > 0 else None
 
 
 def plot_quality(quality: dict[str, Any], path: Any) -> None:

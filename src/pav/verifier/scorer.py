@@ -17,6 +17,7 @@ Steps the verifier cannot see (cut by its max length) get NaN, never a shifted v
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -75,6 +76,20 @@ class VerifierScorer:
         finals = [v[-1] for v in values(self.orm)] if self.orm is not None else [v[-1] for v in v_pi]
         return [StepScores(float(vp[0]), vp[1:], vm[1:], advantages_from_prefix_values(vm), float(f), int(t))
                 for vp, vm, f, t in zip(v_pi, v_mu, finals, tokens)]
+
+
+class MixedScorer:
+    """A `Scorer` with ``base``'s Q^π and outcome and ``prover``'s Q^μ and A^μ: a PQV of π beside a
+    prover's own verifier (trained on μ's rollouts) or exact values (`pav.verifier.exact`). Verifier
+    tokens are the sum of both."""
+
+    def __init__(self, base: Scorer, prover: Scorer) -> None:
+        self.base, self.prover = base, prover
+
+    def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
+        return [dataclasses.replace(b, q_prover=m.q_prover, adv_prover=m.adv_prover,
+                                    verifier_tokens=b.verifier_tokens + m.verifier_tokens)
+                for b, m in zip(self.base.score(prompts, steps_list), self.prover.score(prompts, steps_list), strict=True)]
 
 
 def _bok_keep_nan(v: np.ndarray, k: int) -> np.ndarray:

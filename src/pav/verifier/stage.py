@@ -186,15 +186,18 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
                 for s in read_jsonl(p, Solution)}
     values = load_verifier(cfg.verifier, cfg.load).prefix_values([e.prompt for e in heldout], [e.steps for e in heldout],
                                                        cfg.batch_size)
+    exact_values = _exact_values(cfg.labels)
     rows = []
     for ex, v in zip(heldout, values):
         q_mu = best_of_k(v.astype(np.float64), cfg.k)
+        exact = exact_values(ex.prompt, ex.steps) if exact_values else None  # (H + 1,) true V of each prefix
         for h, k, n in zip(ex.prefix_lens, np.round(np.array(ex.targets) * np.array(ex.n_rollouts)), ex.n_rollouts):
             if h < len(v):
                 rows.append({"solution_id": ex.solution_id, "prefix_len": int(h), "n_correct": int(k),
                              "n_rollouts": int(n), "pred": float(v[h]),
                              "adv": float(q_mu[h] - q_mu[h - 1]) if h >= 1 else float("nan"),
-                             "outcome": float(outcomes[ex.solution_id] or 0.0), "complete": h == len(ex.steps)})
+                             "outcome": float(outcomes[ex.solution_id] or 0.0), "complete": h == len(ex.steps),
+                             **({"exact": float(exact[h])} if exact is not None else {})})
     if not rows:
         raise ValueError(f"no held-out labelled prefixes in {cfg.labels} at heldout_fraction={cfg.heldout_fraction}")
     quality = verifier_quality(rows, cfg.alpha)
@@ -208,7 +211,27 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
     log.info("eval-verifier: %d held-out prefixes, MSE %.4f (MC noise %.4f, constant %.4f), AUROC complete %s -> %s",
              quality["prefixes"], quality["mse"], quality["mc_noise"], quality["mse_constant"],
              "n/a" if quality["auroc_complete"] is None else f"{quality['auroc_complete']:.3f}", run_dir)
+    if quality["exact"]:
+        log.info("eval-verifier: %s", _exact_lines(quality["exact"])[0].removeprefix("- "))
     return quality
+
+
+def _exact_values(labels: str):
+    """``(prompt, steps) -> V of every prefix`` when the label run's rollouts came from the built-in
+    task's expert (`pav label --set prover=expert`), whose values are known exactly; else None."""
+    import tomllib
+
+    from pav.core.config import apply_overrides
+    from pav.core.rundir import CONFIG_FILE
+    from pav.rollouts.expert import EXPERT
+    from pav.tasks.modreach import ModReach, ModReachConfig
+
+    path = Path(labels) / CONFIG_FILE
+    raw = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if raw.get("prover") != EXPERT:
+        return None
+    task = ModReach(apply_overrides(ModReachConfig(), raw.get("task", {})))
+    return lambda prompt, steps: task.expert_values(task.parse_question(prompt), steps)
 
 
 def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]:
@@ -255,9 +278,20 @@ def _quality_markdown(q: dict[str, Any]) -> str:
              f"- MSE against Monte-Carlo Q̂: {q['mse']:.4f}; irreducible MC noise mean Q̂(1−Q̂)/n: {q['mc_noise']:.4f}; "
              f"a constant predictor: {q['mse_constant']:.4f}",
              f"- AUROC of the complete solution's value for its outcome (verifier as ORM): {f(q['auroc_complete'])}",
+             *_exact_lines(q.get("exact")),
              "", "![quality](verifier_quality.png)", "",
              "| steps in prefix | n | AUROC Q̂^π | AUROC effective reward |", "|---|---|---|---|"]
     eff = {r["prefix_len"]: r["auroc_effective"] for r in q["fig10"]}
     lines += [f"| {r['prefix_len']} | {r['n']} | {f(r['auroc'])} | {f(eff.get(r['prefix_len']))} |"
               for r in q["auroc_by_position"]]
     return "\n".join(lines) + "\n"
+
+
+def _exact_lines(e: dict[str, Any] | None) -> list[str]:
+    if not e:
+        return []
+    f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
+    return [f"- against the exact values (labels by the task's expert): value RMSE {f(e['rmse_value'])}, correlation "
+            f"{f(e['corr_value'])} ({e['prefixes']} prefixes); step advantage RMSE {f(e['rmse_adv'])} (the true ones' "
+            f"sd: {f(e['sd_adv_exact'])}), correlation {f(e['corr_adv'])}, sign right {f(e['sign_adv'])} "
+            f"({e['steps']} steps)"]

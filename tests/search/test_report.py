@@ -33,10 +33,28 @@ def test_summary_numbers_by_hand(tmp_path):
     import math
     assert h["gains_at_equal_compute"][0]["gain"] == pytest.approx(0.3 - (0.2 + 0.1 * math.log2(1.5)))
     assert h["pav_above_pqv_beam"] == pytest.approx(2 / 3)
-    assert [c["passed"] for c in s["checks"]] == [False, False, False, False]
+    assert [c["passed"] for c in s["checks"]] == [False, False, False, False, None]  # no outcomes: no paired row
+    assert h["pav_minus_pqv_paired"] is None
     assert s["prover_sweep"]["4"][0]["accuracy"] == 0.3 and s["prover_sweep"]["1"][0]["accuracy"] == 0.1
     assert [p["generated"] for p in s["pass_at"]] == [100, 200, 400]
     write_report(s, tmp_path)
     text = (tmp_path / "report.md").read_text()
     assert "2.67×" in text and "| PAV beam |" in text
     assert (tmp_path / "search_curves.png").stat().st_size > 10_000 and (tmp_path / "search_sweeps.png").is_file()
+
+
+def test_the_paired_comparison_of_pav_and_pqv_beam_reads_the_per_problem_outcomes(tmp_path):
+    cfg = SearchConfig(ns=(2, 4), alpha=0.5, prover_ks=())
+    orm = [_point(2, 0.2, 100), _point(4, 0.3, 200)]
+    pqv = [[0, 0, 1, 1], [0, 1, 1, 1]]  # (N, problems)
+    pav = [[1, 0, 1, 1], [1, 1, 1, 1]]  # problem 0 gains at both N: per-problem means 1, 0, 0, 0
+    results = {"best_of_n": {"curves": {"orm": orm}, "pass_at": [{"n": 2, "accuracy": 0.4}, {"n": 4, "accuracy": 0.6}]},
+               **{f"pqv_beam_N{n}": {**_point(n, 0.5, 150 * n), "outcomes": o} for n, o in zip((2, 4), pqv)},
+               **{f"pav_beam_N{n}_a0.5": {**_point(n, 0.5, 150 * n), "outcomes": o} for n, o in zip((2, 4), pav)}}
+    s = summarize(cfg, 0.5, results)
+    paired = s["headline"]["pav_minus_pqv_paired"]
+    assert paired == {"mean": 0.25, "se": pytest.approx(0.5 / 2), "problems": 4}  # sd of (1, 0, 0, 0) is 0.5
+    assert s["checks"][-1]["passed"] is False and s["checks"][-1]["value"] == pytest.approx(25.0)
+    assert all("outcomes" not in p for p in s["curves"]["pav_beam"] + s["curves"]["pqv_beam"])
+    write_report(s, tmp_path)
+    assert "| +25.0 ± 25.0 points |" in (tmp_path / "report.md").read_text()

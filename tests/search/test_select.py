@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pav.search.compare import accuracy_at, compute_to_reach, efficiency_ratio, gains_at_equal_compute
+from pav.search.compare import (accuracy_at, compute_to_reach, efficiency_ratio, gains_at_equal_compute,
+                                paired_difference)
 from pav.search.select import majority_vote, pick_max, weighted_vote
 
 
@@ -66,3 +67,13 @@ def test_ratio_of_a_curve_against_itself_is_one():
     acc = np.sort(rng.uniform(0, 1, 6))
     compute = np.cumsum(rng.uniform(1, 100, 6))
     assert efficiency_ratio((compute, acc), (compute, acc)) == pytest.approx(1.0)
+
+
+def test_paired_difference_averages_over_n_and_takes_its_error_over_problems():
+    a = [[1, 1, 0], [1, 0, 0]]  # (N, problems)
+    b = [[0, 1, 0], [0, 1, 0]]  # differences per problem: (1, 1), (0, -1), (0, 0) -> means 1, -0.5, 0
+    out = paired_difference(a, b)
+    assert out["mean"] == pytest.approx(0.5 / 3) and out["problems"] == 3
+    assert out["se"] == pytest.approx(np.std([1, -0.5, 0], ddof=1) / np.sqrt(3))
+    with pytest.raises(ValueError):
+        paired_difference([[1, 0, 1]], [[1, 0, 1], [0, 0, 0]])  # would broadcast

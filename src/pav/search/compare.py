@@ -7,7 +7,11 @@ curve's compute range the answer is None.
 - **compute-efficiency ratio**: the ORM's compute at its largest N (best-of-128) divided by the
   compute at which another method first reaches the ORM's accuracy there;
 - **accuracy gain at equal compute**: a method's accuracy at each of its points minus the ORM
-  curve's accuracy at that compute.
+  curve's accuracy at that compute;
+- **paired difference**: two methods run on the same problems at the same N values (PAV beam and
+  PQV beam): the mean over N and problems of their outcome difference, with its standard error
+  over problems (each problem's mean difference is one sample; the N values of a problem are not
+  independent of each other).
 """
 
 from __future__ import annotations
@@ -62,3 +66,15 @@ def gains_at_equal_compute(reference: tuple[Sequence[float], Sequence[float]],
         ref = accuracy_at(rc, ra, c)
         out.append(None if ref is None else float(a - ref))
     return out
+
+
+def paired_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> dict[str, float | int | None]:
+    """Mean of ``a − b`` over (N, problem) and its standard error over problems; rows are N values,
+    columns the same problems in the same order in both."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2 or a.size == 0:
+        raise ValueError(f"paired outcomes need equal (N, problems) shapes, got {a.shape} and {b.shape}")
+    d = a - b  # (N, P)
+    per_problem = d.mean(axis=0)  # (P,)
+    se = float(per_problem.std(ddof=1) / np.sqrt(per_problem.size)) if per_problem.size > 1 else None
+    return {"mean": float(per_problem.mean()), "se": se, "problems": int(per_problem.size)}

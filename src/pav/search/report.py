@@ -11,12 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from pav.search.compare import efficiency_ratio, gains_at_equal_compute
+from pav.search.compare import efficiency_ratio, gains_at_equal_compute, paired_difference
 
 LABELS = {"orm": "ORM best-of-N", "pav_as_orm": "PAV-as-ORM best-of-N", "majority": "majority vote",
           "weighted_majority": "ORM-weighted majority", "pqv_beam": "PQV beam (α = 0)", "pav_beam": "PAV beam"}
 PAPER = {"compute_efficiency": "1.5–5× (Gemma 27B–2B)", "gain": "+8 to +10 points"}
 GOALS = {"gain": 0.10, "compute_efficiency": 5.0}
+
+
+def _point(result: dict) -> dict:
+    """A beam job's result as a curve point: its per-problem outcomes stay out of the curves."""
+    return {k: v for k, v in result.items() if k != "outcomes"}
 
 
 def _xy(points: list[dict]) -> tuple[list[float], list[float]]:
@@ -34,8 +39,10 @@ def _safe(fn, *args):
 def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
     a = f"{alpha:g}"
     curves: dict[str, list[dict]] = dict(results["best_of_n"]["curves"])
-    curves["pqv_beam"] = [results[f"pqv_beam_N{n}"] for n in cfg.ns]
-    curves["pav_beam"] = [results[f"pav_beam_N{n}_a{a}"] for n in cfg.ns]
+    curves["pqv_beam"] = [_point(results[f"pqv_beam_N{n}"]) for n in cfg.ns]
+    curves["pav_beam"] = [_point(results[f"pav_beam_N{n}_a{a}"]) for n in cfg.ns]
+    outcomes = {m: [results[name].get("outcomes") for name in names] for m, names in (
+        ("pqv_beam", [f"pqv_beam_N{n}" for n in cfg.ns]), ("pav_beam", [f"pav_beam_N{n}_a{a}" for n in cfg.ns]))}
     ref_name = "orm" if "orm" in curves else "pav_as_orm"
     ref = curves[ref_name]
     pass_at = [{**p, "generated": r["generated"]} for p, r in zip(results["best_of_n"]["pass_at"], ref)]
@@ -57,7 +64,10 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
         "gain_at_equal_n": [{"n": p["n"], "gain": p["accuracy"] - r["accuracy"]} for p, r in zip(curves["pav_beam"], ref)],
         "pav_minus_pqv_beam": [{"n": n, "gain": g} for n, g in zip(cfg.ns, over_pqv)],
         "pav_above_pqv_beam": sum(g > 0 for g in over_pqv) / len(over_pqv),
+        "pav_minus_pqv_paired": None if any(o is None for v in outcomes.values() for o in v)  # runs before outcomes were kept
+        else paired_difference(outcomes["pav_beam"], outcomes["pqv_beam"]),
     }
+    paired = headline["pav_minus_pqv_paired"]
     checks = [
         {"name": "PAV beam vs ORM: mean accuracy gain at equal compute", "value": headline["mean_gain"],
          "target": f">= +{100 * GOALS['gain']:.0f} points", "passed": None if headline["mean_gain"] is None
@@ -71,6 +81,10 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
          and headline["compute_efficiency_vs_reference_best"] >= GOALS["compute_efficiency"]},
         {"name": "PAV beam above PQV beam (share of N)", "value": headline["pav_above_pqv_beam"],
          "target": "1.0", "passed": headline["pav_above_pqv_beam"] == 1.0},
+        {"name": "PAV beam − PQV beam, mean over N, paired by problem (points; pass: 2 SE above 0)",
+         "value": None if paired is None else 100 * paired["mean"],
+         "target": "> 2 SE" if paired is None or paired["se"] is None else f"> {200 * paired['se']:.1f}",
+         "passed": None if paired is None or paired["se"] is None else paired["mean"] > 2 * paired["se"]},
     ]
     sweep = [{k: results[f"alpha_{v:g}"][k] for k in ("alpha", "accuracy", "accuracy_se", "generated")}
              for v in cfg.alpha_grid] if cfg.alpha is None else []
@@ -195,7 +209,8 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
              f"{_f(h['mean_gain'], True)} points | {PAPER['gain']} | ≥ +10 | "
              f"{'—' if summary['checks'][0]['passed'] is None else ('yes' if summary['checks'][0]['passed'] else 'no')} |",
              f"| N where PAV beam beats PQV beam | {h['pav_above_pqv_beam']:.0%} | all N | all N | "
-             f"{'yes' if summary['checks'][3]['passed'] else 'no'} |", "",
+             f"{'yes' if summary['checks'][3]['passed'] else 'no'} |",
+             *_paired_row(h.get("pav_minus_pqv_paired")), "",
              f"The reference is most accurate at N = {h['reference_best']['n']} "
              f"({h['reference_best']['accuracy']:.3f}); PAV beam search "
              + (f"reaches that accuracy with {h['compute_efficiency_vs_reference_best']:.2f}× less compute"
@@ -229,3 +244,11 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
         lines += [f"| Bo{k} | " + " | ".join(f"{p['accuracy']:.3f}" for p in pts) + " |"
                   for k, pts in summary["prover_sweep"].items()]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _paired_row(paired: dict | None) -> list[str]:
+    if not paired or paired["se"] is None:
+        return []
+    m, se = 100 * paired["mean"], 100 * paired["se"]
+    return [f"| PAV beam − PQV beam, mean over N, paired by problem ({paired['problems']} problems) | "
+            f"{m:+.1f} ± {se:.1f} points | PAV above | > 2 SE | {'yes' if m > 2 * se else 'no'} |"]

@@ -177,7 +177,7 @@ def job_beam(progress, cfg: SearchConfig, run_dir: str, name: str, split: str, w
     compute = {k_: float(np.mean([getattr(r.compute, k_) for r in results]))
                for k_ in ("generated", "encoded", "scored", "samples")}
     return {"n": width, "alpha": alpha, "k": k, "split": split, **accuracy_stats(outcomes), **compute,
-            "pass_complete": float(np.mean(any_correct))}
+            "pass_complete": float(np.mean(any_correct)), "outcomes": outcomes}
 
 
 def _alpha_name(a: float) -> str:

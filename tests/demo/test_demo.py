@@ -71,6 +71,10 @@ def test_demo_summary_keys_and_value_ranges(demo):
     assert _in_unit(s["calibration"]["auroc_complete"]) and s["calibration"]["prefixes"] > 0
     for v in ("pqv", "orm"):
         assert s["verifiers"][v]["steps"] == s["settings"]["verifier.steps"]
+    assert s["verifiers"]["prover-pav"]["steps"] == s["settings"]["prover_verifier.steps"]
+    assert s["rl"]["prover"].endswith("prover-pav")  # RL's A^μ: the learned PAV of the task's expert
+    [prover_row] = [r for r in s["stages"] if r["name"] == "prover-labels"]
+    assert "rollouts of modreach-expert(" in prover_row["result"]
     search = s["search"]
     assert search["ns"] == [2, 4] and search["alpha"] in (0.0, 0.5)
     for pts in search["curves"].values():
@@ -115,7 +119,7 @@ def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_pa
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if "[4/6]" in line:
+        if f"[5/{len(STAGES)}]" in line:  # the stage after the verifiers
             proc.send_signal(signal.SIGKILL)
             break
     proc.wait(timeout=60)
@@ -123,7 +127,7 @@ def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_pa
     assert not (tmp_path / "run" / "COMPLETE").exists()
     res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    for st in STAGES[:3]:
+    for st in STAGES[:4]:
         assert f"{st.title}: finished earlier" in res.stderr
     done = json.loads((tmp_path / "run" / "summary.json").read_text())
     first = json.loads((root / "run" / "summary.json").read_text())
@@ -159,5 +163,6 @@ def test_device_sets_every_stage_load_device(monkeypatch, tmp_path):
         if stage.name != "verifiers":  # run as jobs in workers; their config comes from verifier_config
             stage.run(cfg, tmp_path, False)
     seen["pqv"] = pipeline.verifier_config(cfg, tmp_path, "pqv").load.device
-    assert seen == dict.fromkeys(["sft", "label", "eval", "search", "rl-compare", "pqv"], "cuda:1")
+    seen["prover-pav"] = pipeline.verifier_config(cfg, tmp_path, "prover-pav").load.device
+    assert seen == dict.fromkeys(["sft", "label", "eval", "search", "rl-compare", "pqv", "prover-pav"], "cuda:1")
     assert pipeline.verifier_config(pipeline.DemoConfig(), tmp_path, "orm").load.device == "cpu"  # unset: the stage's own

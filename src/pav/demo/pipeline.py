@@ -6,11 +6,14 @@ outputs of the stages before it:
 1. ``sft/``       the base policy π (`pav sft`);
 2. ``labels/``    Monte-Carlo Q̂^π of every prefix of π's seed solutions (`pav label`); the
                   Best-of-K prover's Q^μ and A^μ follow from the same counts (Eq. 30);
-3. ``pqv/``, ``orm/``  the PQV (whose Bo-K transform is the PAV) and the ORM, trained side by side,
-                  one process each (`pav train-verifier`);
-4. ``pqv-eval/``  the PQV's calibration and outcome AUROC on held-out labels (`pav eval-verifier`);
-5. ``search/``    ORM best-of-N, PQV beam and PAV beam search with Pass@N (`pav search`);
-6. ``rl/``        ORM-RL against PAV-RL from one RFT start over several seeds (`pav rl-compare`);
+3. ``prover-labels/``  the same for the RL prover μ, the task's noisy expert (a policy stronger
+                  than π, as the paper's cross-model provers; `pav label --set prover=expert`);
+4. ``pqv/``, ``orm/``, ``prover-pav/``  the PQV (whose Bo-K transform is search's PAV), the ORM and
+                  the PAV of the RL prover, trained two at a time, one process each (`pav train-verifier`);
+5. ``pqv-eval/``  the PQV's calibration and outcome AUROC on held-out labels (`pav eval-verifier`);
+6. ``search/``    ORM best-of-N, PQV beam and PAV beam search with Pass@N (`pav search`);
+7. ``rl/``        ORM-RL against PAV-RL from one RFT start over several seeds (`pav rl-compare`), A^μ
+                  from the prover's PAV (``rl_prover=expert``) or from the PQV, μ = π₀ (``policy``);
 
 then ``summary.json``, ``report.md``, ``report.html`` and the figures at the top (`pav.demo.report`).
 
@@ -39,6 +42,7 @@ from pav.core.jobs import Job, run_jobs
 from pav.core.rundir import SUMMARY_FILE, is_complete, mark_complete, start_run
 from pav.rl.compare import RLCompareConfig
 from pav.rl.stage import RLConfig
+from pav.rollouts.expert import EXPERT
 from pav.rollouts.stage import LabelConfig
 from pav.search.stage import SearchConfig
 from pav.sft.stage import SFTConfig
@@ -58,6 +62,13 @@ class DemoConfig:
                               "progress labels (`pav label`): many seeds, few rollouts each")
     verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=1000, batch_size=32, lr=3e-4),
                                          "optimisation of both verifiers (PQV and ORM)")
+    prover_label: LabelConfig = knob(LabelConfig(problems=1200, n_cov=8, n_mc=16, threads=2, prover="expert"),
+                                     "labels of the RL prover μ (`pav label`; its rollouts are cheap: more of them)")
+    prover_verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=2000, batch_size=32, lr=3e-4),
+                                                "optimisation of the RL prover's PAV")
+    rl_prover: Literal["expert", "policy"] = knob(
+        "expert", "RL's A^μ: expert = the learned PAV of the task's noisy expert (3 seeds: +5.0 points at α = 3, where "
+                  "μ = π₀'s collapses); policy = the PQV's, μ = π₀ (the paper's RL prover; use with rl.rl.alpha=0.3)")
     verifier_features: Literal["none", "logprob"] = knob(
         "logprob", "inputs of both verifiers besides the value head (see `pav train-verifier --show-config`)")
     heldout_fraction: float = knob(0.2, "share of labelled problems held out from verifier training")
@@ -66,7 +77,7 @@ class DemoConfig:
                      alpha_width=8, prover_ks=()),
         "test-time search (`pav search`); the full study: `pav search` defaults")
     rl: RLCompareConfig = knob(
-        RLCompareConfig(rl=RLConfig(iterations=150, rft_steps=200, eval_every=25, warmup=15)),
+        RLCompareConfig(rl=RLConfig(iterations=150, rft_steps=200, eval_every=25, warmup=15, alpha=3.0)),
         "ORM-RL against PAV-RL (`pav rl-compare`)")
     workers: int = knob(2, "worker processes of the parallel stages (one torch thread each)")
     device: str = knob("", "where every stage's models run: cpu, cuda, cuda:N or auto (sets each stage's "
@@ -100,28 +111,43 @@ def _label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     return run_label(on_device(cfg, c), root / "labels", show_progress=show)
 
 
-def verifier_config(cfg: DemoConfig, root: Path, view: str):
+def _prover_label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+    from pav.rollouts.stage import run_label
+
+    if cfg.rl_prover != "expert":
+        return {"skipped": f"rl_prover={cfg.rl_prover}"}
+    c = dataclasses.replace(cfg.prover_label, task=cfg.task, policy=str(root / "sft"), prover=EXPERT)
+    return run_label(on_device(cfg, c), root / "prover-labels", show_progress=show)
+
+
+VERIFIERS = {"pqv": ("labels", "pqv"), "orm": ("labels", "orm"), "prover-pav": ("prover-labels", "pqv")}  # name: (labels, view)
+
+
+def verifier_config(cfg: DemoConfig, root: Path, name: str):
     from pav.verifier.stage import TrainVerifierConfig
 
-    return on_device(cfg, TrainVerifierConfig(labels=str(root / "labels"), view=view, backbone=str(root / "sft"),
+    labels, view = VERIFIERS[name]
+    return on_device(cfg, TrainVerifierConfig(labels=str(root / labels), view=view, backbone=str(root / "sft"),
                                               features=cfg.verifier_features, heldout_fraction=cfg.heldout_fraction,
-                                              train=cfg.verifier))
+                                              train=cfg.prover_verifier if name == "prover-pav" else cfg.verifier))
 
 
-def job_verifier(progress, cfg: DemoConfig, root: str, view: str) -> dict[str, Any]:
+def job_verifier(progress, cfg: DemoConfig, root: str, name: str) -> dict[str, Any]:
     from pav.verifier.stage import run_train_verifier
 
-    out = Path(root) / view
+    out, c = Path(root) / name, verifier_config(cfg, Path(root), name)
     if is_complete(out):
-        progress(cfg.verifier.steps)
+        progress(c.train.steps)
         return json.loads((out / SUMMARY_FILE).read_text())
-    return run_train_verifier(verifier_config(cfg, Path(root), view), out, show_progress=False, progress=progress)
+    return run_train_verifier(c, out, show_progress=False, progress=progress)
 
 
 def _verifiers(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
-    """PQV and ORM side by side; the stage's own folder only caches the two jobs' summaries."""
-    jobs = [Job(view, job_verifier, cfg.verifier.steps, {"cfg": cfg, "root": str(root), "view": view})
-            for view in ("pqv", "orm")]
+    """PQV, ORM and the RL prover's PAV, two at a time (the longest first); the stage's own folder
+    only caches the jobs' summaries."""
+    names = ["prover-pav", "pqv", "orm"] if cfg.rl_prover == "expert" else ["pqv", "orm"]
+    jobs = [Job(name, job_verifier, verifier_config(cfg, root, name).train.steps,
+                {"cfg": cfg, "root": str(root), "name": name}) for name in names]
     out = root / "verifiers"
     results = run_jobs(jobs, out / "jobs", min(cfg.workers, 2), show)
     mark_complete(out, results)
@@ -149,15 +175,17 @@ def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.rl.compare import run_rl_compare
 
     labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
+    prover = str(root / "prover-pav") if cfg.rl_prover == "expert" else ""
     arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
-                                             verifier=str(root / "pqv")))
+                                             verifier=str(root / "pqv"), prover=prover))
     return run_rl_compare(dataclasses.replace(cfg.rl, rl=arm, workers=cfg.workers), root / "rl", show_progress=show)
 
 
 STAGES = (
     Stage("sft", "base policy π (SFT)", _sft),
     Stage("labels", "Monte-Carlo progress labels", _label),
-    Stage("verifiers", "PQV and ORM training", _verifiers),
+    Stage("prover-labels", "progress labels of the RL prover", _prover_label),
+    Stage("verifiers", "PQV, ORM and prover PAV training", _verifiers),
     Stage("pqv-eval", "verifier calibration", _eval),
     Stage("search", "test-time search", _search),
     Stage("rl", "online RL", _rl),

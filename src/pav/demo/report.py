@@ -30,6 +30,9 @@ RL_PAPER = {"sample_efficiency": "5–6×", "gain": "+6 to +7 points", "pass_at"
 STEP_KINDS = ("progress", "no_progress", "regress", "error", "after_error", "answer_ok", "answer_bad")
 
 
+VERIFIER_NAMES = {"pqv": "PQV (Q^π of π)", "orm": "ORM", "prover-pav": "PAV of the RL prover (the task's expert)"}
+
+
 def _pts(x: float | None, sd: float | None = None) -> str:
     if x is None:
         return "—"
@@ -102,6 +105,11 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
         {"name": "search: share of N where PAV beam beats PQV beam (α = 0)", "value": h["pav_above_pqv_beam"],
          "here": f"{h['pav_above_pqv_beam']:.0%}", "paper": "all N (Fig. 5a)"},
     ]
+    paired = h.get("pav_minus_pqv_paired")
+    if paired and paired["se"] is not None:
+        rows.append({"name": "search: PAV beam − PQV beam, mean over N, paired by problem (± SE)",
+                     "value": paired["mean"], "spread": paired["se"], "here": _pts(paired["mean"], paired["se"]),
+                     "paper": "above at every N (Fig. 5a)"})
     ref = rl["reference"]
     for c in rl["comparisons"]:
         n_seeds = len(rl["seeds"])
@@ -132,9 +140,13 @@ def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any
         if name == "labels":
             return (f"{s['records']} prefixes, {s['rollouts']} rollouts, {s['tokens_generated'] / 1e6:.2f} M tokens "
                     f"generated; mean absolute Â^π {_num(s['mean_abs_adv'])}")
+        if name == "prover-labels":
+            return s["skipped"] if "skipped" in s else (
+                f"{s['records']} prefixes, {s['rollouts']} rollouts of {s['prover_id']}; mean Q̂^μ {_num(s['mean_q'])}, "
+                f"mean absolute Â^μ {_num(s['mean_abs_adv'])}")
         if name == "verifiers":
             return "; ".join(f"{v.upper()} held-out MSE {_num(s[v].get('heldout_mse'), 4)} (noise floor "
-                             f"{_num(s[v].get('heldout_noise_floor'), 4)})" for v in ("pqv", "orm"))
+                             f"{_num(s[v].get('heldout_noise_floor'), 4)})" for v in ("pqv", "orm", "prover-pav") if v in s)
         if name == "pqv-eval":
             auc = s["auroc_complete"]
             return f"PQV MSE {s['mse']:.4f} vs constant {s['mse_constant']:.4f}; outcome AUROC " + \
@@ -304,7 +316,10 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']}"
         + (f" at beam width {cfg.search.alpha_width})" if cfg.search.alpha is None else ")"),
         f"- RL: {rl['iterations']} iterations × {rl['samples_per_iteration']} samples, seeds {rl['seeds']}, "
-        f"α = {rl['alpha']:g}, baseline {rl['baseline']}", "",
+        f"α = {rl['alpha']:g}, baseline {rl['baseline']}, A^μ "
+        + (f"from the learned PAV of the task's noisy expert (`prover-pav/`, trained on {cfg.prover_label.problems} "
+           f"problems × {cfg.prover_label.n_cov} seed solutions × {cfg.prover_label.n_mc} expert rollouts per prefix)"
+           if rl.get("prover") else f"from the PQV, μ = Best-of-{rl['k']}(π₀)"), "",
         "## Base policy", "",
         "| pass@1 | pass@8 | pass@64 | mean steps | quality gate |", "|---|---|---|---|---|",
         f"| {_num(q['pass@1'])} | {_num(q.get('pass@8'))} | {_num(q.get('pass@64'))} | "
@@ -322,9 +337,10 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
           f"{lab['by_kind_prover'][k]['mean']:+.3f} |" for k in STEP_KINDS if k in lab["by_kind_base"]], "",
         "## Verifiers", "",
         "| verifier | held-out MSE | Monte-Carlo noise floor | constant predictor |", "|---|---|---|---|",
-        *[f"| {v.upper()} | {_num(s['verifiers'][v].get('heldout_mse'), 4)} | "
+        *[f"| {name} | {_num(s['verifiers'][v].get('heldout_mse'), 4)} | "
           f"{_num(s['verifiers'][v].get('heldout_noise_floor'), 4)} | "
-          f"{_num(s['verifiers'][v].get('heldout_mse_constant'), 4)} |" for v in ("pqv", "orm")], "",
+          f"{_num(s['verifiers'][v].get('heldout_mse_constant'), 4)} |" for v, name in VERIFIER_NAMES.items()
+          if v in s["verifiers"]], "",
         f"The PQV on {cal['prefixes']} held-out prefixes: MSE {cal['mse']:.4f} against Q̂ (noise {cal['mc_noise']:.4f}), "
         "outcome AUROC of the complete solution's value "
         + ("—" if cal["auroc_complete"] is None else f"{cal['auroc_complete']:.3f}") + ".", "",

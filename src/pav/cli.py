@@ -109,8 +109,9 @@ def demo(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = 
          overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
     """The whole method on the built-in task: SFT → progress labels → PQV/PAV and ORM → search → RL → report.
 
-    About 10 minutes on 2 CPU cores (--quick: about a minute). Each stage runs in its own folder of
-    the run directory (sft/, labels/, pqv/, orm/, pqv-eval/, search/, rl/); a rerun with the same
+    About 14 minutes on 2 CPU cores (--quick: about a minute). Each stage runs in its own folder of
+    the run directory (sft/, labels/, prover-labels/, pqv/, orm/, prover-pav/, pqv-eval/, search/,
+    rl/; RL's advantages come from prover-pav/, the learned PAV of the task's noisy expert); a rerun with the same
     --out skips finished stages and continues an interrupted one. Writes report.html (figures
     embedded), report.md, summary.json, demo_main.png and labels.png.
     """

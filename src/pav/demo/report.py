@@ -145,7 +145,7 @@ def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any
                 f"{s['records']} prefixes, {s['rollouts']} rollouts of {s['prover_id']}; mean Q̂^μ {_num(s['mean_q'])}, "
                 f"mean absolute Â^μ {_num(s['mean_abs_adv'])}")
         if name == "verifiers":
-            return "; ".join(f"{v.upper()} held-out MSE {_num(s[v].get('heldout_mse'), 4)} (noise floor "
+            return "; ".join(f"{VERIFIER_NAMES[v]} held-out MSE {_num(s[v].get('heldout_mse'), 4)} (noise floor "
                              f"{_num(s[v].get('heldout_noise_floor'), 4)})" for v in ("pqv", "orm", "prover-pav") if v in s)
         if name == "pqv-eval":
             auc = s["auroc_complete"]

@@ -159,7 +159,7 @@ def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 
     c = EvalVerifierConfig(labels=str(root / "labels"), verifier=str(root / "pqv"),
                            heldout_fraction=cfg.heldout_fraction, k=cfg.search.k,
-                           alpha=cfg.search.alpha if cfg.search.alpha is not None else cfg.rl.rl.alpha)
+                           alpha=cfg.search.alpha if cfg.search.alpha is not None else EvalVerifierConfig.alpha)
     return run_eval_verifier(on_device(cfg, c), root / "pqv-eval", show_progress=show)
 
 

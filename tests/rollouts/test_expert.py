@@ -65,3 +65,10 @@ def test_the_expert_refuses_what_it_cannot_do(task, expert):
         expert.sample(["what is 2+2?\n"], 1, **kw)
     with pytest.raises(ValueError, match="ModReach"):
         ExpertPolicy(MathTask.__new__(MathTask))
+
+
+def test_after_an_answer_the_expert_writes_nothing_and_has_finished(task, expert):
+    p = task.problems(1, seed=3)[0]
+    done = task.prompt(p) + "".join(line + "\n" for line in task.demonstrate(p, random.Random(0)))
+    [[g]] = expert.sample([done], 1, until="solution", max_steps=4, max_new_tokens=50, seed=0).generations
+    assert (g.text, g.n_tokens, g.finished) == ("", 0, True)

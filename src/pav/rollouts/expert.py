@@ -76,8 +76,8 @@ class ExpertPolicy:
 
     def _continue(self, problem, prefix: list[str], rng: random.Random, until: Until, max_steps: int,
                   max_new_tokens: int) -> Generation:
-        lines = self.task.demonstrate(problem, rng, prefix)
-        finished = bool(lines)  # an empty continuation: the prefix already answered (like an eos)
+        lines = self.task.demonstrate(problem, rng, prefix)  # [] after an answer: it stops at once, as at eos
+        finished = True
         if until == "step":
             lines = lines[:1]
         elif len(lines) > max_steps:

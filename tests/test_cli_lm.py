@@ -254,6 +254,7 @@ def test_rl_takes_a_prover_verifiers_terms_and_needs_no_pqv_for_them(verifiers):
     args = ([task.prompt(problem)], [task.demonstrate(problem, random.Random(0))])
     check_verifiers(RLConfig(policy="p", prover=prover))  # reward=pav reads only Q^μ and A^μ
     [alone] = step_scorer(RLConfig(policy="p", prover=prover), task).score(*args)
+    assert not isinstance(step_scorer(RLConfig(policy="p", verifier=pqv, prover=prover), task), MixedScorer)
     mixed_scorer = step_scorer(RLConfig(policy="p", verifier=pqv, prover=prover, reward="pqv"), task)
     [mixed] = mixed_scorer.score(*args)
     [base] = step_scorer(RLConfig(policy="p", verifier=pqv, reward="pqv"), task).score(*args)

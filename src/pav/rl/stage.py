@@ -145,8 +145,8 @@ def step_scorer(cfg: RLConfig, task: Any):
     from pav.verifier.stage import load_verifier
 
     prover = VerifierScorer(load_verifier(cfg.prover, cfg.load), k=cfg.k, batch_size=64) if cfg.prover else None
-    if prover is not None and not cfg.verifier:
-        return prover  # its q_base is μ's, which reward=pav and prover-q do not read
+    if prover is not None and cfg.reward in ("pav", "prover-q"):
+        return prover  # its q_base is μ's, which these rewards do not read: no PQV pass is spent
     base = VerifierScorer(load_verifier(cfg.verifier, cfg.load), k=cfg.k, batch_size=64)
     return MixedScorer(base, prover) if prover is not None else base
 

@@ -283,3 +283,7 @@ def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):
     assert c["reward"] == "pav" and "sample_efficiency" in c and set(c["pass_at_gain"]) == {"pass@1", "pass@2", "pass@4"}
     assert {p.name for p in (out / "arms").iterdir()} == {"orm_s0", "pav_s0", "orm_s1", "pav_s1"}
     assert (out / "rl_curves.png").is_file() and "prover Bo1(π₀) through the PQV" in (out / "report.md").read_text()
+    rows = {a: json.loads((out / "jobs" / f"{a}.json").read_text())["final"]["problems"] for a in ("orm_s0", "pav_s0")}
+    assert len(rows["orm_s0"]) == len(rows["pav_s0"]) >= 1  # every held-out problem, the same in both arms of a seed
+    assert [r["problem_id"] for r in rows["orm_s0"]] == [r["problem_id"] for r in rows["pav_s0"]]
+    assert c["coverage"]["problems"] == 2 * len(rows["orm_s0"]) and "**Coverage" in (out / "report.md").read_text()

@@ -106,6 +106,27 @@ def test_kl_penalty_is_zero_at_the_reference_and_positive_elsewhere():
     assert float(kl) > 0
 
 
+def test_entropy_bonus_subtracts_the_mean_masked_entropy_and_raises_it():
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.4, 0.1], [3.0, -2.0, 0.0]]], requires_grad=True)
+    logp_all = torch.log_softmax(logits, -1)
+    ent = -(logp_all.exp() * logp_all).sum(-1)  # (1, 3)
+    logp = logp_all[..., 0]
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third token is padding: its entropy does not count
+    adv = torch.tensor([[0.3, -0.2, 5.0]])
+    base, kl0 = policy_loss(logp, logp.detach(), adv, mask, 0.1)
+    loss, kl = policy_loss(logp, logp.detach(), adv, mask, 0.1, ent, entropy_coef=0.5)
+    assert float(kl) == float(kl0)
+    assert float(loss) == pytest.approx(float(base) - 0.5 * float(ent[0, :2].mean()))
+    # a step down the bonus's gradient raises the unmasked tokens' entropy; the padded one's is untouched
+    bonus = -0.5 * (ent * mask).sum() / mask.sum()
+    g = torch.autograd.grad(bonus, logits)[0]
+    after = torch.log_softmax(logits - 0.1 * g, -1)
+    ent_after = -(after.exp() * after).sum(-1)
+    assert torch.all(ent_after[0, :2] > ent[0, :2]) and float(ent_after[0, 2]) == pytest.approx(float(ent[0, 2]))
+    with pytest.raises(ValueError, match="entropies"):
+        policy_loss(logp, logp.detach(), adv, mask, 0.1, None, entropy_coef=0.5)
+
+
 def test_non_finite_rewards_are_refused_and_window_cuts_are_counted():
     with pytest.raises(NonFiniteReward):
         step_weights("orm", float("nan"), None, 1.0, 2)

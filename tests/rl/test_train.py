@@ -45,6 +45,22 @@ def test_every_trainable_parameter_moves_and_metrics_are_logged(tmp_path):
     assert last["rl/samples"] == 16
 
 
+def test_an_entropy_bonus_changes_the_update_and_every_stage_knob_reaches_the_loop(tmp_path):
+    import dataclasses
+
+    from pav.rl.stage import RLConfig
+
+    assert {f.name for f in dataclasses.fields(RLSettings)} - {"min_lr_ratio"} <= {f.name for f in dataclasses.fields(RLConfig)}
+    one = dataclasses.replace(SETTINGS, iterations=1)
+    plain, bonus = _learner(), _learner()
+    train_rl(plain, TASK, _scorer(), one, tmp_path / "plain", lambda it: {})
+    train_rl(bonus, TASK, _scorer(), dataclasses.replace(one, entropy_coef=0.5), tmp_path / "bonus", lambda it: {})
+    rows = [json.loads((tmp_path / d / "metrics.jsonl").read_text()) for d in ("plain", "bonus")]
+    assert rows[0]["rl/entropy"] == rows[1]["rl/entropy"]  # the same samples: the bonus acts on the update only
+    assert rows[1]["rl/loss"] < rows[0]["rl/loss"]
+    assert not torch.equal(plain.policy.model.transformer.wte.weight, bonus.policy.model.transformer.wte.weight)
+
+
 def test_resume_continues_from_the_checkpoint_exactly(tmp_path):
     whole = _learner()
     train_rl(whole, TASK, _scorer(), SETTINGS, tmp_path / "whole", lambda it: {})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,29 @@ def samples_to_reach(samples: list[float], accuracy: list[float], target: float)
     return None
 
 
+def coverage(ref_arms: list[dict[str, Any]], arms: list[dict[str, Any]], seeds: Sequence[int],
+             examples: int = 6) -> dict[str, Any] | None:
+    """Which held-out problems one reward's final policies solve at N = final_samples and the
+    reference's do not, and the reverse, summed over seeds (arms of one seed share their problems).
+    ``examples``: the lost problems the reference solved most often, each with both policies' most
+    frequent solution. None when the arms carry no per-problem rows."""
+    if not all("problems" in a["final"] for a in (*ref_arms, *arms)):
+        return None
+    lost, gained, total = [], 0, 0
+    for seed, ra, a in zip(seeds, ref_arms, arms):
+        for x, y in zip(ra["final"]["problems"], a["final"]["problems"]):
+            if x["problem_id"] != y["problem_id"]:
+                raise ValueError(f"seed {seed}: the arms were evaluated on different problems")
+            total += 1
+            gained += x["correct"] == 0 and y["correct"] > 0
+            if x["correct"] > 0 and y["correct"] == 0:
+                lost.append({"seed": seed, "question": x["question"], "reference_correct": x["correct"],
+                             "samples": x["samples"], "reference_top": x["top"], "top": y["top"],
+                             "top_share": y["top_share"]})
+    lost.sort(key=lambda e: -e["reference_correct"])
+    return {"problems": total, "lost": len(lost), "gained": int(gained), "examples": lost[:examples]}
+
+
 def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool = False,
                    show_progress: bool = True) -> dict[str, Any]:
     from pav.rl.report import write_report
@@ -139,6 +163,8 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
                   "kl_final": float(np.mean([a["last"]["rl/kl"] for a in arms])),
                   "entropy_final": float(np.mean([a["last"]["rl/entropy"] for a in arms])),
                   "steps_per_solution_final": float(np.mean([a["last"]["rl/steps_per_solution"] for a in arms]))}
+        if all("problems" in a["final"] for a in arms):  # runs cached before per-problem rows have none
+            per[r]["top_share"] = float(np.mean([row["top_share"] for a in arms for row in a["final"]["problems"]]))
     ref_name = cfg.rewards[0]
     ref = per[ref_name]
     comparisons = []
@@ -149,7 +175,9 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
             "reward": r, "sample_efficiency": None if not need else float(ref["samples"][-1] / need),
             "samples_to_match": need, "gain": float(np.mean(gains)),
             "gain_sd": float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0,
-            "pass_at_gain": {k: per[r]["pass_at"][k] - ref["pass_at"][k] for k in ref["pass_at"]}})
+            "pass_at_gain": {k: per[r]["pass_at"][k] - ref["pass_at"][k] for k in ref["pass_at"]},
+            "coverage": coverage([results[f"{ref_name}_s{s}"] for s in cfg.seeds],
+                                 [results[f"{r}_s{s}"] for s in cfg.seeds], cfg.seeds)})
     checks = []
     for c in comparisons:
         checks += [

@@ -73,4 +73,32 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     lines += ["", "| Pass@N after RL | " + " | ".join(ns) + " |", "|---|" + "---|" * len(ns)]
     for r, d in summary["rewards"].items():
         lines.append(f"| {LABELS.get(r, r)} | " + " | ".join(f"{d['pass_at'][n]:.3f}" for n in ns) + " |")
+    lines += coverage_lines(summary)
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def coverage_lines(summary: dict[str, Any]) -> list[str]:
+    """Where Pass@N is lost: problems the reference's final policies solve and another reward's do
+    not (`pav.rl.compare.coverage`), with the policies' most frequent solutions there."""
+    ref = summary["reference"]
+    out: list[str] = []
+    for c in summary["comparisons"]:
+        cov = c.get("coverage")
+        if not cov:
+            continue
+        name, ref_name = LABELS.get(c["reward"], c["reward"]), LABELS.get(ref, ref)
+        shares = {r: d.get("top_share") for r, d in summary["rewards"].items()}
+        out += ["", f"**Coverage, {name} against {ref_name}.** Of {cov['problems']} (problem, seed) pairs, "
+                    f"{cov['lost']} are solved by some sample of the reference and by none of this policy's, "
+                    f"{cov['gained']} the other way round."]
+        if shares.get(c["reward"]) is not None and shares.get(ref) is not None:
+            out[-1] += (f" The most frequent solution of a problem is {100 * shares[c['reward']]:.0f}% of its samples "
+                        f"here, {100 * shares[ref]:.0f}% for the reference (mean over problems): the higher, the "
+                        "more the policy has collapsed onto one solution.")
+        if cov["examples"]:
+            out += ["", "| problem (seed) | reference correct | reference's most frequent solution | this policy's "
+                        "most frequent solution (share) |", "|---|---|---|---|"]
+            for e in cov["examples"]:
+                out.append(f"| `{e['question']}` ({e['seed']}) | {e['reference_correct']}/{e['samples']} | "
+                           f"`{e['reference_top']}` | `{e['top']}` ({100 * e['top_share']:.0f}%) |")
+    return out

@@ -112,15 +112,25 @@ def advantages(tok_w: torch.Tensor, mask: torch.Tensor, *, baseline: str, outcom
 
 
 def policy_loss(logp: torch.Tensor, ref_logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
-                kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """REINFORCE with a KL penalty to the initial policy, mean over completion tokens.
+                kl_coef: float, entropy: torch.Tensor | None = None,
+                entropy_coef: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """REINFORCE with a KL penalty to the initial policy and an optional entropy bonus, mean over
+    completion tokens.
 
     logp, ref_logp, adv, mask: (B, T). KL per token uses the k3 estimator
-    exp(ref − logp) − (ref − logp) − 1 (unbiased, non-negative). Returns (loss, mean KL).
+    exp(ref − logp) − (ref − logp) − 1 (unbiased, non-negative). ``entropy`` (B, T) is the entropy
+    of each token's next-token distribution, differentiable; ``entropy_coef · mean entropy`` is
+    subtracted from the loss (not in the paper, which uses only the KL term; off by default).
+    Returns (loss, mean KL).
     """
     n = mask.sum().clamp_min(1)
     log_ratio = (ref_logp - logp) * mask
     kl = (torch.exp(log_ratio) - log_ratio - 1) * mask  # (B, T)
     pg = -(adv * logp * mask).sum() / n
     kl_mean = kl.sum() / n
-    return pg + kl_coef * kl_mean, kl_mean.detach()
+    loss = pg + kl_coef * kl_mean
+    if entropy_coef:
+        if entropy is None:
+            raise ValueError("an entropy bonus needs the tokens' entropies")
+        loss = loss - entropy_coef * (entropy * mask).sum() / n
+    return loss, kl_mean.detach()

@@ -67,7 +67,7 @@ def encode_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str
 def token_logprobs(model: torch.nn.Module, batch: RolloutBatch,
                    entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, T) log π(token_t | tokens_<t) (0 at t = 0) and, if asked, (B, T) entropy of the
-    distribution each token came from (None otherwise)."""
+    distribution each token came from (None otherwise; differentiable, for an entropy bonus)."""
     mask = batch.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) as the sampler numbers them
     logits = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions).logits.float()
@@ -77,4 +77,4 @@ def token_logprobs(model: torch.nn.Module, batch: RolloutBatch,
     if not entropy:
         return torch.cat([pad, logp], 1), None
     ent = -(logp_all.exp() * logp_all).sum(-1)  # (B, T-1)
-    return torch.cat([pad, logp], 1), torch.cat([pad, ent.detach()], 1)
+    return torch.cat([pad, logp], 1), torch.cat([pad, ent], 1)

@@ -62,6 +62,8 @@ class RLConfig:
     value_lr: float = knob(3e-4, "value model peak learning rate")
     warmup: int = knob(30, "linear warm-up iterations, then cosine decay")
     kl_coef: float = knob(0.001, "KL penalty to the initial policy (paper: 0.001)")
+    entropy_coef: float = knob(0.0, "entropy bonus: this times the mean token entropy is subtracted from the loss "
+                                    "(not in the paper; keeps Pass@N from collapsing with the policy's entropy)")
     grad_clip: float = knob(1.0, "gradient norm clip")
     temperature: float = knob(1.0, "sampling temperature")
     max_new_tokens: int = knob(120, "token budget of one sampled solution")
@@ -206,7 +208,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         last = train_rl(learner, task, scorer, settings, run_dir, evaluate, on_iter)
     save_policy(model, tokenizer, run_dir / "policy")
     final = evaluate_policy(policy, task, heldout, cfg.final_samples, [n for n in PASS_AT if n <= cfg.final_samples],
-                            derive_seed(cfg.seed, "rl-final"))
+                            derive_seed(cfg.seed, "rl-final"), per_problem=True)
     summary = {"reward": cfg.reward, "alpha": cfg.alpha, "baseline": cfg.baseline, "seed": cfg.seed,
                "start_heldout_accuracy": start_acc, "final": final, "last": last,
                "samples": cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem,

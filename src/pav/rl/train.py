@@ -61,6 +61,7 @@ class RLSettings:
     warmup: int = 20
     min_lr_ratio: float = 0.1
     kl_coef: float = 0.001
+    entropy_coef: float = 0.0
     grad_clip: float = 1.0
     temperature: float = 1.0
     max_new_tokens: int = 120
@@ -129,7 +130,7 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
                 values = learner.value(enc.input_ids, enc.attention_mask, _state_positions(enc.input_ids))  # (B, T)
                 value_loss = (((values - tok_w) ** 2) * mask).sum() / mask.sum().clamp_min(1)
             adv = advantages(tok_w, mask, baseline=s.baseline, outcomes=outcomes, groups=groups, values=values)
-            loss, kl = policy_loss(logp, ref_logp, adv, mask, s.kl_coef)
+            loss, kl = policy_loss(logp, ref_logp, adv, mask, s.kl_coef, entropy, s.entropy_coef)
             if not torch.isfinite(loss):
                 raise NonFiniteReward(f"non-finite policy loss at iteration {it}")
             _step(learner.opt, model, loss, warmup_cosine(it, LRSchedule(s.iterations, s.lr, s.warmup, s.min_lr_ratio)), s.grad_clip)
@@ -142,7 +143,7 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
             last = {"rl/train_accuracy": float(np.mean(outcomes)), "rl/reward": float(np.mean(np.concatenate(weights))),
                     "rl/reward_outcome": float(np.mean(outcomes)),
                     "rl/reward_bonus": float(np.mean(np.concatenate(bonus))) if steps else 0.0,
-                    "rl/kl": float(kl), "rl/entropy": float((entropy * mask).sum() / max(n_tok, 1)),
+                    "rl/kl": float(kl), "rl/entropy": float((entropy.detach() * mask).sum() / max(n_tok, 1)),
                     "rl/steps_per_solution": float(np.mean([len(st) for st in steps])),
                     "rl/tokens_per_solution": n_tok / len(steps), "rl/loss": float(loss.detach()),
                     "rl/unscored_samples": unscored, "rl/samples": (it + 1) * len(steps),

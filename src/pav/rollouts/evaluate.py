@@ -1,4 +1,5 @@
-"""Sample solutions for held-out problems and measure them: pass@k and the kinds of steps taken."""
+"""Sample solutions for held-out problems and measure them: pass@k, the kinds of steps taken and,
+per problem, how many samples were correct and how concentrated the samples were."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from pav.tasks.base import Task
 
 def evaluate_policy(
     policy: Policy, task: Task, problems: Sequence[Problem], n: int, ks: Sequence[int] = (1, 8, 64),
-    seed: int = 0, temperature: float = 1.0,
+    seed: int = 0, temperature: float = 1.0, per_problem: bool = False,
 ) -> dict[str, Any]:
-    """pass@k (unbiased, from n samples per problem, averaged over problems) and the step mix."""
+    """pass@k (unbiased, from n samples per problem, averaged over problems) and the step mix; with
+    ``per_problem``, also ``problems``: one row per problem (`problem_coverage`)."""
     start = time.perf_counter()
     solutions, stats = sample_seed_solutions(policy, task, problems, n, LabelSettings(temperature=temperature), seed)
     seconds = time.perf_counter() - start
@@ -40,4 +42,24 @@ def evaluate_policy(
     out["tokens_generated"] = stats.tokens_generated
     out["generated_tokens_per_second"] = stats.tokens_generated / seconds
     out["seconds"] = seconds
+    if per_problem:
+        out["problems"] = problem_coverage(problems, solutions)
     return out
+
+
+def problem_coverage(problems: Sequence[Problem], solutions: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per problem, in order: its question, the number of samples and of correct ones, and the most
+    frequent solution (steps joined by `` | ``; ties: the first sampled) with its share of the samples,
+    which tells a policy that has collapsed onto one solution (share near 1) from a diverse one."""
+    by_id: dict[str, list[Any]] = {p.problem_id: [] for p in problems}
+    for s in solutions:
+        by_id[s.problem_id].append(s)
+    rows = []
+    for p in problems:
+        sols = by_id[p.problem_id]
+        texts = Counter(" | ".join(s.steps) for s in sols)
+        top, count = texts.most_common(1)[0] if texts else ("", 0)
+        rows.append({"problem_id": p.problem_id, "question": p.question, "samples": len(sols),
+                     "correct": sum(s.outcome == 1.0 for s in sols), "top": top,
+                     "top_share": count / len(sols) if sols else 0.0})
+    return rows

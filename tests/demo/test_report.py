@@ -35,6 +35,18 @@ def test_headline_rows_put_each_measurement_beside_the_paper():
     assert all(r["paper"] for r in rows)
 
 
+def test_the_coverage_row_counts_lost_and_gained_problems_and_the_collapse():
+    rl = _rl(2.0, 0.05, 0.01, [0.05, -0.07])
+    rl["comparisons"][0]["coverage"] = {"problems": 300, "n": 64, "lost": 19, "gained": 2, "examples": []}
+    rl["rewards"] = {"orm": {"top_share": 0.13}, "pav": {"top_share": 0.434}}
+    by = {r["name"]: r for r in headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), rl)}
+    row = by["RL: (problem, seed) pairs orm-RL solves at N = 64 and pav-RL does not (lost), and the reverse"]
+    assert row["here"] == "19 lost, 2 gained of 300; most frequent solution 43% of samples vs 13%" and row["value"] == 17
+    rl["rewards"] = {"orm": {}, "pav": {}}  # arms from before the top-solution share
+    by = {r["name"]: r for r in headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), rl)}
+    assert by[row["name"]]["here"] == "19 lost, 2 gained of 300"
+
+
 def test_headline_without_any_gain_says_so():
     rows = headline(_search(None, None, [None, None, None], 0.0), _rl(None, 0.0, 0.0, [0.0, 0.0]))
     assert rows[2]["here"] == "—" and rows[0]["here"] == "not reached" and rows[4]["here"] == "not reached"

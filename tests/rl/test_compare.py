@@ -36,7 +36,7 @@ def test_coverage_counts_lost_and_gained_problems_per_seed():
     ref = [_arm([("1", 3, 0.5), ("2", 0, 0.5), ("3", 1, 0.25)]), _arm([("4", 2, 0.5), ("5", 0, 1.0)])]
     new = [_arm([("1", 0, 1.0), ("2", 2, 0.5), ("3", 0, 0.75)]), _arm([("4", 4, 1.0), ("5", 0, 1.0)])]
     cov = coverage(ref, new, [0, 7], examples=1)
-    assert (cov["problems"], cov["lost"], cov["gained"]) == (5, 2, 1)
+    assert (cov["problems"], cov["n"], cov["lost"], cov["gained"]) == (5, 4, 2, 1)
     # the one example kept is the lost problem the reference solved most often
     assert cov["examples"] == [{"seed": 0, "question": "q1", "reference_correct": 3, "samples": 4,
                                 "reference_top": "top1", "top": "top1", "top_share": 1.0}]

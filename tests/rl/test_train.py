@@ -59,6 +59,12 @@ def test_an_entropy_bonus_changes_the_update_and_every_stage_knob_reaches_the_lo
     assert rows[0]["rl/entropy"] == rows[1]["rl/entropy"]  # the same samples: the bonus acts on the update only
     assert rows[1]["rl/loss"] < rows[0]["rl/loss"]
     assert not torch.equal(plain.policy.model.transformer.wte.weight, bonus.policy.model.transformer.wte.weight)
+    from pav.rl.rollout import encode_rollouts, token_logprobs
+
+    enc = encode_rollouts(TOK, ["0 to 3 mod 10 ops +3 *2 +1 max 4\n"], ["0+3=3\nans 3\n"], "\n", 64)
+    _, ent = token_logprobs(plain.policy.model, enc)
+    _, ent_grad = token_logprobs(plain.policy.model, enc, entropy_grad=True)
+    assert not ent.requires_grad and ent_grad.requires_grad and torch.equal(ent, ent_grad.detach())
 
 
 def test_resume_continues_from_the_checkpoint_exactly(tmp_path):

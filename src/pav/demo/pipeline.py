@@ -60,12 +60,14 @@ class DemoConfig:
     sft: SFTConfig = knob(SFTConfig(threads=2), "base policy (`pav sft`)")
     label: LabelConfig = knob(LabelConfig(problems=300, n_cov=8, n_mc=4, threads=2),
                               "progress labels (`pav label`): many seeds, few rollouts each")
-    verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=1000, batch_size=32, lr=3e-4),
-                                         "optimisation of both verifiers (PQV and ORM)")
+    verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=1000, batch_size=32, lr=1e-3),
+                                         "optimisation of both verifiers (PQV and ORM; at lr 3e-4 the PQV is "
+                                         "under-trained: PQV beam 4 points lower, mean over N = 2..16, 300 problems)")
     prover_label: LabelConfig = knob(LabelConfig(problems=1200, n_cov=8, n_mc=16, threads=2, prover="expert"),
                                      "labels of the RL prover μ (`pav label`; its rollouts are cheap: more of them)")
     prover_verifier: VerifierTrainConfig = knob(VerifierTrainConfig(steps=2000, batch_size=32, lr=3e-4),
-                                                "optimisation of the RL prover's PAV")
+                                                "optimisation of the RL prover's PAV (at lr 1e-3 its held-out error is "
+                                                "lower but RL gained +3.0 points against +5.5 at 3e-4, 3 seeds)")
     rl_prover: Literal["expert", "policy"] = knob(
         "expert", "RL's A^μ: expert = the learned PAV of the task's noisy expert (3 seeds: +5.0 points at α = 3, where "
                   "μ = π₀'s collapses); policy = the PQV's, μ = π₀ (the paper's RL prover; use with rl.rl.alpha=0.3)")

@@ -125,6 +125,15 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
              "here": ", ".join(f"{100 * g:+.1f}" for g in c["pass_at_gain"].values()) + " points",
              "paper": RL_PAPER["pass_at"]},
         ]
+        cov = c.get("coverage")
+        if cov:  # `pav.rl.compare.coverage`; absent in runs from before per-problem rows
+            shares = [rl["rewards"][r].get("top_share") for r in (c["reward"], ref)]
+            here = f"{cov['lost']} lost, {cov['gained']} gained of {cov['problems']}"
+            if None not in shares:
+                here += f"; most frequent solution {shares[0]:.0%} of samples vs {shares[1]:.0%}"
+            rows.append({"name": f"RL: (problem, seed) pairs {ref}-RL solves at N = {cov['n']} and {c['reward']}-RL "
+                                 "does not (lost), and the reverse", "value": cov["lost"] - cov["gained"], "here": here,
+                         "paper": "more problems solved at large N (Fig. 8)"})
     return rows
 
 

@@ -113,7 +113,8 @@ def coverage(ref_arms: list[dict[str, Any]], arms: list[dict[str, Any]], seeds: 
                              "samples": x["samples"], "reference_top": x["top"], "top": y["top"],
                              "top_share": y["top_share"]})
     lost.sort(key=lambda e: -e["reference_correct"])
-    return {"problems": total, "lost": len(lost), "gained": int(gained), "examples": lost[:examples]}
+    n = max((x["samples"] for a in ref_arms for x in a["final"]["problems"]), default=0)
+    return {"problems": total, "n": n, "lost": len(lost), "gained": int(gained), "examples": lost[:examples]}
 
 
 def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool = False,

@@ -64,10 +64,11 @@ def encode_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str
     return RolloutBatch(enc["input_ids"], enc["attention_mask"], step_index, n_steps)
 
 
-def token_logprobs(model: torch.nn.Module, batch: RolloutBatch,
-                   entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs(model: torch.nn.Module, batch: RolloutBatch, entropy: bool = True,
+                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, T) log π(token_t | tokens_<t) (0 at t = 0) and, if asked, (B, T) entropy of the
-    distribution each token came from (None otherwise; differentiable, for an entropy bonus)."""
+    distribution each token came from (None otherwise). The entropy is differentiable only with
+    ``entropy_grad`` (an entropy bonus): its graph holds a (B, T, vocabulary) tensor until backward."""
     mask = batch.attention_mask
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # (B, T) as the sampler numbers them
     logits = model(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions).logits.float()
@@ -77,4 +78,4 @@ def token_logprobs(model: torch.nn.Module, batch: RolloutBatch,
     if not entropy:
         return torch.cat([pad, logp], 1), None
     ent = -(logp_all.exp() * logp_all).sum(-1)  # (B, T-1)
-    return torch.cat([pad, logp], 1), torch.cat([pad, ent], 1)
+    return torch.cat([pad, logp], 1), torch.cat([pad, ent if entropy_grad else ent.detach()], 1)

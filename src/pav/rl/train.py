@@ -122,7 +122,7 @@ def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings,
             mask = enc.completion  # (B, T)
             tok_w = token_weights(weights, enc.step_index.cpu()).to(device)  # (B, T)
             model.train()
-            logp, entropy = token_logprobs(model, enc)
+            logp, entropy = token_logprobs(model, enc, entropy_grad=s.entropy_coef != 0)
             with torch.no_grad():
                 ref_logp, _ = token_logprobs(learner.ref, enc, entropy=False)
             values = value_loss = None

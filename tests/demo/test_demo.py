@@ -69,8 +69,8 @@ def test_demo_summary_keys_and_value_ranges(demo):
     assert sum(lab["q_base"]["hist"]) == lab["prefixes"] == lab["records"]
     assert sum(lab["adv_prover"]["hist"]) == sum(lab["adv_base"]["hist"]) <= lab["prefixes"]
     assert _in_unit(s["calibration"]["auroc_complete"]) and s["calibration"]["prefixes"] > 0
-    for v in ("pqv", "orm"):
-        assert s["verifiers"][v]["steps"] == s["settings"]["verifier.steps"]
+    assert s["verifiers"]["pqv"]["steps"] == s["settings"]["verifier.steps"]
+    assert s["verifiers"]["orm"]["steps"] == s["settings"]["orm_verifier.steps"]
     assert s["verifiers"]["prover-pav"]["steps"] == s["settings"]["prover_verifier.steps"]
     assert s["rl"]["prover"].endswith("prover-pav")  # RL's A^μ: the learned PAV of the task's expert
     [prover_row] = [r for r in s["stages"] if r["name"] == "prover-labels"]

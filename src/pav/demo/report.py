@@ -319,7 +319,8 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         f"{cfg.sft.steps} SFT steps of batch {cfg.sft.batch_size}",
         f"- labels: {cfg.label.problems} training problems, {cfg.label.n_cov} seed solutions each, "
         f"{cfg.label.n_mc} rollouts per prefix; prover μ = Best-of-{srch['k']}(π)",
-        f"- verifiers: {cfg.verifier.steps} steps of batch {cfg.verifier.batch_size}, lr {cfg.verifier.lr:g}, "
+        f"- verifiers: PQV {cfg.verifier.steps} steps of batch {cfg.verifier.batch_size}, lr {cfg.verifier.lr:g}; "
+        f"ORM {cfg.orm_verifier.steps} steps of batch {cfg.orm_verifier.batch_size}, lr {cfg.orm_verifier.lr:g}; "
         f"{cfg.heldout_fraction:.0%} of labelled problems held out",
         f"- search: {srch['problems']} test and {srch['val_problems']} validation problems, N ∈ {srch['ns']}, "
         f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']}"

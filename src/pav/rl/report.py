@@ -81,13 +81,13 @@ def coverage_lines(summary: dict[str, Any]) -> list[str]:
     """Where Pass@N is lost: problems the reference's final policies solve and another reward's do
     not (`pav.rl.compare.coverage`), with the policies' most frequent solutions there."""
     ref = summary["reference"]
+    shares = {r: d.get("top_share") for r, d in summary["rewards"].items()}
     out: list[str] = []
     for c in summary["comparisons"]:
         cov = c.get("coverage")
         if not cov:
             continue
         name, ref_name = LABELS.get(c["reward"], c["reward"]), LABELS.get(ref, ref)
-        shares = {r: d.get("top_share") for r, d in summary["rewards"].items()}
         out += ["", f"**Coverage, {name} against {ref_name}.** Of {cov['problems']} (problem, seed) pairs, "
                     f"{cov['lost']} are solved by some sample of the reference and by none of this policy's, "
                     f"{cov['gained']} the other way round."]

@@ -26,8 +26,8 @@ def evaluate_policy(
     start = time.perf_counter()
     solutions, stats = sample_seed_solutions(policy, task, problems, n, LabelSettings(temperature=temperature), seed)
     seconds = time.perf_counter() - start
-    wins = Counter(s.problem_id for s in solutions if s.outcome == 1.0)
-    out: dict[str, Any] = {f"pass@{k}": float(np.mean([pass_at_n(n, wins[p.problem_id], k) for p in problems]))
+    rows = problem_coverage(problems, solutions)
+    out: dict[str, Any] = {f"pass@{k}": float(np.mean([pass_at_n(n, r["correct"], k) for r in rows]))
                            for k in ks if k <= n}
     kinds: Counter[str] = Counter()
     analyse = getattr(task, "analyse", None)
@@ -43,7 +43,7 @@ def evaluate_policy(
     out["generated_tokens_per_second"] = stats.tokens_generated / seconds
     out["seconds"] = seconds
     if per_problem:
-        out["problems"] = problem_coverage(problems, solutions)
+        out["problems"] = rows
     return out
 
 

@@ -6,9 +6,11 @@
     beam search runs (its batch holds one problem's beams).
 Both use per-problem keyed seeds, so their solutions must be identical; the script checks that
 (chosen solutions, complete-solution lists and compute counts) and prints the wall-clock ratio.
-One torch thread each, run one after the other.
+One torch thread each, run one after the other. ``--width`` takes a list: one comparison per width,
+because what batching across problems buys depends on how full one problem's own batch already is
+(width × C candidates per depth).
 
-    .venv/bin/python bench/search_bench.py --policy runs/sft --verifier runs/pqv [--problems 100] [--width 16]
+    .venv/bin/python bench/search_bench.py --policy runs/sft --verifier runs/pqv [--problems 100] [--width 2,4,8,16]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def main() -> None:
     ap.add_argument("--policy", required=True, help="a `pav sft` run or a model directory")
     ap.add_argument("--verifier", required=True, help="a `pav train-verifier` run (PQV)")
     ap.add_argument("--problems", type=int, default=100, help="held-out problems")
-    ap.add_argument("--width", type=int, default=16, help="beam width N")
+    ap.add_argument("--width", default="16", help="beam width N, or a comma-separated list of widths")
     ap.add_argument("--alpha", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (policy and verifier)")
@@ -45,7 +47,16 @@ def main() -> None:
     load = LoadOptions(device=args.device)
     policy = load_policy(args.policy, args.batch_size, load=load)
     scorer = VerifierScorer(load_verifier(args.verifier, load), k=4, batch_size=args.verifier_batch)
-    settings = BeamSettings(args.width, 3, args.alpha, task.max_steps)
+    rows = [compare(policy, scorer, task, problems, int(w), args) for w in args.width.split(",")]
+    if len(rows) > 1:
+        print("\nwidth  candidates/problem/depth  batched s  per-problem s  speed-up")
+        for w, t_batched, t_alone in rows:
+            print(f"{w:5d}  {3 * w:24d}  {t_batched:9.1f}  {t_alone:13.1f}  {t_alone / t_batched:7.1f}x")
+
+
+def compare(policy, scorer, task, problems, width: int, args) -> tuple[int, float, float]:
+    """Batched vs per-problem beam search at one width: prints the timings and the identity checks."""
+    settings = BeamSettings(width, 3, args.alpha, task.max_steps)
 
     start = time.perf_counter()
     batched = beam_search(policy, scorer, task, problems, settings, args.seed)
@@ -59,7 +70,7 @@ def main() -> None:
     same_compute = sum(a.compute == b.compute for a, b in zip(batched, alone))
     gen = sum(r.compute.generated for r in batched)
     acc = sum(task.outcome(p, r.steps) for p, r in zip(problems, batched)) / len(problems)
-    print(f"{len(problems)} problems, width {args.width}, C = 3, alpha = {args.alpha}, {args.device}, batches {args.batch_size}/{args.verifier_batch}: accuracy {acc:.3f}, "
+    print(f"{len(problems)} problems, width {width}, C = 3, alpha = {args.alpha}, {args.device}, batches {args.batch_size}/{args.verifier_batch}: accuracy {acc:.3f}, "
           f"{gen / len(problems):.0f} policy tokens generated per problem")
     print(f"(a) batched      {t_batched:8.1f} s  {len(problems) / t_batched:7.2f} problems/s")
     print(f"(b) per-problem  {t_alone:8.1f} s  {len(problems) / t_alone:7.2f} problems/s")
@@ -69,6 +80,7 @@ def main() -> None:
     for p, a, b in zip(problems, batched, alone):
         if a.compute != b.compute:
             print(f"  compute differs on {p.problem_id}: batched {a.compute}, alone {b.compute}")
+    return width, t_batched, t_alone
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny randomly initialised Qwen2-style model with a locally trained BPE tokenizer."""
+"""Shared fixtures: a tiny randomly initialised Qwen2-style model with a locally trained BPE tokenizer,
+and one `pav sft --quick` run that every test reading a built-in-task policy shares (read-only)."""
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -23,3 +26,14 @@ def tiny_qwen(tmp_path_factory) -> Path:
     from pav.policies.tiny import tiny_qwen2
 
     return tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen") / "model", corpus)
+
+
+@pytest.fixture(scope="session")
+def sft_quick(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`pav sft --quick` through the real CLI, run once per session: (run directory, the finished process).
+    Tests only read it; one that writes into a policy folder must copy it first."""
+    root = tmp_path_factory.mktemp("sft-quick")
+    res = subprocess.run([sys.executable, "-m", "pav.cli", "sft", "--quick", "--quiet", "--out", "run"], cwd=root,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "run", res

@@ -23,11 +23,8 @@ def pav(*args, cwd, **kw):
 
 
 @pytest.fixture(scope="module")
-def sft_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sft")
-    res = pav("sft", "--quick", "--quiet", "--out", "run", cwd=root)
-    assert res.returncode == 0, res.stderr
-    return root / "run", res
+def sft_run(sft_quick):
+    return sft_quick
 
 
 def test_sft_writes_a_loadable_policy_and_reports_the_gate(sft_run):
@@ -214,7 +211,7 @@ def test_search_on_ray_gives_the_local_results(sft_run, verifiers, tmp_path):
     pytest.importorskip("ray")
     run, _ = sft_run
     args = ["search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
-            "--set", "alpha=0.5", "--set", "prover_ks=", "--set", "workers=2"]
+            "--set", "alpha=0.5", "--set", "prover_ks=", "--set", "ns=2", "--set", "problems=4", "--set", "workers=2"]
     for out, extra in (("local", []), ("ray", ["--executor", "ray"])):
         res = pav(*args, *extra, "--out", out, cwd=tmp_path)
         assert res.returncode == 0, res.stderr

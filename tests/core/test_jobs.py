@@ -65,7 +65,7 @@ def test_executor_settings_are_checked():
         Executor("ray", workers=-1)
 
 
-def test_with_absolute_paths_resolves_only_existing_local_paths(tmp_path, monkeypatch):
+def test_with_absolute_paths_makes_only_existing_local_paths_absolute_and_keeps_links(tmp_path, monkeypatch):
     from dataclasses import dataclass, field
 
     from pav.core.jobs import with_absolute_paths
@@ -83,3 +83,5 @@ def test_with_absolute_paths_resolves_only_existing_local_paths(tmp_path, monkey
     (tmp_path / "runs").mkdir()
     cfg = with_absolute_paths(Outer("runs", Inner("org/hub-model")), "policy", "inner.train")
     assert cfg == Outer(str(tmp_path / "runs"), Inner("org/hub-model"))
+    (tmp_path / "sft").symlink_to(tmp_path / "runs")  # a link keeps its name (policy ids are named after it)
+    assert with_absolute_paths(Outer("./sft"), "policy").policy == str(tmp_path / "sft")

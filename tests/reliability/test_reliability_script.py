@@ -23,9 +23,9 @@ def run(tmp_path, *args):
     return {r["name"].split(":")[0] for r in rows}
 
 
-def test_reliability_small(tmp_path):  # timing criteria are reported, not enforced: machines are noisy
-    assert run(tmp_path, "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30", "--timing", "report") == \
-        {"label", "serve"}
+def test_reliability_small(tmp_path, sft_quick):  # timing criteria are reported, not enforced: machines are noisy
+    assert run(tmp_path, "--policy", str(sft_quick[0]), "--kills", "2", "--load-seconds", "2", "--fuzz-examples", "30",
+               "--timing", "report") == {"label", "serve"}
 
 
 @pytest.mark.slow

@@ -34,10 +34,10 @@ def shard_bytes(run: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, sft_quick):
     """A tiny policy and its in-process label run."""
     root = tmp_path_factory.mktemp("executors")
-    pav("sft", "--quick", "--out", "sft", cwd=root)
+    (root / "sft").symlink_to(sft_quick[0])
     pav("label", "--set", "policy=sft", *ARGS, "--out", "inproc", cwd=root)
     return root, shard_bytes(root / "inproc")
 

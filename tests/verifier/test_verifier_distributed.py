@@ -31,10 +31,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, sft_quick):
     root = tmp_path_factory.mktemp("ddp")
     pav = [sys.executable, "-m", "pav.cli"]
-    run([*pav, "sft", "--quick", "--quiet", "--out", "sft"], root)
+    (root / "sft").symlink_to(sft_quick[0])
     run([*pav, "label", "--quick", "--quiet", "--set", "policy=sft", "--out", "labels"], root)
     run([*pav, "train-verifier", *TRAIN, "--out", "one"], root)
     accelerate = str(Path(sys.executable).parent / "accelerate")

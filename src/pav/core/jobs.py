@@ -61,8 +61,11 @@ class Executor:
 
 def with_absolute_paths(cfg: Any, *names: str) -> Any:
     """A frozen config with the named settings ("policy", "math.train") made absolute where they
-    name an existing local path, so that workers started in another directory find them."""
+    name an existing local path, so that workers started in another directory find them. Symbolic
+    links are kept, not followed: a policy's id is named after the folder it was given as, and a
+    worker must name it as this process does."""
     import dataclasses
+    import os
 
     for name in names:
         head, _, rest = name.partition(".")
@@ -70,7 +73,7 @@ def with_absolute_paths(cfg: Any, *names: str) -> Any:
         if rest:
             value = with_absolute_paths(value, rest)
         elif value and Path(value).exists():
-            value = str(Path(value).resolve())
+            value = os.path.abspath(value)
         cfg = dataclasses.replace(cfg, **{head: value})
     return cfg
 

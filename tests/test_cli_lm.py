@@ -284,3 +284,7 @@ def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):
     assert len(rows["orm_s0"]) == len(rows["pav_s0"]) >= 1  # every held-out problem, the same in both arms of a seed
     assert [r["problem_id"] for r in rows["orm_s0"]] == [r["problem_id"] for r in rows["pav_s0"]]
     assert c["coverage"]["problems"] == 2 * len(rows["orm_s0"]) and "**Coverage" in (out / "report.md").read_text()
+    start = json.loads((out / "jobs" / "start_s0.json").read_text())["final"]["problems"]  # the start policy, same problems
+    assert [r["problem_id"] for r in start] == [r["problem_id"] for r in rows["orm_s0"]]
+    assert set(summary["start"]["pass_at"]) == set(c["pass_at_gain"])
+    assert "| start policy (RFT), before RL |" in (out / "report.md").read_text()

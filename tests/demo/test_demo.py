@@ -57,6 +57,9 @@ def test_demo_summary_keys_and_value_ranges(demo):
     assert set(s) >= {"stages", "total_seconds", "headline", "base_policy", "labels", "verifiers", "calibration",
                       "search", "rl", "settings"}
     assert [r["name"] for r in s["stages"]] == [st.name for st in STAGES]
+    assert all(p["vs_zero"]["problems"] == s["search"]["val_problems"] for p in s["search"]["alpha_sweep"])
+    margin = "points over α = 0, paired by problem" in (root / "run" / "report.md").read_text()
+    assert margin == (s["search"]["alpha"] != 0)  # the settings line says how far the chosen α is above α = 0
     assert all(r["seconds"] > 0 and not r["cached"] for r in s["stages"])
     assert s["total_seconds"] == pytest.approx(sum(r["seconds"] for r in s["stages"]))
     names = " ".join(r["name"] for r in s["headline"])

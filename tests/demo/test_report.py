@@ -47,6 +47,17 @@ def test_the_coverage_row_counts_lost_and_gained_problems_and_the_collapse():
     assert by[row["name"]]["here"] == "19 lost, 2 gained of 300"
 
 
+def test_the_start_row_puts_the_start_policys_pass_at_n_before_both_arms():
+    rl = _rl(2.0, 0.05, 0.01, [0.05, -0.07])
+    assert not any(r["name"].startswith("RL: Pass@64 of the start") for r in headline(_search(2.5, None, [0.1], 1), rl))
+    rl["start"] = {"pass_at": {"pass@1": 0.3, "pass@64": 0.95}, "top_share": 0.3}
+    rl["rewards"] = {"orm": {"pass_at": {"pass@1": 0.39, "pass@64": 0.967}},
+                     "pav": {"pass_at": {"pass@1": 0.44, "pass@64": 0.893}}}
+    by = {r["name"]: r for r in headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), rl)}
+    row = by["RL: Pass@64 of the start policy (RFT), then after orm-RL and pav-RL"]
+    assert row["here"] == "0.950 → 0.967, 0.893" and abs(row["value"] - (0.893 - 0.95)) < 1e-12
+
+
 def test_headline_without_any_gain_says_so():
     rows = headline(_search(None, None, [None, None, None], 0.0), _rl(None, 0.0, 0.0, [0.0, 0.0]))
     assert rows[2]["here"] == "—" and rows[0]["here"] == "not reached" and rows[4]["here"] == "not reached"

@@ -54,3 +54,33 @@ def test_the_report_names_the_lost_problems_and_the_collapse():
     assert "75% of its samples here, 50% for the reference" in text
     assert "| `q1` (0) | 3/4 | `top1` | `top1` (75%) |" in text
     assert coverage_lines({**summary, "comparisons": [{"reward": "pav", "coverage": None}]}) == []
+
+
+def _run(pass1, pass4, rows):
+    arm = _arm(rows)
+    arm["final"].update({"pass@1": pass1, "pass@4": pass4})
+    return {**arm, "curve": [{"samples": 0, "accuracy": 0.2}, {"samples": 32, "accuracy": pass1}],
+            "start_heldout_accuracy": 0.2, "last": {"rl/kl": 0.01, "rl/entropy": 0.1, "rl/steps_per_solution": 5.0}}
+
+
+def test_the_start_policy_is_compared_with_every_rewards_final_policies():
+    from pav.rl.compare import RLCompareConfig, summarize
+    from pav.rl.report import start_lines
+
+    cfg = RLCompareConfig(seeds=(0, 1))
+    results = {"orm_s0": _run(0.4, 0.6, [("1", 2, 0.5), ("2", 0, 1.0)]), "orm_s1": _run(0.2, 0.4, [("3", 1, 0.5)]),
+               "pav_s0": _run(0.5, 0.5, [("1", 0, 1.0), ("2", 1, 0.75)]), "pav_s1": _run(0.3, 0.3, [("3", 0, 1.0)])}
+    assert summarize(cfg, results)["start"] is None  # no start jobs (start_pass_at off, or an older run)
+    results |= {"start_s0": {"seed": 0, "final": _run(0.3, 0.7, [("1", 1, 0.25), ("2", 0, 0.5)])["final"]},
+                "start_s1": {"seed": 1, "final": _run(0.1, 0.5, [("3", 2, 0.25)])["final"]}}
+    s = summarize(cfg, results)
+    assert s["start"] == {"pass_at": {"pass@1": pytest.approx(0.2), "pass@4": pytest.approx(0.6)},
+                          "top_share": pytest.approx(1 / 3)}  # (0.25 + 0.5 + 0.25) / 3 rows
+    assert s["rewards"]["orm"]["pass_at_vs_start"] == {"pass@1": pytest.approx(0.1), "pass@4": pytest.approx(-0.1)}
+    assert s["rewards"]["pav"]["pass_at_vs_start"] == {"pass@1": pytest.approx(0.2), "pass@4": pytest.approx(-0.2)}
+    orm, pav = (s["rewards"][r]["coverage_vs_start"] for r in ("orm", "pav"))
+    assert (orm["lost"], orm["gained"], pav["lost"], pav["gained"]) == (0, 0, 2, 1)
+    text = "\n".join(start_lines(s))
+    assert "Its most frequent solution is 33% of a problem's samples." in text
+    assert "PAV-RL (outcome + α·A^μ): Pass@N +20.0, -20.0 points (N = 1, 4); of 3 (problem, seed) pairs, 2 that the " \
+           "start solves at N = 4 are no longer solved and 1 are newly solved." in text

@@ -58,3 +58,28 @@ def test_the_paired_comparison_of_pav_and_pqv_beam_reads_the_per_problem_outcome
     assert all("outcomes" not in p for p in s["curves"]["pav_beam"] + s["curves"]["pqv_beam"])
     write_report(s, tmp_path)
     assert "| +25.0 ± 25.0 points |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_alpha_sweep_pairs_each_alpha_with_alpha_zero_on_the_validation_problems(tmp_path):
+    from pav.search.report import alpha_sweep
+    from pav.search.stage import _over_zero
+
+    runs = {"alpha_0": {"alpha": 0.0, "accuracy": 0.5, "accuracy_se": 0.29, "generated": 1.0, "outcomes": [1, 0, 1, 0]},
+            "alpha_0.5": {"alpha": 0.5, "accuracy": 0.75, "accuracy_se": 0.25, "generated": 1.0,
+                          "outcomes": [1, 1, 1, 0]},
+            "alpha_1": {"alpha": 1.0, "accuracy": 0.5, "accuracy_se": 0.29, "generated": 1.0}}  # cached before outcomes
+    sweep = alpha_sweep((0.0, 0.5, 1.0), runs)
+    assert [p["alpha"] for p in sweep] == [0.0, 0.5, 1.0]
+    assert sweep[0]["vs_zero"] == {"mean": 0.0, "se": 0.0, "problems": 4}
+    assert sweep[1]["vs_zero"] == {"mean": 0.25, "se": pytest.approx(0.25), "problems": 4}  # sd of (0, 1, 0, 0): 0.5
+    assert sweep[2]["vs_zero"] is None and "outcomes" not in sweep[1]
+    assert alpha_sweep((0.5,), runs)[0]["vs_zero"] is None  # no α = 0 to pair with
+    assert _over_zero([runs["alpha_0"], runs["alpha_0.5"]], 0.5) == \
+        ", +25.0 ± 25.0 points over alpha = 0 paired by problem"
+    assert _over_zero([runs["alpha_0"], runs["alpha_0.5"]], 0.0) == ""
+    cfg = SearchConfig(ns=(2,), alpha=None, alpha_grid=(0.0, 0.5, 1.0), prover_ks=())
+    results = {"best_of_n": {"curves": {"orm": [_point(2, 0.2, 100)]}, "pass_at": [{"n": 2, "accuracy": 0.4}]},
+               "pqv_beam_N2": _point(2, 0.5, 150), "pav_beam_N2_a0.5": _point(2, 0.5, 150), **runs}
+    write_report(summarize(cfg, 0.5, results), tmp_path)
+    assert "| − α = 0, paired by problem (points ± SE) | +0.0 ± 0.0 | +25.0 ± 25.0 | — |" in \
+        (tmp_path / "report.md").read_text()

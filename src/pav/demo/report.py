@@ -39,6 +39,15 @@ def _pts(x: float | None, sd: float | None = None) -> str:
     return f"{100 * x:+.1f}" + ("" if sd is None else f" ± {100 * sd:.1f}") + " points"
 
 
+def _alpha_margin(search: dict) -> str:
+    """": +2.0 ± 1.4 points over α = 0, paired by problem" for the sweep's chosen α, or nothing."""
+    point = next((p for p in search.get("alpha_sweep", []) if p["alpha"] == search["alpha"]), None)
+    d = point and point.get("vs_zero")
+    if not d or d["se"] is None or search["alpha"] == 0:
+        return ""
+    return f": {100 * d['mean']:+.1f} ± {100 * d['se']:.1f} points over α = 0, paired by problem"
+
+
 def _num(x: float | None, digits: int = 3) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
@@ -134,6 +143,16 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
             rows.append({"name": f"RL: (problem, seed) pairs {ref}-RL solves at N = {cov['n']} and {c['reward']}-RL "
                                  "does not (lost), and the reverse", "value": cov["lost"] - cov["gained"], "here": here,
                          "paper": "more problems solved at large N (Fig. 8)"})
+    start = rl.get("start")
+    if start:  # absent in runs from before the start policy was evaluated
+        n = max(start["pass_at"], key=lambda k: int(k.split("@")[1]))
+        names = [rl["reference"], *(c["reward"] for c in rl["comparisons"])]
+        rows.append({"name": f"RL: Pass@{n.split('@')[1]} of the start policy (RFT), then after "
+                             + " and ".join(f"{r}-RL" for r in names),
+                     "value": rl["rewards"][names[-1]]["pass_at"][n] - start["pass_at"][n],
+                     "here": f"{start['pass_at'][n]:.3f} → " + ", ".join(f"{rl['rewards'][r]['pass_at'][n]:.3f}"
+                                                                   for r in names),
+                     "paper": "ORM-RL falls below the SFT policy for N ≥ 64; PAV-RL does not (Fig. 8a)"})
     return rows
 
 
@@ -324,7 +343,7 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         f"{cfg.heldout_fraction:.0%} of labelled problems held out",
         f"- search: {srch['problems']} test and {srch['val_problems']} validation problems, N ∈ {srch['ns']}, "
         f"C = {cfg.search.candidates} candidates per beam prefix, α = {srch['alpha']:g} ({srch['alpha_chosen_by']}"
-        + (f" at beam width {cfg.search.alpha_width})" if cfg.search.alpha is None else ")"),
+        + (f" at beam width {cfg.search.alpha_width}{_alpha_margin(srch)})" if cfg.search.alpha is None else ")"),
         f"- RL: {rl['iterations']} iterations × {rl['samples_per_iteration']} samples, seeds {rl['seeds']}, "
         f"α = {rl['alpha']:g}, baseline {rl['baseline']}, A^μ "
         + (f"from the learned PAV of the task's noisy expert (`prover-pav/`, trained on {cfg.prover_label.problems} "

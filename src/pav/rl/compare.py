@@ -4,7 +4,8 @@ One job rejection-fine-tunes the start policy once (``rft/``); then one job per 
 runs `pav rl` from it into ``arms/<reward>_s<seed>/`` (a seed fixes the training problems, the
 sampling and the held-out set, so arms with one seed see the same problems). Jobs are cached: a
 killed comparison continues. The summary gives, per reward, held-out accuracy against samples
-(mean and spread over seeds), Pass@N at the end, and against the first reward (ORM-RL):
+(mean and spread over seeds), Pass@N at the end (and the start policy's, evaluated the same way:
+``start_s<seed>`` jobs), and against the first reward (ORM-RL):
 
 - **sample-efficiency ratio**: ORM-RL's samples ÷ the samples the other reward's mean curve needs
   to reach ORM-RL's final mean accuracy (linear interpolation between evaluations; the paper's
@@ -50,6 +51,8 @@ class RLCompareConfig:
     rewards: tuple[str, ...] = knob(("orm", "pav"), "rewards to compare; the first is the reference (ORM-RL)")
     seeds: tuple[int, ...] = knob((0, 1, 2), "seeds; each reward runs once per seed")
     workers: int = knob(2, "worker processes (one torch thread each); 0: run in this process")
+    start_pass_at: bool = knob(True, "also evaluate the start policy like the arms' final ones, per seed (Pass@N up "
+                                     "to rl.final_samples; the paper's Fig. 8a draws the SFT policy's beside them)")
 
     def __post_init__(self) -> None:
         if len(self.rewards) < 2 or not self.seeds:
@@ -80,6 +83,14 @@ def job_arm(progress, cfg: RLCompareConfig, run_dir: str, reward: str, seed: int
                         for r in rows if "rl/heldout_accuracy" in r]
     summary["curve"].insert(0, {"samples": 0, "accuracy": summary["start_heldout_accuracy"]})
     return summary
+
+
+def job_start(progress, cfg: RLCompareConfig, run_dir: str, seed: int, start: str) -> dict[str, Any]:
+    from pav.rl.stage import evaluate_start
+
+    final = evaluate_start(dataclasses.replace(cfg.rl, seed=seed), start)
+    progress(1)
+    return {"seed": seed, "final": final}
 
 
 def samples_to_reach(samples: list[float], accuracy: list[float], target: float) -> float | None:
@@ -136,6 +147,8 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
         start, jobs, after = resolve_model_dir(cfg.rl.policy), [], ()
     jobs += [Job(f"{r}_s{s}", job_arm, cfg.rl.iterations, {**common, "reward": r, "seed": s, "start": start}, after)
              for s in cfg.seeds for r in cfg.rewards]
+    if cfg.start_pass_at:
+        jobs += [Job(f"start_s{s}", job_start, 1, {**common, "seed": s, "start": start}, after) for s in cfg.seeds]
     results = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
     summary = summarize(cfg, results)
     write_json(run_dir / "summary.json", summary)
@@ -168,6 +181,14 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
             per[r]["top_share"] = float(np.mean([row["top_share"] for a in arms for row in a["final"]["problems"]]))
     ref_name = cfg.rewards[0]
     ref = per[ref_name]
+    start = None
+    if all(f"start_s{s}" in results for s in cfg.seeds):  # absent with start_pass_at off, or in older runs
+        starts = [results[f"start_s{s}"] for s in cfg.seeds]
+        start = {"pass_at": {k: float(np.mean([a["final"][k] for a in starts])) for k in ref["pass_at"]},
+                 "top_share": float(np.mean([row["top_share"] for a in starts for row in a["final"]["problems"]]))}
+        for r in cfg.rewards:  # what RL did to coverage: the paper's "ORM-RL falls below SFT for N >= 64"
+            per[r]["pass_at_vs_start"] = {k: per[r]["pass_at"][k] - start["pass_at"][k] for k in ref["pass_at"]}
+            per[r]["coverage_vs_start"] = coverage(starts, [results[f"{r}_s{s}"] for s in cfg.seeds], cfg.seeds)
     comparisons = []
     for r in cfg.rewards[1:]:
         need = samples_to_reach(per[r]["samples"], per[r]["mean"], ref["mean"][-1])
@@ -193,4 +214,4 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
     return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
             "verifier": cfg.rl.verifier, "prover": cfg.rl.prover, "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
             "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
-            "rewards": per, "comparisons": comparisons, "checks": checks, "paper": PAPER}
+            "rewards": per, "start": start, "comparisons": comparisons, "checks": checks, "paper": PAPER}

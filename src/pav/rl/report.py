@@ -35,6 +35,10 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     for i, (r, d) in enumerate(summary["rewards"].items()):
         ns = [int(k.split("@")[1]) for k in d["pass_at"]]
         right.plot(ns, list(d["pass_at"].values()), color=f"C{i}", marker="o", label=PLOT_LABELS.get(r, r))
+    if summary.get("start"):
+        pa = summary["start"]["pass_at"]
+        right.plot([int(k.split("@")[1]) for k in pa], list(pa.values()), color="0.5", linestyle="--", marker=".",
+                   label="start policy (RFT), before RL")
     right.set_xscale("log", base=2)
     right.set_xlabel("N (log2)")
     right.set_ylabel("held-out Pass@N after RL")
@@ -73,8 +77,31 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     lines += ["", "| Pass@N after RL | " + " | ".join(ns) + " |", "|---|" + "---|" * len(ns)]
     for r, d in summary["rewards"].items():
         lines.append(f"| {LABELS.get(r, r)} | " + " | ".join(f"{d['pass_at'][n]:.3f}" for n in ns) + " |")
+    if summary.get("start"):
+        lines.append("| start policy (RFT), before RL | " +
+                     " | ".join(f"{summary['start']['pass_at'][n]:.3f}" for n in ns) + " |")
+    lines += start_lines(summary)
     lines += coverage_lines(summary)
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def start_lines(summary: dict[str, Any]) -> list[str]:
+    """What RL did to coverage: each reward's final policies against the start policy, both sampled
+    the same way on the same problems (the paper: ORM-RL falls below the SFT policy for N >= 64)."""
+    start = summary.get("start")
+    if not start:
+        return []
+    out = ["", f"**Against the start policy.** Its most frequent solution is {100 * start['top_share']:.0f}% of a "
+               "problem's samples."]
+    for r, d in summary["rewards"].items():
+        cov, gain = d.get("coverage_vs_start"), d["pass_at_vs_start"]
+        out[-1] += (f" {LABELS.get(r, r)}: Pass@N {', '.join(f'{100 * g:+.1f}' for g in gain.values())} points "
+                    f"(N = {', '.join(k.split('@')[1] for k in gain)})")
+        if cov:
+            out[-1] += (f"; of {cov['problems']} (problem, seed) pairs, {cov['lost']} that the start solves at "
+                        f"N = {cov['n']} are no longer solved and {cov['gained']} are newly solved")
+        out[-1] += "."
+    return out
 
 
 def coverage_lines(summary: dict[str, Any]) -> list[str]:

@@ -154,6 +154,36 @@ def step_scorer(cfg: RLConfig, task: Any):
     return MixedScorer(base, prover) if prover is not None else base
 
 
+def heldout_problems(cfg: RLConfig, task: Any) -> list:
+    """The held-out problems of a run: fixed by its seed, so arms of one seed share them."""
+    return task.problems(cfg.eval_problems, derive_seed(cfg.seed, "rl-eval"), "heldout")
+
+
+def final_evaluation(cfg: RLConfig, policy: Any, task: Any, heldout: list) -> dict[str, Any]:
+    """Pass@N for N <= ``final_samples`` on the held-out problems, with per-problem rows; the
+    sampling seed is the run's, so a start policy evaluated here sees what its arms' policies see."""
+    from pav.rollouts.evaluate import evaluate_policy
+
+    return evaluate_policy(policy, task, heldout, cfg.final_samples, [n for n in PASS_AT if n <= cfg.final_samples],
+                           derive_seed(cfg.seed, "rl-final"), per_problem=True)
+
+
+def evaluate_start(cfg: RLConfig, policy_dir: str) -> dict[str, Any]:
+    """The start policy's `final_evaluation` for ``cfg.seed`` (the paper's Fig. 8a draws the SFT
+    policy's Pass@N beside the RL policies')."""
+    import torch
+
+    from pav.policies.hf import HFPolicy, load_causal_lm
+    from pav.rollouts.stage import resolve_model_dir
+
+    torch.set_num_threads(cfg.threads)
+    model, tokenizer = load_causal_lm(resolve_model_dir(policy_dir), **cfg.load.load_kwargs())
+    task = build_task(cfg.task, cfg.math, tokenizer)
+    policy = HFPolicy(model.eval(), tokenizer, policy_id=f"rl-start-seed{cfg.seed}", device=cfg.load.resolved_device(),
+                      delimiter=task.step_delimiter)
+    return final_evaluation(cfg, policy, task, heldout_problems(cfg, task))
+
+
 def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True,
            progress=None) -> dict[str, Any]:
     """RFT (optional) → RL loop → held-out Pass@N; see the module docstring."""
@@ -188,7 +218,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     learner = Learner(policy, ref, value, torch.optim.AdamW(model.parameters(), lr=cfg.lr),
                       torch.optim.AdamW(value.parameters(), lr=cfg.value_lr) if value is not None else None)
     scorer = step_scorer(cfg, task)
-    heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "rl-eval"), "heldout")
+    heldout = heldout_problems(cfg, task)
 
     def evaluate(it: int) -> dict[str, float]:
         q = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1,), derive_seed(cfg.seed, "rl-eval", it))
@@ -208,8 +238,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
 
         last = train_rl(learner, task, scorer, settings, run_dir, evaluate, on_iter)
     save_policy(model, tokenizer, run_dir / "policy")
-    final = evaluate_policy(policy, task, heldout, cfg.final_samples, [n for n in PASS_AT if n <= cfg.final_samples],
-                            derive_seed(cfg.seed, "rl-final"), per_problem=True)
+    final = final_evaluation(cfg, policy, task, heldout)
     summary = {"reward": cfg.reward, "alpha": cfg.alpha, "baseline": cfg.baseline, "seed": cfg.seed,
                "start_heldout_accuracy": start_acc, "final": final, "last": last,
                "samples": cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem,

@@ -36,6 +36,18 @@ def _safe(fn, *args):
         return None
 
 
+def alpha_sweep(grid, results: dict[str, dict]) -> list[dict[str, Any]]:
+    """One point per α of the validation sweep. Every α searched the same problems with the same
+    seeds, so each point also carries ``vs_zero``: its accuracy minus α = 0's, paired by problem
+    (mean, SE, problems), where α = 0 is in the grid and the runs kept their outcomes. Separating
+    two α values takes that SE, not the points' own, which ignore the pairing."""
+    runs = {a: results[f"alpha_{a:g}"] for a in grid}
+    zero = runs.get(0.0, {}).get("outcomes")
+    return [{**{k: r[k] for k in ("alpha", "accuracy", "accuracy_se", "generated")},
+             "vs_zero": None if zero is None or r.get("outcomes") is None
+             else paired_difference([r["outcomes"]], [zero])} for r in runs.values()]
+
+
 def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
     a = f"{alpha:g}"
     curves: dict[str, list[dict]] = dict(results["best_of_n"]["curves"])
@@ -86,8 +98,7 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
          "target": "> 2 SE" if paired is None or paired["se"] is None else f"> {200 * paired['se']:.1f}",
          "passed": None if paired is None or paired["se"] is None else paired["mean"] > 2 * paired["se"]},
     ]
-    sweep = [{k: results[f"alpha_{v:g}"][k] for k in ("alpha", "accuracy", "accuracy_se", "generated")}
-             for v in cfg.alpha_grid] if cfg.alpha is None else []
+    sweep = alpha_sweep(cfg.alpha_grid, results) if cfg.alpha is None else []
     provers = {}
     for k in cfg.prover_ks:
         provers[str(k)] = [results[f"pav_beam_N{n}_a{a}"] if k == cfg.k and n in cfg.ns else
@@ -237,13 +248,23 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     if summary["alpha_sweep"]:
         lines += ["| α | " + " | ".join(f"{s['alpha']:g}" for s in summary["alpha_sweep"]) + " |",
                   "|---|" + "---|" * len(summary["alpha_sweep"]),
-                  "| accuracy | " + " | ".join(f"{s['accuracy']:.3f}" for s in summary["alpha_sweep"]) + " |", ""]
+                  "| accuracy | " + " | ".join(f"{s['accuracy']:.3f}" for s in summary["alpha_sweep"]) + " |"]
+        if any(s.get("vs_zero") and s["vs_zero"]["se"] is not None for s in summary["alpha_sweep"]):
+            lines.append("| − α = 0, paired by problem (points ± SE) | " + " | ".join(
+                _signed(s.get("vs_zero")) for s in summary["alpha_sweep"]) + " |")
+        lines.append("")
     if summary["prover_sweep"]:
         ns = [p["n"] for p in next(iter(summary["prover_sweep"].values()))]
         lines += ["| prover | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|" + "---|" * len(ns)]
         lines += [f"| Bo{k} | " + " | ".join(f"{p['accuracy']:.3f}" for p in pts) + " |"
                   for k, pts in summary["prover_sweep"].items()]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _signed(paired: dict | None) -> str:
+    if not paired or paired["se"] is None:
+        return "—"
+    return f"{100 * paired['mean']:+.1f} ± {100 * paired['se']:.1f}"
 
 
 def _paired_row(paired: dict | None) -> list[str]:

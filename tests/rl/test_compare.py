@@ -82,5 +82,5 @@ def test_the_start_policy_is_compared_with_every_rewards_final_policies():
     assert (orm["lost"], orm["gained"], pav["lost"], pav["gained"]) == (0, 0, 2, 1)
     text = "\n".join(start_lines(s))
     assert "Its most frequent solution is 33% of a problem's samples." in text
-    assert "PAV-RL (outcome + α·A^μ): Pass@N +20.0, -20.0 points (N = 1, 4); of 3 (problem, seed) pairs, 2 that the " \
-           "start solves at N = 4 are no longer solved and 1 are newly solved." in text
+    assert "PAV-RL (outcome + α·A^μ): Pass@N +20.0, -20.0 points (N = 1, 4); at N = 4, of 3 (problem, seed) pairs, " \
+           "lost 2 that the start solves, gained 1 that it does not." in text

@@ -98,8 +98,8 @@ def start_lines(summary: dict[str, Any]) -> list[str]:
         out[-1] += (f" {LABELS.get(r, r)}: Pass@N {', '.join(f'{100 * g:+.1f}' for g in gain.values())} points "
                     f"(N = {', '.join(k.split('@')[1] for k in gain)})")
         if cov:
-            out[-1] += (f"; of {cov['problems']} (problem, seed) pairs, {cov['lost']} that the start solves at "
-                        f"N = {cov['n']} are no longer solved and {cov['gained']} are newly solved")
+            out[-1] += (f"; at N = {cov['n']}, of {cov['problems']} (problem, seed) pairs, lost {cov['lost']} that the "
+                        f"start solves, gained {cov['gained']} that it does not")
         out[-1] += "."
     return out
 

@@ -61,8 +61,7 @@ def test_the_paired_comparison_of_pav_and_pqv_beam_reads_the_per_problem_outcome
 
 
 def test_the_alpha_sweep_pairs_each_alpha_with_alpha_zero_on_the_validation_problems(tmp_path):
-    from pav.search.report import alpha_sweep
-    from pav.search.stage import _over_zero
+    from pav.search.report import alpha_sweep, paired_points
 
     runs = {"alpha_0": {"alpha": 0.0, "accuracy": 0.5, "accuracy_se": 0.29, "generated": 1.0, "outcomes": [1, 0, 1, 0]},
             "alpha_0.5": {"alpha": 0.5, "accuracy": 0.75, "accuracy_se": 0.25, "generated": 1.0,
@@ -74,9 +73,7 @@ def test_the_alpha_sweep_pairs_each_alpha_with_alpha_zero_on_the_validation_prob
     assert sweep[1]["vs_zero"] == {"mean": 0.25, "se": pytest.approx(0.25), "problems": 4}  # sd of (0, 1, 0, 0): 0.5
     assert sweep[2]["vs_zero"] is None and "outcomes" not in sweep[1]
     assert alpha_sweep((0.5,), runs)[0]["vs_zero"] is None  # no α = 0 to pair with
-    assert _over_zero([runs["alpha_0"], runs["alpha_0.5"]], 0.5) == \
-        ", +25.0 ± 25.0 points over alpha = 0 paired by problem"
-    assert _over_zero([runs["alpha_0"], runs["alpha_0.5"]], 0.0) == ""
+    assert paired_points(sweep[1]["vs_zero"]) == "+25.0 ± 25.0" and paired_points(None) == "—"
     cfg = SearchConfig(ns=(2,), alpha=None, alpha_grid=(0.0, 0.5, 1.0), prover_ks=())
     results = {"best_of_n": {"curves": {"orm": [_point(2, 0.2, 100)]}, "pass_at": [{"n": 2, "accuracy": 0.4}]},
                "pqv_beam_N2": _point(2, 0.5, 150), "pav_beam_N2_a0.5": _point(2, 0.5, 150), **runs}

@@ -66,6 +66,7 @@ def test_limits_answer_with_their_status(scorer):
         assert c.post("/score", json={"items": [{"prompt": "p" * 3000, "steps": ["x"]}]}).status_code == 413
         assert c.post("/score", json={"items": []}).status_code == 422
         assert c.post("/score", json={"items": ITEMS, "alpha": "NaN"}).status_code == 422
+        assert c.post("/score", json={"items": [{"prompt": "\n", "steps": []}], "alpha": -1.0}).status_code == 422
         assert c.post("/score", json={"items": ITEMS}).status_code == 200
 
 

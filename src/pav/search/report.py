@@ -251,7 +251,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
                   "| accuracy | " + " | ".join(f"{s['accuracy']:.3f}" for s in summary["alpha_sweep"]) + " |"]
         if any(s.get("vs_zero") and s["vs_zero"]["se"] is not None for s in summary["alpha_sweep"]):
             lines.append("| − α = 0, paired by problem (points ± SE) | " + " | ".join(
-                _signed(s.get("vs_zero")) for s in summary["alpha_sweep"]) + " |")
+                paired_points(s.get("vs_zero")) for s in summary["alpha_sweep"]) + " |")
         lines.append("")
     if summary["prover_sweep"]:
         ns = [p["n"] for p in next(iter(summary["prover_sweep"].values()))]
@@ -261,7 +261,8 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def _signed(paired: dict | None) -> str:
+def paired_points(paired: dict | None) -> str:
+    """A `paired_difference` in points, "+2.0 ± 1.4"; "—" without one (or without its SE)."""
     if not paired or paired["se"] is None:
         return "—"
     return f"{100 * paired['mean']:+.1f} ± {100 * paired['se']:.1f}"

@@ -184,21 +184,10 @@ def _alpha_name(a: float) -> str:
     return f"{a:g}"
 
 
-def _over_zero(sweep: list[dict], alpha: float) -> str:
-    """", +2.0 ± 1.4 points over alpha = 0, paired" for the chosen α of a sweep that holds α = 0."""
-    from pav.search.compare import paired_difference
-
-    zero = next((r.get("outcomes") for r in sweep if r["alpha"] == 0), None)
-    mine = next((r.get("outcomes") for r in sweep if r["alpha"] == alpha), None)
-    if alpha == 0 or zero is None or mine is None or len(zero) < 2:
-        return ""
-    d = paired_difference([mine], [zero])
-    return f", {100 * d['mean']:+.1f} ± {100 * d['se']:.1f} points over alpha = 0 paired by problem"
-
 
 def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = False,
                show_progress: bool = True) -> dict[str, Any]:
-    from pav.search.report import summarize, write_report
+    from pav.search.report import alpha_sweep, paired_points, summarize, write_report
 
     if not (cfg.policy and cfg.verifier):
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
@@ -217,10 +206,11 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
                       "alpha": a, "k": cfg.k}) for a in cfg.alpha_grid]
     executor = Executor(cfg.executor, cfg.workers, cfg.ray_address)
     first = run_jobs(jobs, run_dir / "jobs", executor, show_progress)
-    sweep = [first[f"alpha_{_alpha_name(a)}"] for a in cfg.alpha_grid] if cfg.alpha is None else []
+    sweep = alpha_sweep(cfg.alpha_grid, first) if cfg.alpha is None else []
     alpha = cfg.alpha if cfg.alpha is not None else max(sweep, key=lambda r: (r["accuracy"], -r["alpha"]))["alpha"]
-    log.info("search: PAV beam search uses alpha = %g%s", alpha, "" if cfg.alpha is not None else
-             " (best on validation" + _over_zero(sweep, alpha) + ")")
+    margin = next((p["vs_zero"] for p in sweep if p["alpha"] == alpha and alpha != 0), None)
+    log.info("search: PAV beam search uses alpha = %g%s", alpha, "" if cfg.alpha is not None else " (best on validation"
+             + ("" if margin is None else f", {paired_points(margin)} points over alpha = 0 paired by problem") + ")")
     second, reused = [], {}
     for n in cfg.ns:
         name = f"pav_beam_N{n}_a{_alpha_name(alpha)}"

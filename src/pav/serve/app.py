@@ -1,7 +1,7 @@
 """The HTTP service of `pav serve` (FastAPI): step rewards from a fixed verifier.
 
 Routes:
-- ``POST /score``: ``{"items": [{"prompt": str, "steps": [str, ...]}, ...], "alpha": float?}`` →
+- ``POST /score``: ``{"items": [{"prompt": str, "steps": [str, ...]}, ...], "alpha": float >= 0?}`` →
   per item ``q_base``, ``q_prover``, ``adv_prover``, ``effective_reward`` (one number per step;
   ``null`` for a step past the verifier's window) and ``outcome``;
 - ``POST /openrlhf``: OpenRLHF's remote reward-model protocol: ``{"query": [full text, ...],
@@ -118,8 +118,8 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
     @app.post("/score")
     async def score(req: ScoreRequest) -> dict[str, Any]:
         a = alpha if req.alpha is None else req.alpha
-        if not math.isfinite(a):
-            raise _Refused(422, "alpha must be a finite number")
+        if not math.isfinite(a) or a < 0:  # the effective reward's α weighs progress; it is never negative
+            raise _Refused(422, "alpha must be a finite number >= 0")
         _check_items([i.prompt for i in req.items], [i.steps for i in req.items], limits, delimiter, tokenizer)
         results = await _score(batcher, [i.prompt for i in req.items], [i.steps for i in req.items])
         return {"alpha": a, "k": k, "results": [_scores_json(r, a) for r in results]}

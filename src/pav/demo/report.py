@@ -41,11 +41,10 @@ def _pts(x: float | None, sd: float | None = None) -> str:
 
 def _alpha_margin(search: dict) -> str:
     """": +2.0 ± 1.4 points over α = 0, paired by problem" for the sweep's chosen α, or nothing."""
-    from pav.search.report import paired_points
+    from pav.search.report import alpha_margin, paired_points
 
-    point = next((p for p in search.get("alpha_sweep", []) if p["alpha"] == search["alpha"]), None)
-    text = paired_points(point and point.get("vs_zero"))
-    return "" if text == "—" or search["alpha"] == 0 else f": {text} points over α = 0, paired by problem"
+    margin = alpha_margin(search.get("alpha_sweep", []), search["alpha"])
+    return "" if margin is None else f": {paired_points(margin)} points over α = 0, paired by problem"
 
 
 def _num(x: float | None, digits: int = 3) -> str:

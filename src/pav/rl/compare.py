@@ -161,6 +161,11 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
     return summary
 
 
+def _top_share(runs: list[dict[str, Any]]) -> float:
+    """Mean over the runs' held-out problems of the most frequent solution's share of its samples."""
+    return float(np.mean([row["top_share"] for a in runs for row in a["final"]["problems"]]))
+
+
 def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
     per: dict[str, dict[str, Any]] = {}
     for r in cfg.rewards:
@@ -178,14 +183,14 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
                   "entropy_final": float(np.mean([a["last"]["rl/entropy"] for a in arms])),
                   "steps_per_solution_final": float(np.mean([a["last"]["rl/steps_per_solution"] for a in arms]))}
         if all("problems" in a["final"] for a in arms):  # runs cached before per-problem rows have none
-            per[r]["top_share"] = float(np.mean([row["top_share"] for a in arms for row in a["final"]["problems"]]))
+            per[r]["top_share"] = _top_share(arms)
     ref_name = cfg.rewards[0]
     ref = per[ref_name]
     start = None
     if all(f"start_s{s}" in results for s in cfg.seeds):  # absent with start_pass_at off, or in older runs
         starts = [results[f"start_s{s}"] for s in cfg.seeds]
         start = {"pass_at": {k: float(np.mean([a["final"][k] for a in starts])) for k in ref["pass_at"]},
-                 "top_share": float(np.mean([row["top_share"] for a in starts for row in a["final"]["problems"]]))}
+                 "top_share": _top_share(starts)}
         for r in cfg.rewards:  # what RL did to coverage: the paper's "ORM-RL falls below SFT for N >= 64"
             per[r]["pass_at_vs_start"] = {k: per[r]["pass_at"][k] - start["pass_at"][k] for k in ref["pass_at"]}
             per[r]["coverage_vs_start"] = coverage(starts, [results[f"{r}_s{s}"] for s in cfg.seeds], cfg.seeds)

@@ -48,6 +48,13 @@ def alpha_sweep(grid, results: dict[str, dict]) -> list[dict[str, Any]]:
              else paired_difference([r["outcomes"]], [zero])} for r in runs.values()]
 
 
+def alpha_margin(sweep: list[dict[str, Any]], alpha: float) -> dict | None:
+    """The chosen α's paired difference over α = 0 on the validation problems (`alpha_sweep`), or
+    None: α = 0 chosen, no α = 0 in the grid, no outcomes, or too few problems for a standard error."""
+    d = next((p["vs_zero"] for p in sweep if p["alpha"] == alpha), None)
+    return None if alpha == 0 or not d or d["se"] is None else d
+
+
 def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
     a = f"{alpha:g}"
     curves: dict[str, list[dict]] = dict(results["best_of_n"]["curves"])

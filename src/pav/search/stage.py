@@ -184,10 +184,9 @@ def _alpha_name(a: float) -> str:
     return f"{a:g}"
 
 
-
 def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = False,
                show_progress: bool = True) -> dict[str, Any]:
-    from pav.search.report import alpha_sweep, paired_points, summarize, write_report
+    from pav.search.report import alpha_margin, alpha_sweep, paired_points, summarize, write_report
 
     if not (cfg.policy and cfg.verifier):
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
@@ -208,7 +207,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     first = run_jobs(jobs, run_dir / "jobs", executor, show_progress)
     sweep = alpha_sweep(cfg.alpha_grid, first) if cfg.alpha is None else []
     alpha = cfg.alpha if cfg.alpha is not None else max(sweep, key=lambda r: (r["accuracy"], -r["alpha"]))["alpha"]
-    margin = next((p["vs_zero"] for p in sweep if p["alpha"] == alpha and alpha != 0), None)
+    margin = alpha_margin(sweep, alpha)
     log.info("search: PAV beam search uses alpha = %g%s", alpha, "" if cfg.alpha is not None else " (best on validation"
              + ("" if margin is None else f", {paired_points(margin)} points over alpha = 0 paired by problem") + ")")
     second, reused = [], {}

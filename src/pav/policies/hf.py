@@ -59,6 +59,7 @@ from pav.policies.base import (
 )
 from pav.policies.fast_decode import decode_cohorts
 from pav.policies.fast_gpt2 import FastGPT2
+from pav.policies.gguf import local_model_dir
 from pav.policies.noise import keyed_uniform, row_keys, step_salt
 from pav.policies.tokenizer import encode_plain, plain_decoder
 
@@ -134,6 +135,24 @@ def _in_hf_cache(repo_id: str) -> bool:
         return False
 
 
+def _check_on_hub(repo_id: str) -> None:
+    """One look-up before a download, so a typo or an unreachable hub is one clear error, not a
+    download's minute of retries."""
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    try:
+        model_info(repo_id, timeout=10)
+    except RepositoryNotFoundError:
+        raise PolicyLoadError(f"{repo_id!r} is neither a local directory nor a model on the Hugging Face hub; "
+                              "check the name or pass a model directory or a `pav sft` run") from None
+    except HfHubHTTPError:
+        return  # the hub answered (gated, rate-limited, ...): let the download say why
+    except Exception as err:  # no network, DNS, timeout
+        raise PolicyLoadError(f"{repo_id!r} is not a local directory and the Hugging Face hub could not be reached "
+                              f"({type(err).__name__}); check the path, or download the model first") from None
+
+
 def load_causal_lm(
     name_or_path: str | os.PathLike,
     *,
@@ -146,7 +165,7 @@ def load_causal_lm(
     With ``HF_HUB_OFFLINE=1`` a name that is neither a local directory nor cached fails at once
     with `PolicyLoadError`. ``dtype=None`` keeps transformers' default ("auto": the checkpoint's).
     """
-    name = str(name_or_path)
+    name = local_model_dir(name_or_path)  # a .gguf file: its converted folder (pav.policies.gguf)
     local = Path(name).expanduser().is_dir()
     if not local and (Path(name).is_absolute() or name.startswith((".", "~"))):
         raise PolicyLoadError(f"no such model directory: {name}")
@@ -155,6 +174,8 @@ def load_causal_lm(
         raise PolicyLoadError(
             f"{name!r} is not a local directory and not in the Hugging Face cache, and HF_HUB_OFFLINE is set"
         )
+    if not local and not offline and not _in_hf_cache(name):
+        _check_on_hub(name)
     kwargs = {"local_files_only": offline or local, "trust_remote_code": trust_remote_code}
     if dtype is not None:
         kwargs["dtype"] = dtype

@@ -15,7 +15,8 @@ from pav.rollouts.views import read_labels
 GSM8K_TINY = Path(__file__).parent / "data" / "gsm8k_tiny.jsonl"
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-MATH = ["--set", f"math.train={GSM8K_TINY}", "--set", "math.grader_workers=1"]
+MATH = ["--set", "task.source=pav.tasks.math_task:make_task", "--set", f"task.options.train={GSM8K_TINY}",
+        "--set", "task.options.grader_workers=1"]
 
 
 def pav(*args, cwd):

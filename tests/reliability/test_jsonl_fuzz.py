@@ -106,9 +106,10 @@ def test_a_stage_writes_the_rejects_file_and_stops_above_the_rate(tiny_qwen, tmp
     write(tmp_path / "set.jsonl", lines[:20] + [BAD["nan literal"][0], BAD["missing field"][0]] + lines[20:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     base = [sys.executable, "-m", "pav.cli", "label", "--quiet", "--set", f"policy={tiny_qwen}", "--set",
-            "math.train=set.jsonl", "--set", "math.grader_workers=1", "--set", "problems=2", "--set", "n_cov=1",
+            "task.source=pav.tasks.math_task:make_task", "--set", "task.options.train=set.jsonl", "--set",
+            "task.options.grader_workers=1", "--set", "problems=2", "--set", "n_cov=1",
             "--set", "n_mc=1"]
-    ok = subprocess.run([*base, "--set", "math.max_reject_rate=0.1", "--out", "ok"], cwd=tmp_path, env=env,
+    ok = subprocess.run([*base, "--set", "task.options.max_reject_rate=0.1", "--out", "ok"], cwd=tmp_path, env=env,
                         capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr[-2000:]
     rejects = [json.loads(line) for line in (tmp_path / "ok" / "rejects.jsonl").read_text().splitlines()]

@@ -106,6 +106,7 @@ def test_rft_fine_tunes_on_the_correct_seed_solutions_only(tmp_path):
     from pav.core.records import Solution
     from pav.policies.hf import load_causal_lm, save_policy
     from pav.rl.stage import RLConfig, rft
+    from pav.tasks.build import builtin_task
     from pav.tasks.modreach import ModReachConfig
 
     task = ModReach(ModReachConfig(p_err=0, p_restate=0, p_rand=0))  # a perfect demonstrator
@@ -116,7 +117,7 @@ def test_rft_fine_tunes_on_the_correct_seed_solutions_only(tmp_path):
     bad = [Solution(p.problem_id, f"{p.problem_id}/s1", ("0+0=9", "ans 1"), "x", 0.0) for p in problems]
     write_jsonl(tmp_path / "labels" / "solutions" / "shard-00000.jsonl", good + bad)
     save_policy(tiny_gpt2(len(TOK), seed=1, eos_token_id=TOK.eos_token_id), TOK, tmp_path / "start")
-    cfg = RLConfig(task=task.cfg, policy=str(tmp_path / "start"), rft_labels=str(tmp_path / "labels"), rft_steps=30,
+    cfg = RLConfig(task=builtin_task(task.cfg), policy=str(tmp_path / "start"), rft_labels=str(tmp_path / "labels"), rft_steps=30,
                    rft_lr=3e-3)
     out = rft(cfg, tmp_path / "rft")
     before, _ = load_causal_lm(tmp_path / "start")
@@ -147,7 +148,7 @@ def test_the_exact_expert_scorer_gives_the_loop_its_advantages(tmp_path):
 
 def test_the_expert_verifier_is_refused_on_a_math_problem_set():
     from pav.rl.stage import RLConfig, run_rl
-    from pav.tasks.math_task import MathTaskConfig
+    from pav.tasks.build import MATH, task_config
 
     with pytest.raises(ValueError, match="built-in task's exact expert"):
-        run_rl(RLConfig(policy="p", verifier="expert", math=MathTaskConfig(train="problems.jsonl")), None)
+        run_rl(RLConfig(policy="p", verifier="expert", task=task_config(MATH, train="problems.jsonl")), None)

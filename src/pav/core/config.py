@@ -6,7 +6,9 @@ is resolved as defaults -> preset (a TOML file of overrides) -> command-line ``k
 Values are coerced by the field's annotation; unknown keys are errors that suggest the closest valid
 keys. Every override goes through ``dataclasses.replace`` so the config's ``__post_init__``
 validation reruns. ``None`` is spelled ``none`` on the command line and in saved TOML (TOML has no
-null), so an ``Optional[str]`` knob cannot hold the literal string "none".
+null), so an ``Optional[str]`` knob cannot hold the literal string "none". A ``dict[str, Any]`` knob
+is a free table (``task.options``): any key below it is accepted and kept as given (a command-line
+string or a TOML value), for the code that reads the table to check and convert.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def _is_section(tp: Any) -> bool:
     return isinstance(tp, type) and dataclasses.is_dataclass(tp)
 
 
+def _is_table(tp: Any) -> bool:
+    """A free table knob: ``dict[str, Any]`` (keys below it are not declared)."""
+    return get_origin(tp) is dict
+
+
 def flatten(cfg: Any) -> dict[str, Any]:
     """Dotted key -> value for every knob of ``cfg`` (nested configs are walked)."""
     out: dict[str, Any] = {}
@@ -129,6 +136,10 @@ def coerce(value: Any, tp: Any) -> Any:
         return _coerce_literal(value, args)
     if origin in (tuple, list):
         return _coerce_sequence(value, origin, args)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a table, got {type(value).__name__}; set its keys one by one")
+        return dict(value)
     scalar = _SCALARS.get(tp)
     if scalar is None:
         raise ValueError(f"unsupported config type {type_name(tp)}")
@@ -273,10 +284,15 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
     """
     flat = _flatten_mapping(overrides)
     fields = _flat_fields(type(cfg))
-    for key in flat:
-        if key not in fields:
+    values = flatten(cfg)
+    typed: dict[str, Any] = {}
+    for key in list(flat):
+        table = _table_of(key, fields)
+        if table is not None:  # task.options.modulus=7: one entry of a free table, kept as given
+            entries = typed.setdefault(table, dict(values[table]))
+            _set_nested(entries, key[len(table) + 1:].split("."), flat.pop(key))
+        elif key not in fields:
             raise _unknown_key_error(key, type(cfg))
-    typed = {}
     for key, value in flat.items():
         tp = fields[key][1]
         try:
@@ -285,6 +301,24 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
             message = f"config key {key!r}: expected {type_name(tp)}, got {value!r} ({exc})"
             raise ConfigError(message) from None
     return _replace(cfg, typed)
+
+
+def _table_of(key: str, fields: Mapping[str, tuple[dataclasses.Field, Any]]) -> str | None:
+    """The free-table knob that ``key`` lies below (``task.options`` for ``task.options.a``), or None."""
+    parts = key.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in fields and _is_table(fields[prefix][1]):
+            return prefix
+    return None
+
+
+def _set_nested(table: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        inner = table.get(part)
+        table[part] = inner = dict(inner) if isinstance(inner, Mapping) else {}
+        table = inner
+    table[path[-1]] = value
 
 
 def _replace(cfg: C, flat: Mapping[str, Any]) -> C:
@@ -367,6 +401,8 @@ def _toml_value(value: Any, tp: Any) -> Any:
         return "none"
     if isinstance(value, (list, tuple)):
         return [_toml_value(v, None) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _toml_value(v, None) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
     return value

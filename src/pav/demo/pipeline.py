@@ -46,6 +46,7 @@ from pav.rollouts.expert import EXPERT
 from pav.rollouts.stage import LabelConfig
 from pav.search.stage import SearchConfig
 from pav.sft.stage import SFTConfig
+from pav.tasks.build import builtin_task
 from pav.tasks.modreach import ModReachConfig
 from pav.verifier.train import VerifierTrainConfig
 
@@ -106,13 +107,13 @@ class Stage:
 def _sft(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.sft.stage import run_sft
 
-    return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=cfg.task)), root / "sft", show_progress=show)
+    return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=builtin_task(cfg.task))), root / "sft", show_progress=show)
 
 
 def _label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.rollouts.stage import run_label
 
-    c = dataclasses.replace(cfg.label, task=cfg.task, policy=str(root / "sft"), prover="")
+    c = dataclasses.replace(cfg.label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover="")
     return run_label(on_device(cfg, c), root / "labels", show_progress=show)
 
 
@@ -121,7 +122,7 @@ def _prover_label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 
     if cfg.rl_prover != "expert":
         return {"skipped": f"rl_prover={cfg.rl_prover}"}
-    c = dataclasses.replace(cfg.prover_label, task=cfg.task, policy=str(root / "sft"), prover=EXPERT)
+    c = dataclasses.replace(cfg.prover_label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover=EXPERT)
     return run_label(on_device(cfg, c), root / "prover-labels", show_progress=show)
 
 
@@ -172,7 +173,7 @@ def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     from pav.search.stage import run_search
 
-    c = dataclasses.replace(cfg.search, task=cfg.task, policy=str(root / "sft"), verifier=str(root / "pqv"),
+    c = dataclasses.replace(cfg.search, task=builtin_task(cfg.task), policy=str(root / "sft"), verifier=str(root / "pqv"),
                             orm=str(root / "orm"), workers=cfg.workers)
     return run_search(on_device(cfg, c), root / "search", show_progress=show)
 
@@ -182,7 +183,7 @@ def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 
     labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
     prover = str(root / "prover-pav") if cfg.rl_prover == "expert" else ""
-    arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
+    arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=builtin_task(cfg.task), policy=str(root / "sft"), rft_labels=labels,
                                              verifier=str(root / "pqv"), prover=prover))
     return run_rl_compare(dataclasses.replace(cfg.rl, rl=arm, workers=cfg.workers), root / "rl", show_progress=show)
 

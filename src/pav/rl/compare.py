@@ -38,6 +38,7 @@ from pav.core.jobs import Job, run_jobs
 from pav.core.metrics import read_metrics
 from pav.core.rundir import mark_complete, start_run
 from pav.rl.stage import PASS_AT, RLConfig, check_verifiers
+from pav.tasks.build import check_source
 
 log = logging.getLogger(__name__)
 
@@ -136,13 +137,14 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
         raise ValueError("rl-compare needs --set rl.policy=SFT_RUN (and rl.verifier=PQV_RUN, rl.rft_labels=LABEL_RUN)")
     for r in cfg.rewards:  # a missing verifier fails now, not in every arm
         check_verifiers(dataclasses.replace(cfg.rl, reward=r))
+    check_source(cfg.rl.task)  # a task plug-in that cannot be imported stops the run before any work
     run_dir = start_run(out, "rl-compare", cfg, overwrite)
     common = {"cfg": cfg, "run_dir": str(run_dir)}
     if cfg.rl.rft_labels:
         start = str(run_dir / "rft")
         jobs, after = [Job("rft", job_rft, 1, common)], ("rft",)
     else:
-        from pav.rollouts.stage import resolve_model_dir
+        from pav.policies.load import resolve_model_dir
 
         start, jobs, after = resolve_model_dir(cfg.rl.policy), [], ()
     jobs += [Job(f"{r}_s{s}", job_arm, cfg.rl.iterations, {**common, "reward": r, "seed": s, "start": start}, after)

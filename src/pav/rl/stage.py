@@ -22,11 +22,10 @@ from pav.core.config import knob
 from pav.core.io import read_jsonl, write_json
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
+from pav.core.progress import progress_bar
 from pav.policies.options import LoadOptions
 from pav.rollouts.expert import EXPERT  # `verifier` value: the task's exact expert values instead of a PQV
-from pav.tasks.build import build_task, prompt_of
-from pav.tasks.math_task import MathTaskConfig
-from pav.tasks.modreach import ModReachConfig
+from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, is_builtin, prompt_of
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +34,7 @@ PASS_AT = (1, 2, 4, 8, 16, 32, 64)
 
 @dataclass(frozen=True)
 class RLConfig:
-    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
-    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
+    task: TaskConfig = knob(TaskConfig(), TASK_HELP)
     policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded and where training runs: device, dtype, remote code")
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
@@ -92,8 +90,8 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
     import torch
 
     from pav.core.records import Problem, Solution
-    from pav.policies.hf import load_causal_lm, save_policy
-    from pav.rollouts.stage import resolve_model_dir
+    from pav.policies.hf import save_policy
+    from pav.policies.load import load_model
     from pav.sft.train import Example, SFTSchedule, train_lm
     from pav.tasks.base import join_steps
 
@@ -102,8 +100,8 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
                for s in read_jsonl(f, Solution) if s.outcome == 1.0]
     if not correct:
         raise ValueError(f"{cfg.rft_labels} holds no correct seed solution to fine-tune on")
-    model, tokenizer = load_causal_lm(resolve_model_dir(cfg.policy), **cfg.load.load_kwargs())
-    task = build_task(cfg.task, cfg.math, tokenizer)
+    model, tokenizer = load_model(cfg.policy, cfg.load)
+    task = build_task(cfg.task, tokenizer)
     examples = [Example(prompt_of(problems[s.problem_id]), join_steps(s.steps, task.step_delimiter))
                 for s in correct]
     rng = random.Random(derive_seed(cfg.seed, "rft"))
@@ -129,8 +127,8 @@ def check_verifiers(cfg: RLConfig) -> None:
     prover_only = cfg.prover and cfg.reward in ("pav", "prover-q")  # they read only Q^μ and A^μ
     if _needs_scorer(cfg) and not cfg.verifier and not prover_only:
         raise ValueError(f"reward={cfg.reward} needs --set verifier=PQV_RUN (or reward=orm)")
-    if cfg.verifier == EXPERT and cfg.math.train:
-        raise ValueError("verifier=expert is the built-in task's exact expert; a math problem set needs a PQV run")
+    if cfg.verifier == EXPERT and not is_builtin(cfg.task):
+        raise ValueError(f"verifier=expert is the built-in task's exact expert; task {cfg.task.source} needs a PQV run")
     if cfg.verifier == EXPERT and cfg.prover:
         raise ValueError("verifier=expert gives exact Q^μ and A^μ already; drop --set prover=...")
 
@@ -145,7 +143,7 @@ def step_scorer(cfg: RLConfig, task: Any):
 
         return ExpertScorer(task, k=cfg.k)
     from pav.verifier.scorer import MixedScorer, VerifierScorer
-    from pav.verifier.stage import load_verifier
+    from pav.verifier.load import load_verifier
 
     prover = VerifierScorer(load_verifier(cfg.prover, cfg.load), k=cfg.k, batch_size=64) if cfg.prover else None
     if prover is not None and cfg.reward in ("pav", "prover-q"):
@@ -173,12 +171,12 @@ def evaluate_start(cfg: RLConfig, policy_dir: str) -> dict[str, Any]:
     policy's Pass@N beside the RL policies')."""
     import torch
 
-    from pav.policies.hf import HFPolicy, load_causal_lm
-    from pav.rollouts.stage import resolve_model_dir
+    from pav.policies.hf import HFPolicy
+    from pav.policies.load import load_model
 
     torch.set_num_threads(cfg.threads)
-    model, tokenizer = load_causal_lm(resolve_model_dir(policy_dir), **cfg.load.load_kwargs())
-    task = build_task(cfg.task, cfg.math, tokenizer)
+    model, tokenizer = load_model(policy_dir, cfg.load)
+    task = build_task(cfg.task, tokenizer)
     policy = HFPolicy(model.eval(), tokenizer, policy_id=f"rl-start-seed{cfg.seed}", device=cfg.load.resolved_device(),
                       delimiter=task.step_delimiter)
     return final_evaluation(cfg, policy, task, heldout_problems(cfg, task))
@@ -188,18 +186,18 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
            progress=None) -> dict[str, Any]:
     """RFT (optional) → RL loop → held-out Pass@N; see the module docstring."""
     import torch
-    from tqdm.auto import tqdm
 
-    from pav.policies.hf import HFPolicy, load_causal_lm, save_policy
+    from pav.policies.hf import HFPolicy, save_policy
+    from pav.policies.load import load_model, resolve_model_dir
     from pav.rl.train import Learner, RLSettings, train_rl
     from pav.rollouts.evaluate import evaluate_policy
-    from pav.rollouts.stage import resolve_model_dir
     from pav.verifier.model import ValueVerifier
 
     if not cfg.policy:
         raise ValueError("rl needs a start policy: --set policy=SFT_RUN")
     cfg.load.check_trainable("rl")
     check_verifiers(cfg)
+    check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
     start_dir = resolve_model_dir(cfg.policy)
@@ -207,8 +205,8 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         start_dir = str(run_dir / "rft")
         if not (Path(start_dir) / "config.json").is_file():
             rft(cfg, Path(start_dir))
-    model, tokenizer = load_causal_lm(start_dir, **cfg.load.load_kwargs())
-    task = build_task(cfg.task, cfg.math, tokenizer, rejects_dir=run_dir)  # chat prompts: the policy's template
+    model, tokenizer = load_model(start_dir, cfg.load)
+    task = build_task(cfg.task, tokenizer, rejects_dir=run_dir)  # chat prompts: the policy's template
     policy = HFPolicy(model, tokenizer, policy_id=f"rl-{cfg.reward}-seed{cfg.seed}", device=cfg.load.resolved_device(),
                       delimiter=task.step_delimiter)
     ref = copy.deepcopy(model).eval().requires_grad_(False)
@@ -230,7 +228,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
         settings = dataclasses.replace(settings, max_length=min(window, 1024))
     start_acc = evaluate(0)["rl/heldout_accuracy"]
-    with tqdm(total=cfg.iterations, desc=f"rl {cfg.reward}", disable=not show_progress) as bar:
+    with progress_bar(total=cfg.iterations, desc=f"rl {cfg.reward}", show=show_progress, log=log) as bar:
         def on_iter(it: int) -> None:
             bar.update(1)
             if progress is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -17,11 +16,12 @@ from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.expert import EXPERT, ExpertPolicy
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
+from pav.policies.load import load_policy, weights_stamp
 from pav.policies.options import LoadOptions
 from pav.tasks.base import Task
-from pav.tasks.build import REJECTS_FILE, build_task, prompt_of, with_prompt, with_tokenizer
-from pav.tasks.math_task import MathTaskConfig
-from pav.tasks.modreach import ModReachConfig
+from pav.tasks.build import (REJECTS_FILE, TASK_HELP, TaskConfig, build_task, check_source, check_task, is_builtin,
+                              prompt_of,
+                              with_absolute_options, with_prompt, with_tokenizer)
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,7 @@ PROBLEMS_FILE = "problems.jsonl"
 
 @dataclass(frozen=True)
 class LabelConfig:
-    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
-    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
+    task: TaskConfig = knob(TaskConfig(), TASK_HELP)
     policy: str = knob("", "base policy π: a `pav sft` run directory, a model directory, or an HF model name")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded: device, dtype, remote code")
     prover: str = knob("", "rollout policy: empty = π itself (Best-of-K prover values derive from these "
@@ -62,42 +61,8 @@ class LabelConfig:
             raise ValueError("problems, n_cov, n_mc and shard_size must be >= 1")
         if self.workers < 0 or self.max_retries < 0:
             raise ValueError("workers and max_retries must be >= 0")
-        if self.prover == EXPERT and self.math.train:
-            raise ValueError("prover=expert is the built-in task's noisy expert; a math problem set has none")
-
-
-def resolve_model_dir(name: str) -> str:
-    """A `pav sft` run directory stands for its `policy/` folder; anything else is passed through."""
-    path = Path(name)
-    return str(path / "policy") if (path / "policy").is_dir() else name
-
-
-def policy_id(name: str) -> str:
-    """A stable id: the folder name and a hash of its weights, or the hub name."""
-    path = Path(resolve_model_dir(name))
-    weights = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not weights:
-        return name
-    h = hashlib.sha256()
-    for w in weights:
-        h.update(w.read_bytes())
-    label = path.parent.name if path.name == "policy" else path.name
-    return f"{label}@{h.hexdigest()[:12]}"
-
-
-def load_policy(name: str, batch_size: int, delimiter: str = "\n", load: LoadOptions = LoadOptions()):
-    """A sampler of a `pav sft` run, a model directory or a hub name: an `HFPolicy` on ``load.device``,
-    or with ``load.backend=vllm`` a `VLLMPolicy`."""
-    from pav.policies.hf import HFPolicy, load_causal_lm
-
-    if load.backend == "vllm":
-        from pav.policies.vllm_backend import VLLMPolicy
-
-        return VLLMPolicy(resolve_model_dir(name), policy_id(name), delimiter=delimiter, dtype=load.dtype,
-                          trust_remote_code=load.trust_remote_code)
-    model, tokenizer = load_causal_lm(resolve_model_dir(name), **load.load_kwargs())
-    return HFPolicy(model, tokenizer, policy_id=policy_id(name), device=load.resolved_device(),
-                    batch_size=batch_size, delimiter=delimiter)
+        if self.prover == EXPERT and not is_builtin(self.task):
+            raise ValueError(f"prover=expert is the built-in task's noisy expert; task {self.task.source} has none")
 
 
 def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
@@ -127,13 +92,14 @@ _LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollou
 
 def labelling_components(cfg: LabelConfig, rejects_dir: Path | None = None) -> tuple[Any, Any, Task]:
     """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
-    key = (cfg.policy, cfg.prover, _weights_stamp(cfg.policy), _weights_stamp(cfg.prover), cfg.batch_size,
-           repr(cfg.load), repr(cfg.task), repr(cfg.math))  # a policy retrained in place is loaded again
+    key = (cfg.policy, cfg.prover, weights_stamp(cfg.policy), weights_stamp(cfg.prover), cfg.batch_size,
+           repr(cfg.load), repr(cfg.task))  # a policy retrained in place is loaded again
     if key not in _LOADED:
-        task = build_task(cfg.task, cfg.math, rejects_dir=rejects_dir)  # read once; rejects listed in rejects_dir
+        task = build_task(cfg.task, rejects_dir=rejects_dir, check=False)  # read once; rejects listed in rejects_dir
         policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
-        rollout_policy = _rollout_policy(cfg, task, policy)
-        _LOADED[key] = policy, rollout_policy, with_tokenizer(task, policy.tokenizer)  # chat templates
+        task = with_tokenizer(task, policy.tokenizer)  # chat templates
+        check_task(task, cfg.task.source)
+        _LOADED[key] = policy, _rollout_policy(cfg, task, policy), task
     elif rejects_dir is not None and hasattr(_LOADED[key][2], "rejects"):
         _LOADED[key][2].rejects.write(Path(rejects_dir) / REJECTS_FILE)
     return _LOADED[key]
@@ -146,14 +112,6 @@ def _rollout_policy(cfg: LabelConfig, task: Task, policy):
     if cfg.prover == EXPERT:
         return ExpertPolicy(task)
     return load_policy(cfg.prover, cfg.batch_size, task.step_delimiter, cfg.load)
-
-
-def _weights_stamp(name: str) -> tuple:
-    """(file, size, mtime) of a local model's weights; () for a hub name."""
-    path = Path(resolve_model_dir(name)) if name else None
-    if path is None or not path.is_dir():
-        return ()
-    return tuple((w.name, w.stat().st_size, w.stat().st_mtime_ns) for w in sorted(path.glob("*.safetensors")))
 
 
 def _settings(cfg: LabelConfig) -> LabelSettings:
@@ -190,8 +148,8 @@ def _label_with_jobs(cfg: LabelConfig, problems: list, run_dir: Path, show_progr
     remove_stale_temps(run_dir)
     shards = [problems[i:i + cfg.shard_size] for i in range(0, len(problems), cfg.shard_size)]
     todo = [i for i in range(len(shards)) if not shard_paths(run_dir, i)[1].exists()]
-    paths = ("policy", "math.train", "math.heldout") + (("prover",) if cfg.prover != EXPERT else ())  # a name, not a path
-    cfg = with_absolute_paths(cfg, *paths)  # for workers elsewhere
+    paths = ("policy",) + (("prover",) if cfg.prover != EXPERT else ())  # a name, not a path
+    cfg = with_absolute_options(with_absolute_paths(cfg, *paths))  # for workers elsewhere
     jobs = [Job(f"shard-{i:05d}", job_label_shard, 1, {"cfg": cfg, "problems": shards[i], "shard": i,
                                                       "run_dir": str(run_dir.resolve())}) for i in todo]
     executor = Executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.max_retries)
@@ -210,6 +168,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     if not cfg.policy:
         raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
     torch.set_num_threads(cfg.threads)
+    check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
     policy, rollout_policy, task = labelling_components(cfg, rejects_dir=run_dir)

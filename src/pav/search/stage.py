@@ -37,9 +37,8 @@ from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
 from pav.policies.options import LoadOptions
 from pav.rollouts.expert import EXPERT
-from pav.tasks.build import build_task, with_tokenizer
-from pav.tasks.math_task import MathTaskConfig
-from pav.tasks.modreach import ModReachConfig
+from pav.tasks.build import (TASK_HELP, TaskConfig, build_task, check_source, check_task, is_builtin,
+                             with_absolute_options, with_tokenizer)
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +47,7 @@ BEST_OF_N = ("orm", "pav_as_orm", "majority", "weighted_majority")
 
 @dataclass(frozen=True)
 class SearchConfig:
-    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
-    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
+    task: TaskConfig = knob(TaskConfig(), TASK_HELP)
     policy: str = knob("", "base policy π: a `pav sft` run, a model directory or an HF name")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded: device, dtype, remote code")
     verifier: str = knob("", "the PQV (Q̂^π): a `pav train-verifier` run (view=pqv) or its verifier/ folder")
@@ -88,13 +86,13 @@ class SearchConfig:
             raise ValueError("choosing α needs alpha_grid and val_problems >= 1 (or set alpha)")
         if self.k < 1 or min(self.prover_ks, default=1) < 1:
             raise ValueError("prover sizes K must be >= 1")
-        if self.prover == EXPERT and self.math.train:
-            raise ValueError("prover=expert is the built-in task's exact expert; a math problem set has none")
+        if self.prover == EXPERT and not is_builtin(self.task):
+            raise ValueError(f"prover=expert is the built-in task's exact expert; task {self.task.source} has none")
 
 
 def split_problems(cfg: SearchConfig, rejects_dir: Path | None = None) -> tuple[list[Problem], list[Problem]]:
     """(validation, test): distinct held-out problems, validation first."""
-    task, want = build_task(cfg.task, cfg.math, rejects_dir=rejects_dir), cfg.val_problems + cfg.problems
+    task, want = build_task(cfg.task, rejects_dir=rejects_dir, check=False), cfg.val_problems + cfg.problems
     seen: dict[str, Problem] = {}
     for p in task.problems(20 * want, cfg.seed, "heldout"):
         seen.setdefault(p.question, p)
@@ -111,13 +109,15 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool, with_prover: bool):
     prover's scorer is read only where A^μ is used (``with_prover``), so it costs only there."""
     import torch
 
-    from pav.rollouts.stage import load_policy
+    from pav.policies.load import load_policy
     from pav.verifier.scorer import MixedScorer
-    from pav.verifier.stage import load_scorer
+    from pav.verifier.load import load_scorer
 
     torch.set_num_threads(1)
-    task = build_task(cfg.task, cfg.math)
+    task = build_task(cfg.task, check=False)
     policy = load_policy(cfg.policy, cfg.batch_size, task.step_delimiter, cfg.load)
+    task = with_tokenizer(task, policy.tokenizer)
+    check_task(task, cfg.task.source)
     scorer = load_scorer(cfg.verifier, k=k, orm=cfg.orm if with_orm else "", load=cfg.load, batch_size=cfg.score_batch)
     if cfg.prover == EXPERT and with_prover:
         from pav.verifier.exact import ExpertScorer
@@ -125,7 +125,7 @@ def _components(cfg: SearchConfig, k: int, with_orm: bool, with_prover: bool):
         scorer = MixedScorer(scorer, ExpertScorer(task, k))
     elif cfg.prover and with_prover:
         scorer = MixedScorer(scorer, load_scorer(cfg.prover, k=k, load=cfg.load, batch_size=cfg.score_batch))
-    return with_tokenizer(task, policy.tokenizer), policy, scorer
+    return task, policy, scorer
 
 
 def job_best_of_n(progress, cfg: SearchConfig, run_dir: str) -> dict[str, Any]:
@@ -190,12 +190,13 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
 
     if not (cfg.policy and cfg.verifier):
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
+    check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
     run_dir = start_run(out, "search", cfg, overwrite)
     split_problems(cfg, run_dir)  # fail before starting workers when the task cannot supply the problems
-    paths = ("policy", "verifier", "orm", "math.train", "math.heldout") + (("prover",) if cfg.prover != EXPERT else ())
-    workers_cfg = with_absolute_paths(cfg, *paths)  # `expert` is a name, not a path
+    paths = ("policy", "verifier", "orm") + (("prover",) if cfg.prover != EXPERT else ())
+    workers_cfg = with_absolute_options(with_absolute_paths(cfg, *paths))  # `expert` is a name, not a path
     common = {"cfg": workers_cfg, "run_dir": str(run_dir.resolve())}  # workers may start elsewhere
-    depth = (cfg.math if cfg.math.train else cfg.task).max_steps  # progress units of a beam job: its depths
+    depth = build_task(cfg.task, check=False).max_steps  # progress units of a beam job: its depths
     jobs = [Job("best_of_n", job_best_of_n, 1, common)]
     jobs += [Job(f"pqv_beam_N{n}", job_beam, depth, {**common, "name": f"pqv_beam_N{n}", "split": "test", "width": n,
                                                   "alpha": 0.0, "k": cfg.k}) for n in cfg.ns]

@@ -23,12 +23,11 @@ from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
+from pav.core.progress import progress_bar
 from pav.policies.options import LoadOptions
 from pav.sft.train import Example, SFTSchedule, train_lm
 from pav.tasks.base import Task, join_steps
-from pav.tasks.build import build_task
-from pav.tasks.math_task import MathTaskConfig
-from pav.tasks.modreach import ModReachConfig
+from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, is_builtin
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +49,9 @@ class GateConfig:
 
 @dataclass(frozen=True)
 class SFTConfig:
-    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task")
-    math: MathTaskConfig = knob(MathTaskConfig(), "a math problem set; math.train set: used instead of the built-in task")
+    task: TaskConfig = knob(TaskConfig(), TASK_HELP)
     init: str = knob("", "a causal LM to fine-tune (directory or HF name); empty: a new tiny GPT-2 with the "
-                         "character tokenizer (built-in task only)")
+                         "character tokenizer (tasks written in its alphabet: digits, letters, newline, ' +-*=>')")
     model: ModelConfig = knob(ModelConfig(), "GPT-2 size (when init is empty)")
     load: LoadOptions = knob(LoadOptions(), "how init is loaded and where training runs: device, dtype, remote code")
     gate: GateConfig = knob(GateConfig(), "quality gate of the base policy")
@@ -101,21 +99,19 @@ def emphasis_weights(completion: str, marker: str, weight: float) -> tuple[float
 def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train, save to `<run>/policy`, evaluate on held-out problems, check the gate."""
     import torch
-    from tqdm.auto import tqdm
 
     from pav.policies.hf import HFPolicy, save_policy
     from pav.rollouts.evaluate import evaluate_policy
 
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("sft")
-    if cfg.math.train and not cfg.init:
-        raise ValueError("a math problem set needs a model to fine-tune: --set init=MODEL_DIR_OR_NAME")
+    check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
     run_dir = start_run(out, "sft", cfg, overwrite)
     model, tokenizer, max_length = _initial_model(cfg)
-    task = build_task(cfg.task, cfg.math, tokenizer, rejects_dir=run_dir)
+    task = build_task(cfg.task, tokenizer, rejects_dir=run_dir)
     schedule = SFTSchedule(cfg.steps, cfg.lr, cfg.warmup)
     start = time.perf_counter()
-    with MetricsLogger(run_dir / "metrics.jsonl") as metrics, tqdm(total=cfg.steps, desc="sft", disable=not show_progress) as bar:
+    with MetricsLogger(run_dir / "metrics.jsonl") as metrics, progress_bar(total=cfg.steps, desc="sft", show=show_progress, log=log) as bar:
         def on_step(step: int, loss: float) -> None:
             bar.update(1)
             if step % 50 == 0 or step == cfg.steps - 1:
@@ -129,7 +125,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
                       delimiter=task.step_delimiter)
     heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "sft-eval"), "heldout")
     quality = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1, 8, 64), derive_seed(cfg.seed, "sft-eval-samples"))
-    gate = check_gate(quality, cfg.gate) if not cfg.math.train else {"passed": None, "reasons": ["the gate is for the built-in task"]}
+    gate = check_gate(quality, cfg.gate) if is_builtin(cfg.task) else {"passed": None, "reasons": ["the gate is for the built-in task"]}
     summary = {"train_seconds": train_seconds, "final_loss": losses[-1], "policy_dir": str(run_dir / "policy"),
                "heldout": quality, "gate": gate}
     write_json(run_dir / "summary.json", summary)
@@ -142,11 +138,12 @@ def _initial_model(cfg: SFTConfig):
     """(model, tokenizer, max training length): ``init`` loaded, or a new tiny GPT-2."""
     import torch
 
-    from pav.policies.hf import load_causal_lm, tiny_gpt2
+    from pav.policies.hf import tiny_gpt2
+    from pav.policies.load import load_model
     from pav.policies.tokenizer import BUILTIN_ALPHABET, build_char_tokenizer
 
     if cfg.init:
-        model, tokenizer = load_causal_lm(cfg.init, **cfg.load.load_kwargs())
+        model, tokenizer = load_model(cfg.init, cfg.load)
         if tokenizer.pad_token_id is None:  # batches are padded; the pad positions carry no loss
             tokenizer.pad_token = tokenizer.eos_token
         window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024

@@ -41,7 +41,7 @@ class MathDataError(ValueError):
 @dataclass(frozen=True)
 class MathDataConfig:
     train: str = knob("", "training problems: a .jsonl/.json/.parquet file or a `datasets` name as "
-                          "NAME[:CONFIG]@SPLIT; empty: the built-in task")
+                          "NAME[:CONFIG]@SPLIT")
     heldout: str = knob("", "held-out problems, same forms; empty: a held-out share of `train`")
     heldout_fraction: float = knob(0.2, "share of `train` held out (by a hash of the id) when `heldout` is empty")
     preset: Preset = knob("gsm8k", "record layout: gsm8k (question; answer with '#### N'), math (problem; "

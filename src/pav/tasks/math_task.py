@@ -81,7 +81,7 @@ class MathTask:
 
     def __init__(self, cfg: MathTaskConfig) -> None:
         if not cfg.train:
-            raise MathDataError("a math task needs problems: --set math.train=FILE (or NAME[:CONFIG]@SPLIT)")
+            raise MathDataError("a math task needs problems: --set task.options.train=FILE (or NAME[:CONFIG]@SPLIT)")
         self.cfg = cfg
         self.name = f"math:{cfg.preset}"
         self.step_delimiter = DELIMITERS[cfg.delimiter]
@@ -111,7 +111,7 @@ class MathTask:
             raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
         pool = list(self._splits[split])
         if not pool:
-            raise MathDataError(f"the {split} split is empty; give more problems or math.heldout")
+            raise MathDataError(f"the {split} split is empty; give more problems or task.options.heldout")
         random.Random(seed).shuffle(pool)
         if n > len(pool) and not self._said_short.get(split):
             self._said_short[split] = True
@@ -163,3 +163,11 @@ class MathTask:
         if not steps:
             raise MathDataError(f"problem {problem.problem_id} has no reference solution to demonstrate")
         return list(steps)
+
+
+def make_task(**options: object) -> MathTask:
+    """The problem-set task's factory (``task.source = "pav.tasks.math_task:make_task"``): ``options``
+    are `MathTaskConfig` knobs (``task.options.train=FILE``)."""
+    from pav.core.config import apply_overrides
+
+    return MathTask(apply_overrides(MathTaskConfig(), options))

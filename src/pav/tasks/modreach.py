@@ -496,3 +496,11 @@ def _valid_step(spec: _Spec, x: int, y: int, used: int, restate: bool) -> StepIn
 
 def _finite(d: float) -> int | None:
     return None if d == math.inf else int(d)
+
+
+def make_task(**options: object) -> ModReach:
+    """The built-in task's factory (``task.source = "pav.tasks.modreach:make_task"``, the default):
+    ``options`` are `ModReachConfig` knobs (``task.options.modulus=7``)."""
+    from pav.core.config import apply_overrides
+
+    return ModReach(apply_overrides(ModReachConfig(), options))

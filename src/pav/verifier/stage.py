@@ -20,8 +20,10 @@ from pav.core.config import knob
 from pav.core.io import atomic_open, read_jsonl, write_json
 from pav.core.records import SCHEMA_VERSION, Problem, Solution
 from pav.core.rundir import mark_complete, start_run
+from pav.policies.load import resolve_model_dir
 from pav.policies.options import LoadOptions
 from pav.tasks.math_task import MathTaskConfig
+from pav.verifier.load import load_scorer, load_verifier
 from pav.verifier.train import VerifierTrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
     ranks.barrier()  # the run directory exists before any other process reads it
     examples, rejected = load_examples(cfg.labels, cfg.view)
     train, heldout = split_heldout(examples, cfg.heldout_fraction)
-    backbone = Path(cfg.backbone) / "policy" if (Path(cfg.backbone) / "policy").is_dir() else cfg.backbone
-    verifier = ValueVerifier.from_policy(str(backbone), delimiter=label_run_delimiter(cfg.labels), seed=cfg.train.seed,
+    verifier = ValueVerifier.from_policy(resolve_model_dir(cfg.backbone), delimiter=label_run_delimiter(cfg.labels), seed=cfg.train.seed,
                                          features=cfg.features, **cfg.load.load_kwargs())
     from pav.verifier.train import train_verifier
 
@@ -93,31 +94,11 @@ class ScoreConfig:
     threads: int = knob(1, "torch threads")
 
 
-def load_verifier(path: str, load: LoadOptions = LoadOptions()):
-    """A saved verifier: a `pav train-verifier` run or its verifier/ folder, on ``load.device``."""
-    from pav.verifier.model import ValueVerifier
-
-    p = Path(path)
-    kwargs = load.load_kwargs()
-    return ValueVerifier.load(p / "verifier" if (p / "verifier").is_dir() else p, kwargs["device"], kwargs["dtype"])
-
-
-def load_scorer(pqv: str, *, k: int = 4, prover: str = "", orm: str = "", load: LoadOptions = LoadOptions(),
-                batch_size: int = 32):
-    """A `VerifierScorer` from saved verifiers: the PQV, a Best-of-K prover (k > 0) or a prover
-    verifier (k = 0), and an optional ORM."""
-    from pav.verifier.scorer import VerifierScorer
-
-    return VerifierScorer(load_verifier(pqv, load), k=k or None, prover=load_verifier(prover, load) if not k else None,
-                          orm=load_verifier(orm, load) if orm else None, batch_size=batch_size)
-
-
 def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
               show_progress: bool = True) -> dict[str, Any]:
     import torch
 
     from pav.tasks.build import prompt_of
-    from pav.verifier.scorer import VerifierScorer
 
     if not (cfg.solutions and cfg.problems and cfg.verifier):
         raise ValueError("score needs --set solutions=FILE --set problems=FILE --set verifier=DIR")
@@ -221,16 +202,16 @@ def _exact_values(labels: str):
     task's expert (`pav label --set prover=expert`), whose values are known exactly; else None."""
     import tomllib
 
-    from pav.core.config import apply_overrides
     from pav.core.rundir import CONFIG_FILE
     from pav.rollouts.expert import EXPERT
-    from pav.tasks.modreach import ModReach, ModReachConfig
+    from pav.tasks.modreach import make_task
 
     path = Path(labels) / CONFIG_FILE
     raw = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     if raw.get("prover") != EXPERT:
         return None
-    task = ModReach(apply_overrides(ModReachConfig(), raw.get("task", {})))
+    section = raw.get("task", {})  # runs before task.source: the ModReach knobs themselves
+    task = make_task(**(section.get("options", {}) if "source" in section else section))
     return lambda prompt, steps: task.expert_values(task.parse_question(prompt), steps)
 
 

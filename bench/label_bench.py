@@ -28,7 +28,7 @@ import torch
 from pav.core.seeding import derive_seed
 from pav.policies.hf import HFPolicy, load_causal_lm
 from pav.rollouts.label import LabelSettings, context_of, rollout_counts, sample_seed_solutions
-from pav.rollouts.stage import resolve_model_dir
+from pav.policies.load import resolve_model_dir
 from pav.tasks.modreach import ModReach
 
 
@@ -96,6 +96,8 @@ def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int, row_len
     of (a)), until as many tokens as (a) generated; no stopping or bookkeeping."""
     from transformers import DynamicCache
 
+    from pav.policies.hf import cache_argument
+
     ctx = [context_of(task, p, s) for p, s in items]
     rounds = max(1, round(n_tokens / (batch_size * row_length)))
     start = time.perf_counter()
@@ -105,17 +107,18 @@ def run_ceiling(model, tok, task, items, batch_size: int, n_tokens: int, row_len
         enc = tok(chunk, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         mask = enc["attention_mask"]
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos,
-                    past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
+        cache, name = DynamicCache(config=model.config), cache_argument(model)
+        out = model(input_ids=enc["input_ids"], attention_mask=mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1, **{name: cache})
         rows = torch.arange(n_ctx, device=model.device).repeat_interleave(rollouts)  # (B,) context of each row
-        out.past_key_values.batch_select_indices(rows)
-        cache, logits, mask, pos = out.past_key_values, out.logits[rows, -1], mask[rows], pos[rows, -1:] + 1
+        cache.batch_select_indices(rows)
+        logits, mask, pos = out.logits[rows, -1], mask[rows], pos[rows, -1:] + 1
         for _ in range(row_length):
             ids = torch.multinomial(logits.softmax(-1), 1)  # (B, 1)
             mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
             out = model(input_ids=ids, attention_mask=mask, position_ids=pos.clamp(max=model.config.n_positions - 1),
-                        past_key_values=cache, use_cache=True)
-            cache, logits, pos = out.past_key_values, out.logits[:, -1], pos + 1
+                        use_cache=True, **{name: cache})
+            logits, pos = out.logits[:, -1], pos + 1
     _sync(model.device)
     return rounds * len(rows) * row_length, time.perf_counter() - start
 

@@ -12,11 +12,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from transformers import DynamicCache  # noqa: E402
 from transformers.activations import ACT2FN  # noqa: E402
 
 from pav.policies import build_char_tokenizer  # noqa: E402
 from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid  # noqa: E402
-from pav.policies.hf import HFPolicy, tiny_gpt2  # noqa: E402
+from pav.policies.hf import HFPolicy, cache_argument, tiny_gpt2  # noqa: E402
 
 from .test_policy_hf import ALPHABET, CONTEXTS, _reference, _varied_model  # noqa: E402
 
@@ -86,7 +87,8 @@ def test_grid_step_logits_equal_transformers(tok, min_window):
     ids, mask, pos = _left_padded(tok, prefixes)
     model = _sharp_model(tok, 2)
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        cache = DynamicCache(config=model.config)
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_argument(model): cache})
         per = 3
         slots = [0, 1, 0, 2, -1, -1, 3, 4, 5]  # 3 contexts x 3 slots, -1: empty (repeats a row)
         src = [r if r >= 0 else 0 for r in slots]
@@ -96,7 +98,7 @@ def test_grid_step_logits_equal_transformers(tok, min_window):
         fast = FastGPT2(model)
         if min_window is not None:
             fast.min_window = min_window
-        layers = out.past_key_values.layers
+        layers = cache.layers
         grid = PrefixGrid([x.keys for x in layers], [x.values for x in layers], (1 - mask).sum(-1), per, 8)
         position = mask.sum(-1)[ctx_of]
         live = list(range(9))

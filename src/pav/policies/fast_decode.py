@@ -32,16 +32,13 @@ share a draw and a cohort), nothing else; with keyed noise (one seed per context
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from pav.policies.base import Generation, StepScan
 from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
 from pav.policies.noise import step_salt
-
-if TYPE_CHECKING:
-    from pav.policies.hf import HFPolicy
 
 FAST_PRUNE_FRACTION = 0.1  # a cohort repacks its grid when that saves this share of it
 GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
@@ -52,10 +49,38 @@ REFILL_FRACTION = 0.375  # with several cohorts: start a new cohort once this sh
 FAST_PREFILL_MAX_SCORES = 2**24
 
 
+class CohortHost(Protocol):
+    """What the cohort decoder reads from its sampler (`pav.policies.hf.HFPolicy` is one): this
+    module never imports the sampler, so imports point one way (hf -> fast_decode)."""
+
+    device: torch.device
+    batch_size: int
+    cohorts: int
+    max_positions: int | None
+    eos_id: int | None
+    pad_id: int
+    _flagged: torch.Tensor  # (V,) bool on the host: tokens after which a row is looked at
+
+    def _decode_texts(self, rows: list[list[int]]) -> list[str]: ...
+
+    def _prefill(self, seqs: list[list[int]]) -> tuple[object, torch.Tensor, torch.Tensor]: ...
+
+
+def left_padded(seqs: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token sequences as left-padded rows on ``device``: input_ids, mask, positions (G, T)."""
+    input_ids = torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(s) for s in seqs], batch_first=True, padding_value=pad_id, padding_side="left"
+    ).to(device)  # (G, T)
+    mask = torch.nn.utils.rnn.pad_sequence(
+        [torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side="left"
+    ).to(device)  # (G, T)
+    return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 class _Cohort:
     """One prefill group's rows decoding in step; results go to ``out[u][k]``."""
 
-    def __init__(self, policy: HFPolicy, fast: FastGPT2, units: list[tuple[int, int, int]],
+    def __init__(self, policy: CohortHost, fast: FastGPT2, units: list[tuple[int, int, int]],
                  ids: Sequence[list[int]], max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
         device = policy.device
         seqs = [ids[u] for u, _, _ in units]
@@ -108,7 +133,7 @@ class _Cohort:
             self.keys = torch.stack([keys_of[self.owner[r][0]][self.owner[r][1]] if r >= 0 else zero
                                      for r in slot_row]).to(device)
 
-    def after_draw(self, policy: HFPolicy, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
+    def after_draw(self, policy: CohortHost, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
                    out: list[list[Generation | None]]) -> None:
         """Record the tokens of step t (n,), stop rows, write finished results to ``out``."""
         t, slot_row, results = self.t, self.slot_row, self.results
@@ -182,11 +207,11 @@ class _Cohort:
         self.done = [r < 0 for r in new_rows]
 
 
-def _prefill(policy: HFPolicy, fast: FastGPT2, seqs: list[list[int]]) -> tuple[list[torch.Tensor],
+def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]]) -> tuple[list[torch.Tensor],
                                                                              list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Encode left-padded contexts once on FastGPT2: keys and values per layer (G, n_head, T,
     head_dim), the last logits (G, V) in float32, and the mask (G, T)."""
-    input_ids, mask, positions = policy._left_padded(seqs)
+    input_ids, mask, positions = left_padded(seqs, policy.pad_id, policy.device)
     buf = fast.buffer(*input_ids.shape)
     buf.set_padding(mask.shape[1] - mask.sum(-1))
     logits = fast.forward(input_ids, positions, buf, 0, last_only=True).float()
@@ -202,7 +227,7 @@ def _grid_width(live: list[int]) -> int:
 
 
 def decode_cohorts(
-    policy: HFPolicy,
+    policy: CohortHost,
     fast: FastGPT2,
     ids: Sequence[list[int]],
     order: Sequence[int],

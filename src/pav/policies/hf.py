@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import inspect
 import logging
 import math
 import numbers
@@ -46,8 +47,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from transformers.cache_utils import DynamicLayer
-
 from pav.policies.base import (
     Generation,
     PolicyLoadError,
@@ -57,7 +56,7 @@ from pav.policies.base import (
     check_sample_args,
     scan_steps,
 )
-from pav.policies.fast_decode import decode_cohorts
+from pav.policies.fast_decode import decode_cohorts, left_padded
 from pav.policies.fast_gpt2 import FastGPT2
 from pav.policies.gguf import local_model_dir
 from pav.policies.noise import keyed_uniform, row_keys, step_salt
@@ -65,51 +64,11 @@ from pav.policies.tokenizer import encode_plain, plain_decoder
 
 logger = logging.getLogger(__name__)
 
-class _GrowingLayer(DynamicLayer):
-    """A `DynamicLayer` that appends into spare capacity (doubling when full) instead of
-    concatenating the whole cache at every decoded token; `keys`/`values` are views of the filled
-    part, so attention sees exactly what a `DynamicLayer` would hold."""
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-            self._k = self._v = None
-            self._len = 0
-        n = key_states.shape[-2]
-        if self._k is None or self._len + n > self._k.shape[-2]:
-            self._k, self._v = (self._grow(buf, new) for buf, new in ((self._k, key_states), (self._v, value_states)))
-        self._k[..., self._len:self._len + n, :] = key_states
-        self._v[..., self._len:self._len + n, :] = value_states
-        self._len += n
-        self.keys, self.values = self._k[..., : self._len, :], self._v[..., : self._len, :]
-        return self.keys, self.values
-
-    def _grow(self, buf: torch.Tensor | None, new: torch.Tensor) -> torch.Tensor:
-        cap = max(64, 2 * (self._len + new.shape[-2]))
-        out = new.new_empty(*new.shape[:-2], cap, new.shape[-1])  # (B, H, cap, d)
-        if buf is not None:
-            out[..., : self._len, :] = buf[..., : self._len, :]
-        return out
-
-    def get_seq_length(self) -> int:
-        return self._len if self.is_initialized else 0
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.get_seq_length() > 0:  # gather the filled part only, then leave spare capacity
-            self._k, self._v = (self._with_room(x[indices]) for x in (self.keys, self.values))
-            self.keys, self.values = self._k[..., : self._len, :], self._v[..., : self._len, :]
-
-    def _with_room(self, filled: torch.Tensor) -> torch.Tensor:
-        out = filled.new_empty(*filled.shape[:-2], self._len + 64, filled.shape[-1])
-        out[..., : self._len, :] = filled
-        return out
-
-
-def _growing_cache(config) -> DynamicCache:
-    cache = DynamicCache(config=config)
-    if all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_GrowingLayer() for _ in cache.layers]
-    return cache
+def cache_argument(model: PreTrainedModel) -> str:
+    """The name under which ``model.forward`` takes its KV cache: ``cache`` in the transformers
+    releases that renamed it, ``past_key_values`` before (the old name warns there, and goes in
+    a later release). Read from the signature, so both sides of the rename work without a version test."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
@@ -329,6 +288,7 @@ class HFPolicy:
         if tokenizer.pad_token_id is not None and tokenizer.pad_token_id != self.eos_id:
             self._banned[tokenizer.pad_token_id] = True
         self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
+        self._cache_arg = cache_argument(self.model)
         self._backend_decode = plain_decoder(tokenizer)  # None: decode through the tokenizer
         # (V,) on the host: tokens after which the fast path looks at a row (it keeps its tokens there)
         self._flagged = self._has_delim.cpu().clone()
@@ -443,20 +403,15 @@ class HFPolicy:
 
     def _left_padded(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Contexts as left-padded rows on the policy's device: input_ids, mask, positions (G, T)."""
-        input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(s) for s in seqs], batch_first=True, padding_value=self.pad_id, padding_side="left"
-        ).to(self.device)  # (G, T)
-        mask = torch.nn.utils.rnn.pad_sequence(
-            [torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True, padding_side="left"
-        ).to(self.device)  # (G, T)
-        return input_ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+        return left_padded(seqs, self.pad_id, self.device)
 
     def _prefill(self, seqs: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
         """Encode left-padded contexts once: (cache, last logits (G, V), mask (G, T))."""
         input_ids, mask, position_ids = self._left_padded(seqs)
+        cache = DynamicCache(config=self.model.config)  # public Cache API; the forward fills it in place
         out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                         past_key_values=_growing_cache(self.model.config), use_cache=True, logits_to_keep=1)
-        return out.past_key_values, out.logits[:, -1].float(), mask
+                         use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
+        return cache, out.logits[:, -1].float(), mask
 
     def _next_token(self, logits: torch.Tensor, salt: torch.Tensor | None = None, *, temperature: float,
                     top_p: float, generator: torch.Generator) -> torch.Tensor:
@@ -528,7 +483,7 @@ class HFPolicy:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # (b, T + 1)
             position_ids = (ctx_len[alive] + t).clamp(max=last_position)[:, None]  # (b, 1); clamp: stopped rows
             out = self.model(input_ids=tok[:, None], attention_mask=mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True)
+                             use_cache=True, **{self._cache_arg: cache})
             logits = out.logits[:, -1].float()  # (b, V)
         return results  # type: ignore[return-value]
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -15,12 +18,14 @@ app = typer.Typer(
     "(Setlur et al., 'Rewarding Progress', arXiv 2410.08146).",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_show_locals=False,
 )
+DEBUG_ENV = "PAV_DEBUG"
 
 PRESET_HELP = "preset: a name shipped with pav (e.g. 'didactic_quick') or a path to a TOML file of overrides"
 SET_HELP = "override one setting, e.g. --set rl.iterations=500 (repeatable; see --show-config)"
-OUT_HELP = ("run directory (default: runs/<stage>-<timestamp>); must lie inside the runs root ($PAV_RUNS_ROOT, "
-            "default: the current folder), no '..'; a finished run is never overwritten silently")
+OUT_HELP = ("run directory, any path (default: runs/<stage>-<timestamp>); a finished run is never overwritten "
+            "silently, an unfinished or failed one is continued")
 
 
 def _version(value: bool) -> None:
@@ -33,36 +38,83 @@ def _version(value: bool) -> None:
 def main_options(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    debug: bool = typer.Option(False, "--debug", help=f"show the full traceback of an error (or set {DEBUG_ENV}=1)"),
 ) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
 def _resolve(cls: type, stage: str, preset: Optional[str], quick: bool, set_: list[str]):
-    """defaults → preset (or the stage's quick preset) → --set overrides; exit 2 on a bad setting."""
-    from pav.core.config import ConfigError, resolve
+    """defaults → preset (or the stage's quick preset) → --set overrides (a bad one: ConfigError)."""
+    from pav.core.config import resolve
 
     if quick and preset:
         raise typer.BadParameter("use either --quick or --preset, not both")
-    try:
-        return resolve(cls, f"{stage}_quick" if quick else preset, set_)
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+    return resolve(cls, f"{stage}_quick" if quick else preset, set_)
+
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _fail(exc: BaseException) -> None:
-    typer.secho(f"error: {exc}", fg="red", err=True)
+    """A user error: one line on stderr naming the thing and the fix, exit 2 (--debug: the traceback)."""
+    if _debug():
+        raise exc
+    typer.secho(f"error: {_one_line(exc)}", fg="red", err=True)
     raise typer.Exit(2)
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Errors a user's input causes: bad settings, paths, runs, models, records, checkpoints.
+    (ConfigError, RunExistsError, RecordError, LabelImportError, ... are ValueErrors.)"""
+    from pav.policies.base import PolicyLoadError
+
+    types: list[type[BaseException]] = [ValueError, OSError, FloatingPointError, PolicyLoadError]
+    if "pav.verifier.checkpoint" in sys.modules:  # torch is loaded then anyway
+        types.append(sys.modules["pav.verifier.checkpoint"].CheckpointError)
+    return tuple(types)
+
+
+@contextlib.contextmanager
+def _errors_as_one_line():
+    """User errors as one line (exit 2), anything else as one line that asks for --debug (exit 1),
+    Ctrl-C as a note that the same command resumes (exit 130)."""
+    try:
+        yield
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        typer.secho("interrupted: rerun the same command with the same --out to resume where it stopped",
+                    fg="yellow", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        if _debug():
+            raise
+        if isinstance(exc, _user_error_types()):
+            _fail(exc)
+        typer.secho(f"error: unexpected {type(exc).__name__}: {_one_line(exc)} (rerun with --debug or "
+                    f"{DEBUG_ENV}=1 for the traceback)", fg="red", err=True)
+        raise typer.Exit(1) from None
 
 
 def _stage(config: str, run: str, stage: str, preset: Optional[str], quick: bool, set_: list[str],
            out: Optional[Path], overwrite: bool, show_config: bool, quiet: bool, checks: bool = False) -> None:
     """One stage command: resolve the config class ``module:Class`` (defaults → preset → --set),
     then run ``module:function`` on it; stages are imported only when their command runs."""
-    cfg = _resolve(_attr(config), stage, preset, quick, set_)
-    if show_config:
-        return _print_settings(cfg)
-    summary = _run(_attr(run), cfg, out, overwrite, quiet)
+    with _errors_as_one_line():
+        cfg = _resolve(_attr(config), stage, preset, quick, set_)
+        if show_config:
+            return _print_settings(cfg)
+        if out is not None and not str(out).strip():
+            raise ValueError("--out is empty; name a folder for the run")
+        summary = _attr(run)(cfg, out, overwrite, show_progress=_show_progress(quiet))
     if checks:
         _print_checks(summary["checks"])
 
@@ -74,13 +126,10 @@ def _attr(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _run(stage_fn, cfg, out: Optional[Path], overwrite: bool, quiet: bool) -> dict:
-    from pav.core.rundir import RunExistsError, checked_out_path
-
-    try:
-        return stage_fn(cfg, checked_out_path(out), overwrite, show_progress=not quiet)
-    except (RunExistsError, ValueError, FileNotFoundError, FloatingPointError) as exc:
-        _fail(exc)
+def _show_progress(quiet: bool) -> bool:
+    """Progress bars only on a terminal; on a pipe or in CI the stages log one line per stage and a
+    periodic line for long loops instead."""
+    return not quiet and sys.stderr.isatty()
 
 
 QUICK = typer.Option(False, "--quick", help="the stage's quick preset (seconds to a minute; for tests)")
@@ -229,6 +278,20 @@ def eval_verifier(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Op
            preset, False, set_, out, overwrite, show_config, quiet)
 
 
+@app.command("eval-policy")
+def eval_policy(preset: Optional[str] = PRESET, set_: list[str] = SET, out: Optional[Path] = OUT,
+                overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
+    """How well a policy solves a task: pass@k and maj@k (k = 1..samples) with standard errors.
+
+    Reads --set policy=RUN_OR_MODEL_DIR_OR_GGUF_FILE and the task section (--set task.source=...,
+    task.options.*). Writes samples.jsonl (each solution's steps, answer and grade), summary.json
+    (also mean steps and tokens per solution, the shares with no answer, a blank or over-long step,
+    or cut by the token budget) and report.md, and prints the table.
+    """
+    _stage("pav.eval.stage:EvalPolicyConfig", "pav.eval.stage:run_eval_policy", "eval_policy",
+           preset, False, set_, out, overwrite, show_config, quiet)
+
+
 @app.command()
 def search(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
            overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET,
@@ -282,20 +345,38 @@ def serve(preset: Optional[str] = PRESET, set_: list[str] = SET, show_config: bo
     bearer token in $PAV_SERVE_TOKEN. Request size, items, steps, characters, concurrency and the
     verifier queue are capped (see --show-config); overload is answered with 429/503 at once.
     """
-    cfg = _resolve(_attr("pav.serve.stage:ServeConfig"), "serve", preset, False, set_)
-    if show_config:
-        return _print_settings(cfg)
-    try:
+    with _errors_as_one_line():
+        cfg = _resolve(_attr("pav.serve.stage:ServeConfig"), "serve", preset, False, set_)
+        if show_config:
+            return _print_settings(cfg)
         _attr("pav.serve.stage:run_serve")(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+
+
+def _toml_literal(value) -> str:
+    """One knob's value as a one-line TOML literal (None is spelled "none", as in saved configs)."""
+    import tomli_w
+
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_literal(str(k))} = {_toml_literal(v)}" for k, v in value.items()) + "}"
+    value = "none" if value is None else str(value) if isinstance(value, Path) else value
+    return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
 def _print_settings(cfg) -> None:
+    """A table on a terminal; elsewhere one `key = value  # help` line per knob (valid TOML, so a
+    preset can start from it)."""
     from rich.console import Console
     from rich.table import Table
 
-    from pav.core.config import describe
+    from pav.core.config import describe, flatten
+
+    if not sys.stdout.isatty():
+        values = flatten(cfg)
+        for key, _tp, _value, help_ in describe(cfg):
+            typer.echo(f"{key} = {_toml_literal(values[key])}" + (f"  # {help_}" if help_ else ""))
+        return
 
     table = Table("setting", "type", "value", "help")
     for row in describe(cfg):

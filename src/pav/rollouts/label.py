@@ -32,7 +32,8 @@ from pathlib import Path
 from pav.core.io import write_jsonl, write_parquet
 from pav.core.records import Problem, Solution, StepLabel
 from pav.core.seeding import derive_seed
-from pav.policies.base import Policy, context_tokens
+from pav.core.progress import progress_bar
+from pav.policies.base import Generation, Policy, context_tokens
 from pav.tasks.base import Task, join_steps
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,25 @@ def sample_seed_solutions(
     policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: LabelSettings, seed: int,
 ) -> tuple[list[Solution], ShardStats]:
     """n complete solutions per problem from `policy`, each split into steps and checked."""
+    solutions, _, stats = sample_solutions(policy, task, problems, n, settings, seed)
+    return solutions, stats
+
+
+def sample_solutions(
+    policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: LabelSettings, seed: int,
+) -> tuple[list[Solution], list[Generation], ShardStats]:
+    """`sample_seed_solutions` with each solution's `Generation` (its tokens, whether a budget cut it)."""
     batch = policy.sample([task.prompt(p) for p in problems], n, until="solution", max_steps=task.max_steps,
                           max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                           top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step)
-    solutions = []
+    solutions, generations = [], []
     for p, gens in zip(problems, batch.generations):
         for j, g in enumerate(gens):
             steps = task.split_steps(g.text)[: task.max_steps]
             solutions.append(Solution(p.problem_id, f"{p.problem_id}/s{j}", tuple(steps), policy.policy_id,
                                       task.outcome(p, steps)))
-    return solutions, ShardStats(tokens_generated=batch.generated_tokens, tokens_prompt=batch.prompt_tokens)
+            generations.append(g)
+    return solutions, generations, ShardStats(tokens_generated=batch.generated_tokens, tokens_prompt=batch.prompt_tokens)
 
 
 def rollout_counts(
@@ -189,7 +199,6 @@ def label_problems(
     settings: LabelSettings, seed: int, shard_size: int, show_progress: bool = True,
 ) -> dict[str, float]:
     """Label every shard not yet on disk; returns totals over the shards written by this call."""
-    from tqdm.auto import tqdm
 
     shards = [problems[i:i + shard_size] for i in range(0, len(problems), shard_size)]
     remove_stale_temps(out)
@@ -198,7 +207,7 @@ def label_problems(
         log.info("label: %d of %d shards already done, resuming", len(shards) - len(todo), len(shards))
     total = ShardStats()
     start = time.perf_counter()
-    bar = tqdm(todo, desc="label shards", unit="shard", disable=not show_progress)
+    bar = progress_bar(todo, desc="label shards", unit="shard", show=show_progress, log=log)
     for i in bar:
         solutions, labels, stats = label_shard(policy, rollout_policy, task, shards[i], settings,
                                                derive_seed(seed, "shard", i))

@@ -80,15 +80,11 @@ def test_accepted_paths_never_leave_the_root(parts, absolute):
         assert full == root or root in full.parents
 
 
-def test_the_cli_refuses_before_writing_anything(tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PAV_RUNS_ROOT": str(root)}
-    outside = tmp_path / "outside"
-    for out in ("../escaped", str(outside)):
-        res = subprocess.run([sys.executable, "-m", "pav.cli", "didactic", "--quick", "--quiet", "--out", out],
-                             cwd=root, env=env, capture_output=True, text=True, timeout=120)
-        assert res.returncode == 2, res.stderr
-        assert "error: --out" in res.stderr and "runs root" in res.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["root"]  # nothing written beside the root
-    assert list(root.iterdir()) == []  # nor in it
+def test_the_cli_writes_wherever_out_points(tmp_path):
+    """The runs-root fence belongs to code that takes paths from others; `--out` is the user's own choice."""
+    cwd, outside = tmp_path / "cwd", tmp_path / "elsewhere" / "run"
+    cwd.mkdir()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PAV_RUNS_ROOT": str(cwd)}
+    res = subprocess.run([sys.executable, "-m", "pav.cli", "sft", "--quick", "--quiet", "--out", str(outside)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (outside / "COMPLETE").is_file() and list(cwd.iterdir()) == []

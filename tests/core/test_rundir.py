@@ -92,6 +92,10 @@ def test_start_run_records_config_and_refuses_a_different_one(tmp_path):
     run = start_run(tmp_path / "r", "demo", Cfg())
     assert load_config(Cfg, run / "config.toml") == Cfg()
     assert start_run(tmp_path / "r", "demo", Cfg()) == run  # same config: the unfinished run continues
+    # a run that failed before writing anything but its config (a missing input) takes the corrected one
+    assert start_run(tmp_path / "r", "demo", Cfg(steps=5)) == run
+    assert load_config(Cfg, run / "config.toml") == Cfg(steps=5)
+    (run / "metrics.jsonl").write_text("{}\n")  # it has started: another config is refused
     with pytest.raises(RunExistsError, match="different config"):
         start_run(tmp_path / "r", "demo", Cfg(steps=4))
     assert start_run(tmp_path / "r", "demo", Cfg(steps=4), overwrite=True) == run

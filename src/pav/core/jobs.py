@@ -8,7 +8,7 @@ stage keeps every finished job and a rerun only does what is missing. Jobs may n
 
 Executors: ``local`` (``workers`` spawned processes, or this process when ``workers`` is 0) and
 ``ray`` (one Ray task per job, on a cluster at ``ray_address`` or a local one of ``workers`` CPUs
-started for the call). A Ray task whose worker dies is retried up to ``max_retries`` times, so a
+started for the call; 0: all of this machine's). A Ray task whose worker dies is retried up to ``max_retries`` times, so a
 killed worker costs at most the job it was running; results are still written by this process,
 once per job, so a retried job never leaves a duplicate. Jobs that write files themselves must
 write them idempotently (keyed names, rename into place). Ray is imported only when chosen.
@@ -21,6 +21,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 from pav.core.io import write_json
 
 log = logging.getLogger(__name__)
+LOG_EVERY_S = 30.0
 
 Progress = Callable[[int], None]
 
@@ -48,7 +50,7 @@ class Executor:
     """Where jobs run: ``local`` processes (0 workers: this process) or a ``ray`` cluster."""
 
     kind: str = "local"  # "local" | "ray"
-    workers: int = 2  # local: worker processes; ray without an address: CPUs of the local cluster
+    workers: int = 2  # local: worker processes; ray without an address: CPUs of the local cluster (0: all)
     ray_address: str = ""  # ray: an existing cluster ("auto", "ray://host:10001", ...); empty: start one
     max_retries: int = 2  # ray: retries of a job whose worker died
 
@@ -129,9 +131,13 @@ def _run_ray(todo: list[Job], cache_dir: Path, executor: Executor, results: dict
     started = not ray.is_initialized()
     if started:
         threads = {var: "1" for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-        ray.init(address=executor.ray_address or None, num_cpus=None if executor.ray_address else executor.workers,
+        local_cpus = executor.workers or os.cpu_count() or 1  # 0 workers: every CPU of this machine
+        ray.init(address=executor.ray_address or None, num_cpus=None if executor.ray_address else local_cpus,
                  include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": threads})
+    if ray.cluster_resources().get("CPU", 0) < 1:  # a job needs one CPU: it would wait forever
+        raise ValueError(f"the Ray cluster {executor.ray_address or '(local)'} has no CPUs for pav's jobs; "
+                         "start it with --num-cpus N or set workers=N")
     remote = ray.remote(num_cpus=1, max_retries=executor.max_retries)(_call_ray)
     try:
         pending: dict[Any, Job] = {}
@@ -189,7 +195,8 @@ def _topological(jobs: list[Job], done: set[str]) -> list[Job]:
 
 
 class _ProgressBars:
-    """One rich progress bar per job; silent when `show` is false."""
+    """One rich progress bar per job; when `show` is false, a log line of every job's count every
+    `LOG_EVERY_S` seconds instead (on a pipe, in CI)."""
 
     def __init__(self, jobs: Sequence[Job], show: bool) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -199,6 +206,15 @@ class _ProgressBars:
             disable=not show,
         )
         self._tasks = {j.name: self._progress.add_task(j.name, total=j.total) for j in jobs}
+        self._log_at = None if show else time.monotonic() + LOG_EVERY_S
+
+    def _advance(self, name: str, n: int) -> None:
+        self._progress.advance(self._tasks[name], n)
+        if self._log_at is not None and time.monotonic() >= self._log_at:
+            self._log_at = time.monotonic() + LOG_EVERY_S
+            tasks = self._progress.tasks
+            log.info("jobs: %s", ", ".join(f"{t.description} {t.completed:.0f}/{t.total:.0f}" for t in tasks
+                                          if 0 < t.completed < (t.total or 0)) or "waiting")
 
     def __enter__(self) -> _ProgressBars:
         self._progress.start()
@@ -208,7 +224,7 @@ class _ProgressBars:
         self._progress.stop()
 
     def callback(self, name: str) -> Progress:
-        return lambda n: self._progress.advance(self._tasks[name], n)
+        return lambda n: self._advance(name, n)
 
     def drain(self, updates: Any) -> None:
         while True:
@@ -216,4 +232,4 @@ class _ProgressBars:
                 name, n = updates.get_nowait()
             except queue.Empty:
                 return
-            self._progress.advance(self._tasks[name], n)
+            self._advance(name, n)

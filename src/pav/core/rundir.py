@@ -118,18 +118,25 @@ def start_run(out: str | Path | None, stage: str, cfg: Any, overwrite: bool = Fa
     """`prepare_run_dir`, then record the resolved config in ``config.toml``.
 
     An unfinished run is continued only with the config it was started with; a different one is
-    refused (continuing it would mix two experiments in one directory).
+    refused (continuing it would mix two experiments in one directory), unless the run failed before
+    writing anything but its config (a missing input): then the new config replaces it.
     """
     from pav.core.config import load_config, save_config
 
     run_dir = prepare_run_dir(out, stage, overwrite)
     path = run_dir / CONFIG_FILE
+    if path.exists() and _produced_nothing(run_dir):  # it failed before its first output: start afresh
+        path.unlink()
     if path.exists() and load_config(type(cfg), path) != cfg:
         raise RunExistsError(f"{run_dir} holds an unfinished {stage} run with a different config; rerun with "
                              "the same settings to continue it, or pass --overwrite")
     save_config(cfg, path)
     logger.info("%s: run directory %s", stage, run_dir)
     return run_dir
+
+
+def _produced_nothing(run_dir: Path) -> bool:
+    return {p.name for p in run_dir.iterdir()} <= {RUN_TAG, CONFIG_FILE}
 
 
 def mark_complete(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:

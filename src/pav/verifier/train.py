@@ -45,6 +45,7 @@ from pav.core.config import knob
 from pav.core.schedule import warmup_cosine
 from pav.core.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from pav.core.seeding import derive_seed
+from pav.core.progress import progress_bar
 from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint, write_dir_atomically
 from pav.verifier.distributed import Ranks
 from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
@@ -169,7 +170,6 @@ def train_verifier(
 ) -> dict[str, Any]:
     """Train in place, resuming from ``<out>/checkpoints``; the final model goes to ``<out>/verifier``.
     ``ranks``: this process's place in a multi-process run (`pav.verifier.distributed`)."""
-    from tqdm.auto import tqdm
 
     ranks = ranks or Ranks()
     if cfg.batch_size < ranks.world:
@@ -198,7 +198,7 @@ def train_verifier(
     losses: list[float] = []
     show = (sys.stderr.isatty() if show_progress is None else show_progress) and ranks.is_main
     with MetricsLogger(out / METRICS_FILE) if ranks.is_main else contextlib.nullcontext() as metrics:
-        bar = tqdm(range(first, cfg.steps), initial=first, total=cfg.steps, desc="verifier", disable=not show)
+        bar = progress_bar(range(first, cfg.steps), initial=first, total=cfg.steps, desc="verifier", show=show, log=log)
         for step in bar:
             lr = warmup_cosine(step, cfg)
             for group in opt.param_groups:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pav.rollouts.label import LabelSettings, label_problems
-from pav.rollouts.stage import load_policy
+from pav.policies.load import load_policy
 from pav.tasks.modreach import ModReach
 
 

@@ -21,12 +21,12 @@ import time
 import torch
 
 from pav.policies.options import LoadOptions
-from pav.rollouts.stage import load_policy
+from pav.policies.load import load_policy
 from pav.search.beam import BeamSettings, beam_search
 from pav.search.stage import SearchConfig, split_problems
 from pav.tasks.modreach import ModReach
 from pav.verifier.scorer import VerifierScorer
-from pav.verifier.stage import load_verifier
+from pav.verifier.load import load_verifier
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ def test_options_resolve_devices_and_dtypes():
 
 
 def test_a_bfloat16_policy_samples_and_a_bfloat16_verifier_scores(policy_dir, tmp_path):
-    from pav.rollouts.stage import load_policy
+    from pav.policies.load import load_policy
     from pav.verifier.model import ValueVerifier
-    from pav.verifier.stage import load_verifier
+    from pav.verifier.load import load_verifier
 
     policy = load_policy(str(policy_dir), 8, load=LoadOptions(dtype="bfloat16"))
     assert policy.model.dtype == torch.bfloat16 and policy.device == torch.device("cpu")

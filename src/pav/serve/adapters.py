@@ -31,7 +31,7 @@ def load_scorer(verifier: Any, *, k: int = 4, orm: str = "", batch_size: int = 3
     if hasattr(verifier, "score"):
         return verifier
     from pav.verifier.scorer import VerifierScorer
-    from pav.verifier.stage import load_scorer as from_files, load_verifier
+    from pav.verifier.load import load_scorer as from_files, load_verifier
 
     if isinstance(verifier, str):
         return from_files(verifier, k=k, orm=orm, batch_size=batch_size)

@@ -58,7 +58,7 @@ def build_service(cfg: ServeConfig, token: str = ""):
     import torch
 
     from pav.serve.app import build_app
-    from pav.verifier.stage import load_scorer
+    from pav.verifier.load import load_scorer
 
     if not cfg.verifier:
         raise ValueError("serve needs --set verifier=PQV_RUN")

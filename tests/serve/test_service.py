@@ -47,14 +47,57 @@ def test_score_returns_the_scorers_numbers(scorer):
 def test_openrlhf_gives_one_reduced_reward_per_text(scorer):
     queries = [PROMPT + "0+3=3\n3*2=6\n", PROMPT + "0*2=0\n"]
     with client(scorer, reduction="min") as c:
-        res = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": ["8", "8"]})
-        assert res.status_code == 200
-        bad = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT]})
-        assert bad.status_code == 422
-        assert c.post("/openrlhf", json={"query": ["other text"], "prompts": [PROMPT]}).status_code == 422
+        res = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT]})
+        unlabelled = c.post("/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": [None, ""]})
+    assert res.status_code == 200 and unlabelled.json() == res.json()
     direct = scorer.score([PROMPT, PROMPT], [["0+3=3", "3*2=6"], ["0*2=0"]])
     want = [reduce_steps(d.effective_reward(0.5), d.outcome, "min") for d in direct]
-    assert res.json()["rewards"] == pytest.approx(want)
+    body = res.json()
+    assert body["rewards"] == pytest.approx(want) and body["scores"] == body["rewards"]
+    logs = body["extra_logs"]  # one number per query under every key, as OpenRLHF stacks them
+    assert logs["pav/steps"] == [2.0, 1.0] and logs["pav/graded"] == [0.0, 0.0]
+    assert logs["pav/step_min"] == pytest.approx(want)
+    assert logs["pav/step_last"][0] == pytest.approx(direct[0].effective_reward(0.5)[-1])
+
+
+SHORT = "2 to 4 mod 10 ops +3 *2 max 1\n"  # short enough for the tiny verifier's 64-character window
+
+
+def test_a_label_puts_the_checked_outcome_on_the_final_step(scorer):
+    """The final step's Q^pi is the outcome and its A^mu = outcome - Q^mu(prefix before it), as pav rl's graded_final."""
+    steps = [["2*2=4", "ans 4"], ["2+3=5", "ans 5"]]  # right, wrong
+    with client(scorer, reduction="last") as c:
+        res = c.post("/openrlhf", json={"query": [SHORT + "\n".join(s) for s in steps], "prompts": [SHORT] * 2,
+                                        "labels": ["4", "4"]})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    for got, d, outcome in zip(body["rewards"], scorer.score([SHORT] * 2, steps), (1.0, 0.0)):
+        before = d.q_prover[-1] - d.adv_prover[-1]
+        assert got == pytest.approx(outcome + 0.5 * (outcome - before))
+    assert body["extra_logs"]["pav/outcome"] == [1.0, 0.0] and body["extra_logs"]["pav/graded"] == [1.0, 1.0]
+
+
+def test_bad_openrlhf_requests_get_a_4xx_that_says_why(scorer):
+    q, ok = PROMPT + "0+3=3\n", {"query": [PROMPT + "0+3=3\n"], "prompts": [PROMPT], "labels": ["8"]}
+    cases = {
+        "missing query": ({"prompts": [PROMPT]}, 422, "query"),
+        "prompts/query lengths": ({"query": [q, q], "prompts": [PROMPT]}, 422, "same length"),
+        "labels length": ({**ok, "labels": ["8", "8"]}, 422, "labels"),
+        "non-string query": ({**ok, "query": [7]}, 422, "query.0"),
+        "non-string label": ({**ok, "labels": [8]}, 422, "labels.0"),
+        "no steps": ({**ok, "query": [PROMPT + "\n \n"]}, 422, "no steps"),
+        "only an eos": ({**ok, "query": [PROMPT + "<eos>"]}, 422, "no steps"),
+        "steps then an eos": ({**ok, "query": [PROMPT + "0+3=3<eos><pad>"]}, 200, "rewards"),
+        "query without its prompt": ({**ok, "query": ["0+3=3\n"]}, 422, "prompt"),
+        "label not the problem's answer": ({**ok, "labels": ["7"]}, 422, "label"),
+        "oversized body": ({**ok, "query": [PROMPT + "0+3=3\n" * 200_000]}, 413, "bytes"),
+    }
+    with client(scorer) as c:
+        assert c.post("/openrlhf", json=ok).status_code == 200
+        for name, (body, status, reason) in cases.items():
+            res = c.post("/openrlhf", json=body)
+            assert (res.status_code, reason in res.text) == (status, True), (name, res.text)
+        assert c.post("/openrlhf", content=b'{"query": [', headers={"content-type": "application/json"}).status_code == 422
 
 
 def test_limits_answer_with_their_status(scorer):
@@ -163,7 +206,7 @@ def test_pav_serve_answers_an_openrlhf_client_and_refuses_an_open_bind(verifier_
                 time.sleep(0.1)
         # what OpenRLHF's remote_rm_fn sends: the full texts, their prompts and labels, as JSON
         queries = [PROMPT + "0+3=3\n3*2=6\n", PROMPT + "0*2=0\n"]
-        res = httpx.post(url + "/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": ["8", "8"]},
+        res = httpx.post(url + "/openrlhf", json={"query": queries, "prompts": [PROMPT, PROMPT], "labels": [None, None]},
                          headers=headers, timeout=30)
         assert res.status_code == 200, res.text
         rewards = res.json()["rewards"]

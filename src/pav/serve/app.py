@@ -4,10 +4,12 @@ Routes:
 - ``POST /score``: ``{"items": [{"prompt": str, "steps": [str, ...]}, ...], "alpha": float >= 0?}`` →
   per item ``q_base``, ``q_prover``, ``adv_prover``, ``effective_reward`` (one number per step;
   ``null`` for a step past the verifier's window) and ``outcome``;
-- ``POST /openrlhf``: OpenRLHF's remote reward-model protocol: ``{"query": [full text, ...],
-  "prompts": [prompt, ...]}`` → ``{"rewards": [float, ...]}``, one reward per text, the
-  configured reduction (`pav.serve.reduce`) of its step rewards; the completion is the text after
-  its prompt, split into steps at the step delimiter;
+- ``POST /openrlhf``: OpenRLHF's remote reward-model contract (`pav.serve.openrlhf`): ``{"query":
+  [full text, ...], "prompts": [prompt, ...], "labels": [gold answer or null, ...]?}`` →
+  ``{"rewards", "scores", "extra_logs"}``, one reward per text: the configured reduction of its step
+  rewards, with the checked outcome on the final step when its label is a gold answer
+  (`pav.serve.graded`); a query without its prompt, a response with no steps or a label the task
+  cannot grade is a 422 that says so;
 - ``GET /health``, ``GET /metrics`` (Prometheus text).
 
 Limits (`pav.serve.limits.ServeLimits`, all configurable): request body size (413), items per request, steps per
@@ -19,6 +21,7 @@ never the submitted values.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import math
@@ -34,8 +37,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from pav.serve.batcher import Batcher, Overloaded, ScoringFailed
+from pav.serve import openrlhf as openrlhf_contract
+from pav.serve.graded import GoldAnswerError, load_task
 from pav.serve.limits import ServeLimits
-from pav.serve.reduce import REDUCTIONS, reduce_steps
+from pav.serve.reduce import REDUCTIONS
 
 
 log = logging.getLogger(__name__)
@@ -55,9 +60,10 @@ class ScoreRequest(BaseModel):
 
 
 class OpenRLHFRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends labels and other fields
+    model_config = ConfigDict(extra="ignore")  # OpenRLHF may send more fields in later versions
     query: list[str]
     prompts: list[str]
+    labels: list[str | None] | None = None
 
 
 class _Refused(Exception):
@@ -67,11 +73,14 @@ class _Refused(Exception):
 
 
 def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduction: str = "min",
-              token: str = "", limits: ServeLimits = ServeLimits(), verifier_id: str = "") -> FastAPI:
-    """The service over ``scorer`` (a `pav.verifier.scorer.Scorer`)."""
+              token: str = "", limits: ServeLimits = ServeLimits(), verifier_id: str = "", task: Any = None) -> FastAPI:
+    """The service over ``scorer`` (a `pav.verifier.scorer.Scorer`); ``task`` grades /openrlhf labels
+    (`pav.serve.graded.load_task`: a Task, a TaskConfig, or None for the built-in task)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
     tokenizer = getattr(getattr(scorer, "pqv", None), "tokenizer", None)  # to refuse text it cannot encode
+    special = openrlhf_contract.special_tokens_of(scorer)
+    task = load_task(task, tokenizer)
     batcher = Batcher(scorer.score, max_batch=limits.max_batch, max_wait_s=limits.max_wait_ms / 1000,
                       max_queue=limits.max_queue)
     counts: Counter[tuple[str, int]] = Counter()
@@ -126,18 +135,14 @@ def build_app(scorer: Any, *, alpha: float, k: int | None, delimiter: str, reduc
 
     @app.post("/openrlhf")
     async def openrlhf(req: OpenRLHFRequest) -> dict[str, Any]:
-        if len(req.query) != len(req.prompts):
-            raise _Refused(422, "query and prompts must have the same length")
-        completions = []
-        for text, prompt in zip(req.query, req.prompts):
-            if not text.startswith(prompt):
-                raise _Refused(422, "each query must start with its prompt")
-            completions.append(text[len(prompt):])
-        steps = [[s for s in c.split(delimiter) if s.strip()] for c in completions]
-        _check_items(req.prompts, steps, limits, delimiter, tokenizer)
-        results = await _score(batcher, req.prompts, steps)
-        rewards = [reduce_steps(r.effective_reward(alpha), r.outcome, reduction) for r in results]
-        return {"rewards": rewards, "scores": rewards, "reduction": reduction}
+        try:
+            parsed = openrlhf_contract.parse(req.query, req.prompts, req.labels, delimiter, special)
+        except openrlhf_contract.BadRequest as exc:
+            raise _Refused(422, str(exc)) from None
+        _check_items(parsed.prompts, parsed.steps, limits, delimiter, tokenizer)
+        outcomes = await _outcomes(task, parsed)
+        results = await _score(batcher, parsed.prompts, parsed.steps)
+        return {**openrlhf_contract.reply(results, outcomes, alpha, reduction), "reduction": reduction}
 
     return app
 
@@ -194,6 +199,16 @@ class _Guard:
         return None
 
 
+async def _outcomes(task: Any, parsed: Any) -> list[float | None]:
+    """Checked outcomes of the labelled responses, graded off the event loop (a grader may take seconds)."""
+    if all(g is None or not g.strip() for g in parsed.golds):
+        return [None] * len(parsed.golds)
+    try:
+        return await asyncio.to_thread(openrlhf_contract.outcomes_of, task, parsed)
+    except GoldAnswerError as exc:
+        raise _Refused(422, f"labels: {exc}") from None
+
+
 async def _score(batcher: Batcher, prompts: list[str], steps: list[list[str]]) -> list[Any]:
     try:
         return await batcher.score(prompts, steps)
@@ -228,7 +243,7 @@ def _check_items(prompts: list[str], steps: list[list[str]], limits: ServeLimits
                 raise _Refused(422, f"item {i}: the verifier's tokenizer cannot encode this text") from None
 
 
-FIELD_NAMES = {"body", "items", "prompt", "steps", "alpha", "query", "prompts"}
+FIELD_NAMES = {"body", "items", "prompt", "steps", "alpha", "query", "prompts", "labels"}
 
 
 def _location(loc: tuple) -> str:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pav.core.config import knob
 from pav.policies.options import LoadOptions
 from pav.serve.limits import ServeLimits
+from pav.tasks.build import TASK_HELP, TaskConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,7 @@ class ServeConfig:
     k: int = knob(4, "prover μ = Best-of-K(π) of A^μ (0: use `prover`)")
     prover: str = knob("", "a verifier trained on the prover's own labels (when k = 0)")
     orm: str = knob("", "optional ORM for `outcome` (default: the PQV's value of the whole solution)")
+    task: TaskConfig = knob(TaskConfig(), "the verifier's task: grades /openrlhf labels as gold answers (" + TASK_HELP + ")")
     alpha: float = knob(0.5, "default α of the effective reward Q^π + α·A^μ (a /score request may give its own)")
     reduction: Literal["min", "last", "mean", "sum", "outcome"] = knob(
         "min", "one reward per text for /openrlhf from the step rewards (pav.serve.reduce)")
@@ -67,7 +69,7 @@ def build_service(cfg: ServeConfig, token: str = ""):
     scorer = load_scorer(cfg.verifier, k=cfg.k, prover=cfg.prover, orm=cfg.orm, load=cfg.load,
                          batch_size=cfg.limits.max_batch)
     return build_app(scorer, alpha=cfg.alpha, k=cfg.k or None, delimiter=cfg.delimiter or scorer.pqv.delimiter,
-                     reduction=cfg.reduction, token=token, limits=cfg.limits, verifier_id=cfg.verifier)
+                     reduction=cfg.reduction, token=token, limits=cfg.limits, verifier_id=cfg.verifier, task=cfg.task)
 
 
 def run_serve(cfg: ServeConfig) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 ``MathGrader.grade(prediction, gold)`` compares two *answers* (the text of a final answer, e.g.
 ``"\\dfrac{3}{4}"`` or ``"72"``, not whole solutions) and returns a typed `Grade`:
 
-- ``correct`` / ``incorrect``: math-verify's judgement (equivalent numbers, fractions, decimals,
-  percentages, intervals, sets, equations with their right-hand side, units dropped);
+- ``correct`` / ``incorrect``: both answers normalised (`pav.tasks.answer_forms`: currency, units
+  and words around a number, thousands separators, ``\\text{}``, ``\\boxed{}``, "The answer is",
+  percent under ``policy.percent``), then math-verify's judgement (equivalent numbers, fractions,
+  decimals, intervals, sets, equations with their right-hand side), then, under
+  ``policy.irrational``, a decimal against an irrational value rounded to the decimal's places;
 - ``ungraded-timeout``: no answer within ``deadline_s``; the worker was killed (SIGKILL) and a
   fresh one started in the background;
 - ``ungraded-crash``: the worker raised on this input or died (or the gold answer is unusable).
@@ -37,7 +40,9 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+
+from pav.tasks.answer_forms import AnswerPolicy
 
 log = logging.getLogger(__name__)
 
@@ -131,13 +136,15 @@ class MathGrader:
     """
 
     def __init__(self, workers: int = 2, deadline_s: float = 5.0, memory_mb: int = 2048,
-                 max_chars: int = 100_000) -> None:
+                 max_chars: int = 100_000, policy: AnswerPolicy = AnswerPolicy()) -> None:
         if workers < 1 or not deadline_s > 0 or max_chars < 1:
             raise ValueError(f"workers and max_chars must be >= 1 and deadline_s > 0, got {workers}, {max_chars}, "
                              f"{deadline_s}")
         self.deadline_s = deadline_s
         self.max_chars = max_chars
         self.memory_mb = memory_mb
+        self.policy = policy
+        self._policy_fields = asdict(policy)
         self.counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._idle: queue.Queue[_Worker] = queue.Queue()
@@ -190,7 +197,7 @@ class MathGrader:
         if len(prediction) > self.max_chars:  # no answer is that long; spare the worker seconds of parsing
             return Verdict.INCORRECT, f"answer over {self.max_chars} characters", 0, True
         try:
-            worker.send({"pred": prediction, "gold": gold})
+            worker.send({"pred": prediction, "gold": gold, "policy": self._policy_fields})
         except OSError:  # a broken pipe: the worker is gone
             return Verdict.CRASH, "worker died", 0, False
         try:

@@ -1,9 +1,14 @@
 """The grading worker: one process that compares answers with math-verify, run by `pav.tasks.grader`.
 
-Protocol: one JSON object per line on stdin, ``{"pred": str, "gold": str}``; one JSON object per
-line on stdout, ``{"verdict": "correct" | "incorrect" | "ungraded-crash", "detail": str,
-"blocked": int}``. The first line written is ``{"ready": true}``, after the imports and a warm-up
-comparison, so the parent never bills start-up time to a request.
+Protocol: one JSON object per line on stdin, ``{"pred": str, "gold": str, "policy": {...}}`` (the
+fields of `pav.tasks.answer_forms.AnswerPolicy`, all optional); one JSON object per line on stdout,
+``{"verdict": "correct" | "incorrect" | "ungraded-crash", "detail": str, "blocked": int}``. The first
+line written is ``{"ready": true}``, after the imports and a warm-up comparison, so the parent never
+bills start-up time to a request.
+
+Both answers are first normalised by `pav.tasks.answer_forms` (here, under the parent's deadline, not
+in the parent), then compared by math-verify; a decimal against an irrational closed form gets the
+policy's rounding rule (`_rounds_to`) when math-verify says no.
 
 Safety, in depth (the parent's hard deadline and kill are the outer layer):
 
@@ -31,6 +36,8 @@ import logging
 import os
 import re
 import sys
+
+from pav.tasks.answer_forms import AnswerPolicy, normalise, readings, rounded_decimal
 
 _DENIED = ("os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen",
            "pty.spawn", "socket.connect", "socket.bind", "socket.sendto", "os.remove", "os.unlink", "os.rmdir",
@@ -80,7 +87,9 @@ _DECIMAL = re.compile(r"[+-]?(\d*\.\d+|\d+\.)")
 _WARM_UP = [("\\frac{1}{2}", "0.5"), ("1,000", "1000"), ("50\\%", "\\frac12"), ("x^2+2x+1", "(x+1)^2"),
             ("(1,2]", "(1,2]"), ("\\{1,2\\}", "\\{2,1\\}"), ("x=3", "3"), ("5\\text{ cm}", "5"), ("90^\\circ", "90"),
             ("\\sqrt{8}", "2\\sqrt2"), ("\\pi", "3.14"), ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)"),
-            ("\\binom{5}{2}", "10"), ("\\log_2 8", "3"), ("3!", "6"), ("\\emptyset", "\\{\\}"), ("y=2x+1", "y=1+2x")]
+            ("\\binom{5}{2}", "10"), ("\\log_2 8", "3"), ("3!", "6"), ("\\emptyset", "\\{\\}"), ("y=2x+1", "y=1+2x"),
+            ("6.2832", "2\\pi"), ("1.414", "\\sqrt{2}"), ("0.33", "\\frac13"), ("The answer is $18 dollars.", "18"),
+            ("3*x**2 - sqrt(2)", "3x^2-\\sqrt2"), ("4.7e-05", "0.000047"), ("1 1/2", "1.5")]
 
 
 def _literal_only(s, local_dict=None, transformations=None, global_dict=None, evaluate=True):
@@ -117,7 +126,18 @@ def _wrap(answer: str) -> str:
     return answer if _MATH_MODE.search(answer) else f"${answer}$"
 
 
-def _compare(pred: str, gold: str) -> tuple[str, str]:
+def _compare(pred: str, gold: str, policy: AnswerPolicy = AnswerPolicy()) -> tuple[str, str]:
+    """Normalise both answers (`pav.tasks.answer_forms`), then compare each reading of the pair."""
+    detail = ""
+    for pred_text, gold_text in readings(normalise(pred), normalise(gold), policy):
+        verdict, detail = _equivalent(pred_text, gold_text, policy)
+        if verdict == "correct":
+            return verdict, detail
+    return "incorrect", detail
+
+
+def _equivalent(pred: str, gold: str, policy: AnswerPolicy) -> tuple[str, str]:
+    """math-verify's verdict on two normalised answers, then the irrational-rounding rule if the policy has it."""
     from math_verify import LatexExtractionConfig, parse, verify
 
     config = [LatexExtractionConfig(boxed_match_priority=0)]
@@ -127,8 +147,26 @@ def _compare(pred: str, gold: str) -> tuple[str, str]:
     pred_parsed = parse(_wrap(pred), extraction_config=config, parsing_timeout=None, raise_on_error=True)
     if not pred_parsed:
         return "incorrect", "no parsable answer"
-    ok = verify(gold_parsed, pred_parsed, timeout_seconds=None, raise_on_error=True)
-    return ("correct" if ok else "incorrect"), ""
+    if verify(gold_parsed, pred_parsed, allow_set_relation_comp=True, timeout_seconds=None, raise_on_error=True):
+        return "correct", ""
+    if policy.irrational == "rounded" and (_rounds_to(pred, gold_parsed[0]) or _rounds_to(gold, pred_parsed[0])):
+        return "correct", "decimal is the irrational value rounded"
+    return "incorrect", ""
+
+
+def _rounds_to(decimal_text: str, exact) -> bool:
+    """Whether ``decimal_text`` (a plain decimal) is the irrational real number ``exact`` rounded to its places."""
+    import sympy
+
+    found = rounded_decimal(decimal_text)
+    if found is None or not isinstance(exact, sympy.Expr) or not exact.is_number:
+        return False
+    if exact.is_real is not True or exact.is_rational is not False:  # 1/3 vs 0.33 stays wrong
+        return False
+    value, places = found
+    decimal = sympy.Rational(int(value.scaleb(places)), 10**places)
+    gap = abs(exact - decimal).evalf(places + 15)
+    return bool(gap <= sympy.Rational(1, 2 * 10**places))
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -156,7 +194,8 @@ def main() -> None:
         before = guard.blocked
         try:
             request = json.loads(line)
-            verdict, detail = _compare(str(request["pred"]), str(request["gold"]))
+            policy = AnswerPolicy(**request.get("policy", {}))
+            verdict, detail = _compare(str(request["pred"]), str(request["gold"]), policy)
         except (Exception, RecursionError) as err:  # the answer made math-verify fail: typed, no echo of it
             verdict, detail = "ungraded-crash", type(err).__name__
         out.write(json.dumps({"verdict": verdict, "detail": detail, "blocked": guard.blocked - before}) + "\n")

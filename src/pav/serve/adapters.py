@@ -89,17 +89,9 @@ def token_level_rewards(scorer: Any, tokenizer: Any, prompts: Sequence[str], res
     rewards = torch.zeros(response_ids.shape, dtype=torch.float32)  # (B, L)
     rows, ends = [], []
     for b in range(response_ids.shape[0]):
-        ids = response_ids[b][response_mask[b].bool()].tolist()
-        text, char_end = _decode_with_offsets(tokenizer, ids)
-        parts = text.split(delimiter)
-        steps, step_end_chars, at = [], [], 0
-        for i, part in enumerate(parts):
-            at += len(part) + (len(delimiter) if i < len(parts) - 1 else 0)
-            if part.strip():
-                steps.append(part)
-                step_end_chars.append(at)
+        steps, token_ends = steps_with_token_ends(tokenizer, response_ids[b][response_mask[b].bool()].tolist(), delimiter)
         rows.append(steps)
-        ends.append([_token_at(char_end, c) for c in step_end_chars])
+        ends.append(token_ends)
     scores = scorer.score(list(prompts), rows)
     for b, (sc, token_ends) in enumerate(zip(scores, ends)):
         positions = response_mask[b].bool().nonzero().flatten().tolist()
@@ -107,6 +99,20 @@ def token_level_rewards(scorer: Any, tokenizer: Any, prompts: Sequence[str], res
             if np.isfinite(r) and t is not None:
                 rewards[b, positions[t]] += float(r)
     return rewards
+
+
+def steps_with_token_ends(tokenizer: Any, ids: list[int], delimiter: str) -> tuple[list[str], list[int | None]]:
+    """The non-blank steps of the response ``ids`` and, per step, the index of the token that completes
+    it (the token covering its delimiter, or the last token of a final step without one)."""
+    text, char_end = _decode_with_offsets(tokenizer, ids)
+    parts = text.split(delimiter)
+    steps, token_ends, at = [], [], 0
+    for i, part in enumerate(parts):
+        at += len(part) + (len(delimiter) if i < len(parts) - 1 else 0)
+        if part.strip():
+            steps.append(part)
+            token_ends.append(_token_at(char_end, at))
+    return steps, token_ends
 
 
 def _decode_with_offsets(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:

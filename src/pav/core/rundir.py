@@ -38,6 +38,10 @@ class RunExistsError(ValueError):
     """The output folder holds a finished run and overwriting was not asked for."""
 
 
+class UnfinishedRunError(ValueError):
+    """A command was asked to read a run that has not finished."""
+
+
 class UnsafePathError(ValueError):
     """An output path that climbs out of, or lies outside, the runs root."""
 
@@ -72,6 +76,20 @@ def checked_out_path(out: str | Path | None, root: str | Path | None = None) -> 
 def is_complete(run_dir: str | Path) -> bool:
     """Whether ``run_dir`` holds a finished run."""
     return (Path(run_dir) / COMPLETE).is_file()
+
+
+def readable_run(path: str | Path, what: str) -> Path:
+    """``path`` if a command may read it: it exists and, when it is a pav run, that run has finished
+    (a command reading an unfinished one would quietly work on part of its output)."""
+    run = Path(path)
+    if not str(path).strip():
+        raise ValueError(f"{what} is not set; name a run with --set {what}=PATH")
+    if not run.exists():
+        raise FileNotFoundError(f"{what}: {path} does not exist; check the path")
+    if (run / RUN_TAG).is_file() and not is_complete(run):
+        raise UnfinishedRunError(f"{what}: {path} is an unfinished run (no {COMPLETE} marker); finish it by rerunning "
+                             "the command that wrote it with the same --out, or name a finished run")
+    return run
 
 
 def _default_run_dir(stage: str) -> Path:

@@ -42,6 +42,20 @@ def build_char_tokenizer(alphabet: str = BUILTIN_ALPHABET) -> PreTrainedTokenize
     )
 
 
+def check_encodable(tokenizer: Any, texts: list[str]) -> None:
+    """A one-line ValueError naming the characters of ``texts`` that a tokenizer without an unknown
+    token (the built-in character tokenizer) cannot encode; nothing for any other tokenizer."""
+    if getattr(tokenizer, "unk_token", None) is not None or not hasattr(tokenizer, "get_vocab"):
+        return
+    vocab = tokenizer.get_vocab()
+    bad = sorted({c for t in texts for c in t if c not in vocab})
+    if bad:
+        shown = "".join(bad[:20]) + ("..." if len(bad) > 20 else "")
+        raise ValueError(f"the text holds {len(bad)} character(s) the model's character tokenizer cannot encode "
+                         f"({shown!r}): it covers only the built-in task's alphabet; for this data use a model with a "
+                         "general tokenizer (train-verifier: --set backbone=HF_MODEL_DIR)")
+
+
 def encode_plain(tokenizer: Any, texts: list[str]) -> list[Any] | None:
     """`tokenizers.Encoding` of each text (special tokens added) straight from the backend of a
     plain transformers fast tokenizer: their ``ids`` and ``offsets`` are what ``tokenizer(texts,

@@ -49,6 +49,7 @@ import numpy as np
 
 from pav.core.io import read_jsonl
 from pav.core.records import Problem, RecordError, Solution, StepLabel, check_schema_version
+from pav.core.rundir import readable_run
 
 log = logging.getLogger(__name__)
 
@@ -87,21 +88,28 @@ class VerifierExample:
 def load_examples(run_dir: str | Path, view: Literal["pqv", "orm"] = "pqv"
                   ) -> tuple[list[VerifierExample], dict[str, int]]:
     """Examples of a label run and the count of rejected label rows per reason."""
-    run_dir = Path(run_dir)
+    run_dir = readable_run(run_dir, "labels")
     problems, task = _rebuild_problems(run_dir)
     solutions = _read_solutions(run_dir)
     if view == "orm":
-        return orm_examples(solutions, problems, task), {}
+        return _non_empty(orm_examples(solutions, problems, task), run_dir), {}
     if view != "pqv":
         raise ValueError(f"view must be 'pqv' or 'orm', got {view!r}")
     rows, rejected = _read_label_rows(run_dir)
-    examples = pqv_examples(rows, solutions, problems, task, rejected)
+    examples = _non_empty(pqv_examples(rows, solutions, problems, task, rejected), run_dir)
     if rejected:
         log.warning("verifier data: rejected %d label rows of %s (%s)", sum(rejected.values()), run_dir,
                     ", ".join(f"{n} {why}" for why, n in sorted(rejected.items())))
     log.info("verifier data: %d examples, %d labelled prefixes from %s", len(examples),
              sum(len(e.prefix_lens) for e in examples), run_dir)
     return examples, dict(rejected)
+
+
+def _non_empty(examples: list[VerifierExample], run_dir: Path) -> list[VerifierExample]:
+    if not examples:
+        raise ValueError(f"labels: {run_dir} holds no usable labelled solutions; label more problems "
+                         "(pav label --set problems=N) or check its rejected rows")
+    return examples
 
 
 def _rebuild_problems(run_dir: Path) -> tuple[dict[str, Problem], Any]:

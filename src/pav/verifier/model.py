@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from pav.core.io import write_json
-from pav.policies.tokenizer import encode_plain
+from pav.policies.tokenizer import check_encodable, encode_plain
 from pav.tasks.base import join_steps
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,16 @@ def encode_solutions(tokenizer: Any, prompts: Sequence[str], steps_list: Sequenc
     if not all_ends:
         return []
     texts = [p + join_steps(s, delimiter) for p, s in zip(prompts, steps_list)]
-    plain = encode_plain(tokenizer, texts)
-    if plain is not None:
-        pairs = [(e.ids, e.offsets) for e in plain]
-    else:
-        enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
-        pairs = list(zip(enc["input_ids"], enc["offset_mapping"]))
+    try:
+        plain = encode_plain(tokenizer, texts)
+        if plain is not None:
+            pairs = [(e.ids, e.offsets) for e in plain]
+        else:
+            enc = tokenizer(texts, add_special_tokens=True, return_offsets_mapping=True)
+            pairs = list(zip(enc["input_ids"], enc["offset_mapping"]))
+    except Exception:  # tokenizers raises a bare Exception for a character outside a WordLevel vocabulary
+        check_encodable(tokenizer, texts)  # that case as one line naming the characters
+        raise
     return [_encoded(list(ids), [tuple(x) for x in spans], ends, max_length) for (ids, spans), ends in zip(pairs, all_ends)]
 
 

@@ -104,14 +104,16 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
         raise ValueError("score needs --set solutions=FILE --set problems=FILE --set verifier=DIR")
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("the verifier stages")
-    run_dir = start_run(out, "score", cfg, overwrite)
-    scorer = load_scorer(cfg.verifier, k=cfg.k, prover=cfg.prover, orm=cfg.orm, load=cfg.load,
-                         batch_size=cfg.batch_size)
     problems = {p.problem_id: p for p in read_jsonl(cfg.problems, Problem)}
     solutions = read_jsonl(cfg.solutions, Solution)
+    if not solutions:
+        raise ValueError(f"solutions: {cfg.solutions} holds no solutions; nothing to score")
     missing = sorted({s.problem_id for s in solutions} - set(problems))
     if missing:
         raise ValueError(f"{len(missing)} solutions name problems not in {cfg.problems}, e.g. {missing[0]}")
+    run_dir = start_run(out, "score", cfg, overwrite)
+    scorer = load_scorer(cfg.verifier, k=cfg.k, prover=cfg.prover, orm=cfg.orm, load=cfg.load,
+                         batch_size=cfg.batch_size)
     scores = scorer.score([prompt_of(problems[s.problem_id]) for s in solutions], [s.steps for s in solutions])
     with atomic_open(run_dir / "scores.jsonl") as f:
         for sol, sc in zip(solutions, scores):

@@ -114,7 +114,7 @@ def math_delimiters(text: str) -> str:
     return _INLINE.sub(r"\1", text).strip()
 
 
-_TEXT = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_TEXT = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mbox)\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 
 
 def text_wrappers(text: str) -> str:
@@ -131,12 +131,12 @@ def latex_spaces(text: str) -> str:
     return re.sub(r"\s+", " ", _LATEX_SPACE.sub(" ", text)).strip()
 
 
-_TRAILING = re.compile(r"(?<!\\)(?<!\.\.)[.;:,]+$")
+_TRAILING = re.compile(r"(?<!\\)[.;:,]+$")
 
 
 def trailing_punctuation(text: str) -> str:
     """A sentence's final ``.``, ``;``, ``:`` or ``,`` goes (``7.`` is 7); an ellipsis and ``!`` (``10!``) stay."""
-    return _TRAILING.sub("", text).strip()
+    return text if text.endswith("...") else _TRAILING.sub("", text).strip()
 
 
 _CURRENCY = re.compile(r"\\\$|(?<!\\)\$(?=\s*[-+]?[\d.])|\bUS\$|\b(?:USD|EUR|GBP)\b|[€£¥₹]|\\(?:euro|pounds)\b")

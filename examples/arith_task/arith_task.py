@@ -25,7 +25,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from pav.tasks import Problem, Split
+from pav.tasks import Problem, Split, split_steps
 
 _ANSWER = re.compile(r"ans (-?\d{1,9})")
 _OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
@@ -64,8 +64,7 @@ class ArithTask:
         return problem.question + self.step_delimiter
 
     def split_steps(self, completion: str) -> list[str]:
-        lines = completion.split(self.step_delimiter)
-        return lines[:-1] if lines[-1] == "" else lines
+        return split_steps(completion, self.step_delimiter)  # pav's rule: a blank line is never a step
 
     def is_final_step(self, step: str) -> bool:
         return _ANSWER.fullmatch(step) is not None

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pav.core.steps import complete_steps, split_steps
+
 
 @dataclass
 class RolloutBatch:
@@ -34,17 +36,12 @@ class RolloutBatch:
 
 
 def step_char_index(completion: str, delimiter: str) -> list[int]:
-    """Step index (0-based) of every character of ``completion``; a delimiter belongs to its step."""
-    out, h, i = [], 0, 0
-    while i < len(completion):
-        if completion.startswith(delimiter, i):
-            out += [h] * len(delimiter)
-            i += len(delimiter)
-            h += 1
-        else:
-            out.append(h)
-            i += 1
-    return out
+    """Step index (0-based) of every character of ``completion``; a delimiter belongs to its step, and
+    a blank line to the step after it (`pav.core.steps`)."""
+    steps, rest = complete_steps(completion, delimiter)
+    out = [h for h, step in enumerate(steps) for _ in range(len(step) + len(delimiter))]
+    last = len(steps) if rest.strip() else len(steps) - 1  # a blank end: the last step's (-1: no step)
+    return out + [last] * len(rest)
 
 
 def encode_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str], delimiter: str,
@@ -57,7 +54,7 @@ def encode_rollouts(tokenizer, prompts: Sequence[str], completions: Sequence[str
     n_steps = []
     for b, (p, c) in enumerate(zip(prompts, completions)):
         chars = step_char_index(c, delimiter)
-        n_steps.append(len(c.split(delimiter)) - (1 if c.endswith(delimiter) else 0) if c else 0)
+        n_steps.append(len(split_steps(c, delimiter)))
         for t, (lo, hi) in enumerate(enc["offset_mapping"][b].tolist()):
             if hi > lo and lo >= len(p) and enc["attention_mask"][b, t]:
                 step_index[b, t] = chars[lo - len(p)]

@@ -1,11 +1,23 @@
-"""The ``Task`` protocol: everything the rest of pav knows about a reasoning task.
+"""The ``Task`` protocol: everything the rest of pav knows about a reasoning task (public API).
 
-Samplers, the Monte-Carlo labeller, SFT, search and RL program against this protocol only, so a
-new task is one module that implements it. A solution is a list of *steps*: lines of text without
-the delimiter. The model sees ``prompt(problem)`` followed by ``step + step_delimiter`` for each
-step (``join_steps``); ``split_steps`` is the inverse on sampled text. A sampler stops a solution
-after a final step, after ``max_steps`` steps, or when a step reaches ``max_step_chars``
-characters; ``outcome`` then grades it (the final-answer reward, ``outcome`` in STYLE.md).
+Samplers, the Monte-Carlo labeller, SFT, search, RL, eval-policy and serve program against this
+protocol only, so a new task is one module with a factory that returns an object implementing it;
+``--set task.source=my_pkg.my_module:make_task`` selects it in every stage and
+``task.options.NAME=VALUE`` are the factory's keyword arguments (`pav.tasks.build`,
+docs/your-task.md). Subclassing is not needed: any object with these attributes and methods is a
+Task, and every stage checks that on the first training problem before it starts.
+
+A solution is a list of *steps*: the text before each delimiter. The model sees ``prompt(problem)``
+followed by ``step + step_delimiter`` for each step (``join_steps``); ``split_steps`` is the
+inverse on sampled text and must follow the rule every sampler applies, `pav.tasks.split_steps`:
+a blank line never becomes a step (it is kept at the start of the next one). A sampler stops a solution after a final step (``is_final_step``) or
+after ``max_steps`` steps; ``outcome`` then grades it (the final-answer reward Rex), and ``answer``
+is what majority voting compares. ``demonstrate`` is needed only by SFT (and RFT): a task without
+demonstrations can still be labelled, searched, trained with RL and evaluated from a given policy.
+
+Optional extras a stage uses when present: ``bind_tokenizer(tokenizer)`` (render chat prompts with
+the policy's template), ``analyse(problem, steps)`` (name the kind of each step in reports),
+``rejects`` (a `pav.core.rejects.RejectLedger` of malformed source records, listed in the run).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from typing import Literal
 
 from pav.core.config import knob
 from pav.core.records import Problem
+from pav.core.steps import split_steps
 from pav.tasks.base import Split
 
 logger = logging.getLogger(__name__)
@@ -281,10 +282,7 @@ class ModReach:
         return problem.question + self.step_delimiter
 
     def split_steps(self, completion: str) -> list[str]:
-        if not completion:
-            return []
-        lines = completion.split(self.step_delimiter)
-        return lines[:-1] if lines[-1] == "" else lines
+        return split_steps(completion, self.step_delimiter)
 
     def is_final_step(self, step: str) -> bool:
         return _ANSWER.fullmatch(step) is not None

@@ -27,14 +27,16 @@ import torch
 
 from pav.core.seeding import derive_seed
 from pav.policies.hf import HFPolicy, load_causal_lm
-from pav.rollouts.label import LabelSettings, context_of, rollout_counts, sample_seed_solutions
+from pav.rollouts.label import Sampling, context_of, rollout_counts, sample_seed_solutions
 from pav.policies.load import resolve_model_dir
 from pav.tasks.modreach import ModReach
+
+SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)  # the label stage's defaults
 
 
 def prefixes(policy, task, n_prefixes: int, seed: int):
     problems = task.problems(max(8, n_prefixes // 3), seed, "heldout")
-    sols, _ = sample_seed_solutions(policy, task, problems, 1, LabelSettings(), seed)
+    sols, _ = sample_seed_solutions(policy, task, problems, 1, SAMPLING, seed)
     by_id = {p.problem_id: p for p in problems}
     items = [(by_id[s.problem_id], s.steps[:h]) for s in sols for h in range(len(s.steps))]
     return items[:n_prefixes]
@@ -42,7 +44,7 @@ def prefixes(policy, task, n_prefixes: int, seed: int):
 
 def run_pav(policy, task, items, r):
     start = time.perf_counter()
-    _, gen, _, _ = rollout_counts(policy, task, items, r, LabelSettings(), seed=1)
+    _, gen, _, _ = rollout_counts(policy, task, items, r, SAMPLING, seed=1)
     return sum(gen), time.perf_counter() - start
 
 

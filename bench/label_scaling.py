@@ -15,9 +15,11 @@ from pathlib import Path
 
 import torch
 
-from pav.rollouts.label import LabelSettings, label_problems
+from pav.rollouts.label import LabelSettings, Sampling, label_problems
 from pav.policies.load import load_policy
 from pav.tasks.modreach import ModReach
+
+SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)  # the label stage's defaults
 
 
 def main() -> None:
@@ -30,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     task, policy = ModReach(), load_policy(args.policy, 256)
-    settings = LabelSettings(n_cov=args.n_cov, n_mc=args.n_mc)
+    settings = LabelSettings(**vars(SAMPLING), n_cov=args.n_cov, n_mc=args.n_mc, strategy="all")
     results = []
     for n in (args.problems, 10 * args.problems):
         with tempfile.TemporaryDirectory() as tmp:

@@ -56,7 +56,8 @@ def main() -> None:
 
 def compare(policy, scorer, task, problems, width: int, args) -> tuple[int, float, float]:
     """Batched vs per-problem beam search at one width: prints the timings and the identity checks."""
-    settings = BeamSettings(width, 3, args.alpha, task.max_steps)
+    settings = BeamSettings(width=width, candidates=3, alpha=args.alpha, max_steps=task.max_steps, step_tokens=32,
+                            temperature=1.0, top_p=1.0, dedup=True)
 
     start = time.perf_counter()
     batched = beam_search(policy, scorer, task, problems, settings, args.seed)

@@ -48,21 +48,21 @@ def test_ray_executor_runs_jobs_in_order_and_commits_each_once(tmp_path):
     from pav.core.jobs import Executor
 
     jobs = [Job("a", square, 1, {"x": 3}), Job("b", square, 1, {"x": 4}, after=("a",)), Job("c", square, 1, {"x": 5})]
-    out = run_jobs(jobs, tmp_path, Executor("ray", workers=2), show=False)
+    out = run_jobs(jobs, tmp_path, Executor("ray", 2, "", 2), show=False)
     assert {k: v["value"] for k, v in out.items()} == {"a": 9, "b": 16, "c": 25}
     assert os.getpid() not in {v["pid"] for v in out.values()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "c.json"]
     with pytest.raises(RuntimeError, match="boom"):  # a job's own error is not retried away
-        run_jobs([Job("bad", fail, 1)], tmp_path, Executor("ray", workers=1, max_retries=0), show=False)
+        run_jobs([Job("bad", fail, 1)], tmp_path, Executor("ray", 1, "", 0), show=False)
 
 
 def test_executor_settings_are_checked():
     from pav.core.jobs import Executor
 
     with pytest.raises(ValueError, match="executor"):
-        Executor("dask")
+        Executor("dask", 0, "", 0)
     with pytest.raises(ValueError, match=">= 0"):
-        Executor("ray", workers=-1)
+        Executor("ray", -1, "", 0)
 
 
 def test_with_absolute_paths_makes_only_existing_local_paths_absolute_and_keeps_links(tmp_path, monkeypatch):

@@ -5,12 +5,26 @@ import pytest
 import torch
 
 from pav.didactic.policy import MadeEnsemble
+from pav.didactic.experiments import TaskConfig
 from pav.didactic.task import PlantedTask
 from pav.didactic.train import (
     Member, RLSettings, _batch_mean_centred, generators, success_counts, train_rl, train_sft,
 )
 
-TASK = PlantedTask()
+
+def _planted(**changes) -> PlantedTask:
+    """The didactic stage's task (its config's defaults), with ``changes``."""
+    return PlantedTask(**{**vars(TaskConfig()), **changes})
+
+
+TASK = _planted()
+
+
+def _rl(**changes) -> RLSettings:
+    """The didactic stage's RL settings (its config's defaults), with ``changes``."""
+    return RLSettings(**{**dict(iterations=1000, batch_size=64, optimizer="adam", lr=1e-3, q_base="return",
+                                q_rollouts=16, baseline="mean_return", eval_every=0, eval_samples=1024,
+                                checkpoints=()), **changes})
 
 
 @pytest.fixture(autouse=True)
@@ -56,9 +70,9 @@ def test_prefix_forcing_keeps_the_prefix():
 def test_member_runs_identically_alone_and_inside_an_ensemble():
     alone = MadeEnsemble([7])
     both = MadeEnsemble([5, 7])
-    settings = RLSettings(iterations=3, batch_size=16)
-    for policy, members in ((alone, [Member(7, "effective")]), (both, [Member(5, "outcome"), Member(7, "effective")])):
-        train_sft(policy, TASK, n_samples=64, iterations=2, batch_size=16)
+    settings = _rl(iterations=3, batch_size=16)
+    for policy, members in ((alone, [Member(7, "effective", 10.0, 1.0)]), (both, [Member(5, "outcome"), Member(7, "effective", 10.0, 1.0)])):
+        train_sft(policy, TASK, gamma=5.0, n_samples=64, iterations=2, batch_size=16, lr=1e-3)
         train_rl(policy, TASK, members, settings)
     for a, b in zip(alone.parameters(), both.parameters()):
         torch.testing.assert_close(a[0], b[1], rtol=1e-5, atol=1e-6)
@@ -67,8 +81,8 @@ def test_member_runs_identically_alone_and_inside_an_ensemble():
 def test_same_seed_same_results_different_seed_different_results():
     def run(seed):
         policy = MadeEnsemble([seed])
-        train_sft(policy, TASK, n_samples=128, iterations=4, batch_size=32)
-        hist = train_rl(policy, TASK, [Member(seed, "effective")], RLSettings(iterations=5, batch_size=32))
+        train_sft(policy, TASK, gamma=5.0, n_samples=128, iterations=4, batch_size=32, lr=1e-3)
+        hist = train_rl(policy, TASK, [Member(seed, "effective", 10.0, 1.0)], _rl(iterations=5, batch_size=32))
         return torch.cat([p.flatten() for p in policy.parameters()]), hist.batch_accuracy
 
     p0, h0 = run(0)
@@ -82,7 +96,7 @@ def test_outcome_only_without_successes_leaves_the_policy_unchanged():
     """Eq. 5 with Q̂^π = return = 0 everywhere has zero gradient: nothing to learn from."""
     policy = MadeEnsemble([0])
     before = [p.detach().clone() for p in policy.parameters()]  # random init: success ~1e-5
-    hist = train_rl(policy, TASK, [Member(0, "outcome")], RLSettings(iterations=5, batch_size=32))
+    hist = train_rl(policy, TASK, [Member(0, "outcome")], _rl(iterations=5, batch_size=32))
     assert sum(map(sum, hist.batch_accuracy)) == 0
     for a, b in zip(before, policy.parameters()):
         assert torch.equal(a, b)
@@ -91,7 +105,7 @@ def test_outcome_only_without_successes_leaves_the_policy_unchanged():
 def test_every_parameter_changes_after_one_effective_reward_step():
     policy = MadeEnsemble([0])
     before = [p.detach().clone() for p in policy.parameters()]
-    train_rl(policy, TASK, [Member(0, "effective")], RLSettings(iterations=1, batch_size=64))
+    train_rl(policy, TASK, [Member(0, "effective", 10.0, 1.0)], _rl(iterations=1, batch_size=64))
     for a, b in zip(before, policy.parameters()):
         # the first layer's masked-out entries never get gradient; all others must move
         assert (a != b).any()
@@ -108,15 +122,15 @@ def test_batch_mean_baseline_centres_live_tokens_per_position():
 def test_effective_reward_learns_where_outcome_only_cannot():
     seeds = [1, 1]
     policy = MadeEnsemble(seeds)
-    train_sft(policy, TASK)
-    members = [Member(1, "effective", gamma=10.0), Member(1, "outcome")]
-    hist = train_rl(policy, TASK, members, RLSettings(iterations=120, eval_every=120, eval_samples=512))
+    train_sft(policy, TASK, gamma=5.0, n_samples=3200, iterations=50, batch_size=64, lr=1e-3)
+    members = [Member(1, "effective", gamma=10.0, alpha=1.0), Member(1, "outcome")]
+    hist = train_rl(policy, TASK, members, _rl(iterations=120, batch_size=64, eval_every=120, eval_samples=512))
     final = hist.eval_accuracy[-1]
     assert final[0] > 0.5 and final[1] < 0.02
 
 
 def test_success_counts_stop_early_and_reuse_unchanged_policies(tmp_path):
-    task = PlantedTask(target=(3,), length=3)  # easy: p(success) ≈ 0.2 for a random policy
+    task = _planted(target=(3,), length=3)  # easy: p(success) ≈ 0.2 for a random policy
     policy = MadeEnsemble([0, 1], length=3)
     succ, n = success_counts(policy, task, max_samples=8192, chunk=256, min_successes=100, cache_dir=tmp_path)
     assert np.all(succ >= 100) and np.all(n < 8192) and np.all(n % 256 == 0)

@@ -8,9 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pav.didactic.prover import GammaProver
+from pav.didactic.experiments import TaskConfig
 from pav.didactic.task import PlantedTask
 
-TASK = PlantedTask()
+
+def _planted(**changes) -> PlantedTask:
+    """The didactic stage's task (its config's defaults), with ``changes``."""
+    return PlantedTask(**{**vars(TaskConfig()), **changes})
+
+
+TASK = _planted()
 
 
 def appears_before_eos(seq, target, eos):
@@ -41,16 +48,16 @@ def test_automaton_reward_equals_substring_search(seq):
 def test_action_mask_keeps_eos_and_drops_after_it():
     tokens = np.array([[1, 14, 2, 2, 2, 2, 2, 2, 2, 2]])
     np.testing.assert_array_equal(TASK.action_mask(TASK.states(tokens))[0], [1, 1] + [0] * 8)
-    stop = PlantedTask(stop_at_match=True)
+    stop = _planted(stop_at_match=True)
     tokens = np.array([[3, 6, 0, 3, 5, 1, 1, 1, 1, 1]])
     np.testing.assert_array_equal(stop.action_mask(stop.states(tokens))[0], [1] * 5 + [0] * 5)
 
 
 def test_invalid_task_rejected():
     with pytest.raises(ValueError, match="EOS"):
-        PlantedTask(target=(3, 14))
+        _planted(target=(3, 14))
     with pytest.raises(ValueError):
-        PlantedTask(length=3)
+        _planted(length=3)
 
 
 def brute_force_prefix_value(task, prover, prefix):
@@ -67,7 +74,7 @@ def brute_force_prefix_value(task, prover, prefix):
 
 @pytest.mark.parametrize("gamma", [0.5, 3.0, 40.0])
 def test_dp_equals_brute_force_enumeration_on_short_instance(gamma):
-    task = PlantedTask(target=(1, 2, 1), vocab_size=4, length=5, eos=3)
+    task = _planted(target=(1, 2, 1), vocab_size=4, length=5, eos=3)
     prover = GammaProver(task, gamma)
     for t in range(task.length + 1):
         for prefix in itertools.product(range(task.vocab_size), repeat=t):

@@ -10,6 +10,7 @@ import torch
 from pav.policies.hf import HFPolicy, tiny_gpt2
 from pav.policies.tokenizer import build_char_tokenizer
 from pav.rl.rewards import NonFiniteReward
+from pav.rl.stage import RLConfig
 from pav.rl.train import Learner, RLSettings, train_rl
 from pav.tasks.modreach import ModReach
 from pav.verifier.model import ValueVerifier
@@ -17,8 +18,9 @@ from pav.verifier.scorer import StepScores, VerifierScorer
 
 TOK = build_char_tokenizer()
 TASK = ModReach()
-SETTINGS = RLSettings(reward="pav", alpha=1.0, baseline="value", iterations=4, problems_per_iter=2,
-                      samples_per_problem=2, lr=1e-3, warmup=1, max_new_tokens=24, checkpoint_every=2, eval_every=2)
+SETTINGS = RLSettings.of(RLConfig(), reward="pav", alpha=1.0, baseline="value", iterations=4, problems_per_iter=2,
+                         samples_per_problem=2, lr=1e-3, warmup=1, max_new_tokens=24, max_length=128,
+                         checkpoint_every=2, eval_every=2)
 
 
 def _learner():
@@ -48,9 +50,8 @@ def test_every_trainable_parameter_moves_and_metrics_are_logged(tmp_path):
 def test_an_entropy_bonus_changes_the_update_and_every_stage_knob_reaches_the_loop(tmp_path):
     import dataclasses
 
-    from pav.rl.stage import RLConfig
-
-    assert {f.name for f in dataclasses.fields(RLSettings)} - {"min_lr_ratio"} <= {f.name for f in dataclasses.fields(RLConfig)}
+    assert {f.name for f in dataclasses.fields(RLSettings)} <= {f.name for f in dataclasses.fields(RLConfig)}
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(RLSettings))  # one default: the stage's
     one = dataclasses.replace(SETTINGS, iterations=1)
     plain, bonus = _learner(), _learner()
     train_rl(plain, TASK, _scorer(), one, tmp_path / "plain", lambda it: {})

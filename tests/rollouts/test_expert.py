@@ -5,8 +5,10 @@ import random
 import numpy as np
 import pytest
 
-from pav.rollouts.label import LabelSettings, rollout_counts
+from pav.rollouts.label import Sampling, rollout_counts
 from pav.tasks.math_task import MathTask
+
+SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)  # the label stage's defaults
 
 
 def _prefixes(task, n_problems=4):
@@ -20,7 +22,7 @@ def _prefixes(task, n_problems=4):
 def test_rollout_success_rates_are_the_exact_expert_values(task, expert):
     items = _prefixes(task)
     n = 1500
-    wins, *_ = rollout_counts(expert, task, items, n, LabelSettings(), seed=0)
+    wins, *_ = rollout_counts(expert, task, items, n, SAMPLING, seed=0)
     exact = np.array([task.expert_values(p, steps)[-1] for p, steps in items])
     se = np.sqrt(np.maximum(exact * (1 - exact), 1e-12) / n)
     assert np.all(np.abs(np.array(wins) / n - exact) <= 4 * se + 1e-12), (np.array(wins) / n, exact)

@@ -69,12 +69,14 @@ def test_soft_labels_are_the_counts_and_hard_labels_threshold_them(counts, thres
 
 def test_export_cli_writes_one_row_per_labelled_solution(task, expert, tmp_path):
     from pav.core.io import write_jsonl
-    from pav.rollouts.label import LabelSettings, label_problems
+    from pav.rollouts.label import LabelSettings, Sampling, label_problems
+
+    SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)
     from pav.rollouts.stage import PROBLEMS_FILE
 
     problems = task.problems(5, seed=4)
     run = tmp_path / "labels"
-    label_problems(expert, expert, task, problems, run, LabelSettings(n_cov=2, n_mc=4), seed=1, shard_size=5,
+    label_problems(expert, expert, task, problems, run, LabelSettings(**vars(SAMPLING), n_cov=2, n_mc=4, strategy="all"), seed=1, shard_size=5,
                    show_progress=False)
     write_jsonl(run / PROBLEMS_FILE, problems)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -6,8 +6,10 @@ import pytest
 from pav.core.io import read_jsonl, read_parquet
 from pav.core.records import Solution, StepLabel
 from pav.rollouts.estimates import best_of_k
-from pav.rollouts.label import LabelSettings, best_of_k_counts, label_problems, rollout_counts, shard_paths
+from pav.rollouts.label import LabelSettings, Sampling, best_of_k_counts, label_problems, rollout_counts, shard_paths
 from pav.rollouts.views import label_arrays, read_labels
+
+SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)  # the label stage's defaults
 
 
 def test_values_drop_to_zero_after_an_injected_wrong_step(task, expert):
@@ -21,15 +23,15 @@ def test_values_drop_to_zero_after_an_injected_wrong_step(task, expert):
         right = apply_op(op, start, 10)
         good.append((p, [f"{start}{op}={right}"]))
         bad.append((p, [f"{start}{op}={(right + 1) % 10}"]))  # arithmetic slip: a pit
-    k_good, *_ = rollout_counts(expert, task, good, 32, LabelSettings(), seed=0)
-    k_bad, *_ = rollout_counts(expert, task, bad, 32, LabelSettings(), seed=0)
+    k_good, *_ = rollout_counts(expert, task, good, 32, SAMPLING, seed=0)
+    k_bad, *_ = rollout_counts(expert, task, bad, 32, SAMPLING, seed=0)
     assert sum(k_bad) == 0  # no continuation of an invalid step is correct, whatever the policy
     assert np.mean(k_good) / 32 > 0.2
 
 
 def test_progress_steps_gain_and_no_progress_steps_do_not(task, expert, tmp_path):
     problems = task.problems(60, seed=2)
-    label_problems(expert, expert, task, problems, tmp_path, LabelSettings(n_cov=4, n_mc=48), seed=3,
+    label_problems(expert, expert, task, problems, tmp_path, LabelSettings(**vars(SAMPLING), n_cov=4, n_mc=48, strategy="all"), seed=3,
                    shard_size=60, show_progress=False)
     labels = read_labels(tmp_path)
     adv = dict(zip([(lab.solution_id, lab.prefix_len) for lab in labels], label_arrays(labels)["adv"]))
@@ -50,9 +52,9 @@ def test_progress_steps_gain_and_no_progress_steps_do_not(task, expert, tmp_path
 def test_explicit_best_of_k_agrees_with_the_closed_form(task, expert):
     problems = task.problems(12, seed=4)
     items = [(p, []) for p in problems]
-    k_base, *_ = rollout_counts(expert, task, items, 400, LabelSettings(), seed=5)
+    k_base, *_ = rollout_counts(expert, task, items, 400, SAMPLING, seed=5)
     q = np.array(k_base) / 400
-    wins = best_of_k_counts(expert, task, items, k=4, n=200, settings=LabelSettings(), seed=6)
+    wins = best_of_k_counts(expert, task, items, k=4, n=200, settings=SAMPLING, seed=6)
     bok = np.array(wins) / 200
     predicted = best_of_k(q, 4)
     se = np.sqrt(predicted * (1 - predicted) / 200 + (4 * (1 - q) ** 3) ** 2 * q * (1 - q) / 400) + 1e-3
@@ -62,7 +64,7 @@ def test_explicit_best_of_k_agrees_with_the_closed_form(task, expert):
 @pytest.mark.parametrize("strategy", ["all", "first_pit"])
 def test_records_keep_counts_and_cover_every_labelled_prefix(task, expert, tmp_path, strategy):
     problems = task.problems(8, seed=7)
-    settings = LabelSettings(n_cov=3, n_mc=8, strategy=strategy)
+    settings = LabelSettings(**vars(SAMPLING), n_cov=3, n_mc=8, strategy=strategy)
     totals = label_problems(expert, expert, task, problems, tmp_path, settings, seed=0, shard_size=3,
                             show_progress=False)
     labels = read_labels(tmp_path)
@@ -82,7 +84,7 @@ def test_records_keep_counts_and_cover_every_labelled_prefix(task, expert, tmp_p
 
 def test_first_pit_stops_at_the_first_zero_value_prefix(task, expert, tmp_path):
     problems = task.problems(20, seed=8)
-    label_problems(expert, expert, task, problems, tmp_path, LabelSettings(n_cov=4, n_mc=16, strategy="first_pit"),
+    label_problems(expert, expert, task, problems, tmp_path, LabelSettings(**vars(SAMPLING), n_cov=4, n_mc=16, strategy="first_pit"),
                    seed=1, shard_size=20, show_progress=False)
     labels = read_labels(tmp_path)
     sols = {s.solution_id: s for s in read_jsonl(shard_paths(tmp_path, 0)[0], Solution)}
@@ -96,7 +98,7 @@ def test_first_pit_stops_at_the_first_zero_value_prefix(task, expert, tmp_path):
 
 def test_interrupted_labelling_resumes_to_identical_bytes(task, expert, tmp_path, monkeypatch):
     problems = task.problems(9, seed=9)
-    settings = LabelSettings(n_cov=2, n_mc=6)
+    settings = LabelSettings(**vars(SAMPLING), n_cov=2, n_mc=6, strategy="all")
     label_problems(expert, expert, task, problems, tmp_path / "whole", settings, seed=2, shard_size=2,
                    show_progress=False)
     import pav.rollouts.label as label_mod

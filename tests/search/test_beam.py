@@ -18,9 +18,12 @@ Q = {(): 0.5, ("a",): 0.7, ("b",): 0.6, ("c",): 0.2, ("a", "a1"): 0.5, ("a", "an
      ("b", "ans b"): 0.1, ("c", "ans c"): 0.2, ("a", "a1", "ans a1"): 0.4, ("b", "b1", "ans b1"): 1.0}
 
 
+SEARCH = dict(candidates=3, alpha=0.5, max_steps=12, step_tokens=32, temperature=1.0, top_p=1.0, dedup=True)
+
+
 def _search(toys, problem, tree, q, **settings):
     policy, scorer = toys.tree_policy(tree), toys.oracle(q)
-    [result] = beam_search(policy, scorer, toys.task(), [problem], BeamSettings(**settings), seed=0)
+    [result] = beam_search(policy, scorer, toys.task(), [problem], BeamSettings(**{**SEARCH, **settings}), seed=0)
     return result, policy, scorer
 
 
@@ -93,7 +96,8 @@ def test_batched_and_per_problem_search_agree_on_real_models():
     scorer = VerifierScorer(verifier, k=4)
     task = ModReach()
     problems = task.problems(4, seed=1, split="heldout")
-    settings = BeamSettings(width=3, candidates=2, alpha=0.5, max_steps=4, step_tokens=6)
+    settings = BeamSettings(width=3, candidates=2, alpha=0.5, max_steps=4, step_tokens=6, temperature=1.0, top_p=1.0,
+                            dedup=True)
     batched = beam_search(policy, scorer, task, problems, settings, seed=5)
     alone = [beam_search(policy, scorer, task, [p], settings, seed=5)[0] for p in problems]
     assert [r.steps for r in batched] == [r.steps for r in alone]
@@ -104,3 +108,40 @@ def test_batched_and_per_problem_search_agree_on_real_models():
     assert max(r.depth for r in batched) > 1 and len({r.steps for r in batched}) > 1
     other = beam_search(policy, scorer, task, problems, settings, seed=6)
     assert [r.complete for r in other] != [r.complete for r in batched]
+
+
+def test_beam_search_extends_the_kept_prefixes_and_chooses_what_re_encoding_chooses(monkeypatch):
+    """With the policy's prefix reuse (the fast GPT-2 path) the search encodes far fewer context
+    tokens and keeps exactly the solutions a search that encodes every prefix again keeps."""
+    import contextlib
+
+    from pav.policies.hf import HFPolicy, tiny_gpt2
+    from pav.policies.tokenizer import build_char_tokenizer
+    from pav.tasks.modreach import ModReach
+    from pav.verifier.model import ValueVerifier
+    from pav.verifier.scorer import VerifierScorer
+
+    torch.set_num_threads(1)
+    tok = build_char_tokenizer()
+    model = tiny_gpt2(len(tok), seed=3, eos_token_id=tok.eos_token_id)
+    with torch.no_grad():  # end lines often (a bias on the newline logit through ln_f; no hooks: fast path)
+        w = model.lm_head.weight[tok.convert_tokens_to_ids("\n")]
+        model.transformer.ln_f.bias += 2.5 * w / w.square().sum()
+    policy = HFPolicy(model, tok, "random", batch_size=64)
+    scorer = VerifierScorer(ValueVerifier(tiny_gpt2(len(tok), seed=4, eos_token_id=tok.eos_token_id), tok, seed=4), k=4)
+    task = ModReach()
+    problems = task.problems(6, seed=1, split="heldout")
+    settings = BeamSettings(width=4, candidates=3, alpha=0.5, max_steps=5, step_tokens=8, temperature=1.0, top_p=1.0,
+                            dedup=True)
+    encoded = []
+    real = HFPolicy.sample
+    monkeypatch.setattr(HFPolicy, "sample", lambda self, *a, **k: encoded.append((b := real(self, *a, **k)).prompt_tokens) or b)
+    reused = beam_search(policy, scorer, task, problems, settings, seed=5)
+    n_reused, encoded[:] = sum(encoded), []
+    monkeypatch.setattr(HFPolicy, "reuse_prefixes", lambda self: contextlib.nullcontext())
+    again = beam_search(policy, scorer, task, problems, settings, seed=5)
+    assert [r.steps for r in reused] == [r.steps for r in again]
+    assert [[s for s, _ in r.complete] for r in reused] == [[s for s, _ in r.complete] for r in again]
+    assert [r.compute for r in reused] == [r.compute for r in again]
+    assert max(r.depth for r in reused) > 2
+    assert n_reused < 0.5 * sum(encoded)

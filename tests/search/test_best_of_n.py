@@ -60,7 +60,7 @@ def test_sample_and_score_on_the_expert_policy():
             return [StepScores(0.5, np.full(len(s), 0.5), np.full(len(s), 0.5), np.zeros(len(s)), 0.25, 3)
                     for s in steps_list]
 
-    sets = sample_and_score(Expert(), Scorer(), task, problems, 4, seed=1)
+    sets = sample_and_score(Expert(), Scorer(), task, problems, 4, seed=1, max_new_tokens=200, temperature=1.0, top_p=1.0)
     assert [s.problem_id for s in sets] == [p.problem_id for p in problems]
     for s, p in zip(sets, problems):
         assert s.outcome.tolist() == [task.outcome(p, st) for st in s.steps]

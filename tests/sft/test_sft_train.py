@@ -39,7 +39,7 @@ def test_emphasis_weights_mark_the_character_after_the_marker():
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
-    s = SFTSchedule(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1)
+    s = SFTSchedule(steps=100, lr=1.0, warmup=10, min_lr_ratio=0.1, weight_decay=0.01, betas=(0.9, 0.98), grad_clip=1.0)
     assert lr_at(0, s) == pytest.approx(0.1) and lr_at(9, s) == pytest.approx(1.0)
     assert lr_at(10, s) == pytest.approx(1.0) and lr_at(100, s) == pytest.approx(0.1)
     assert all(lr_at(i, s) >= lr_at(i + 1, s) for i in range(10, 99))
@@ -50,7 +50,8 @@ def test_training_fits_a_fixed_batch_and_changes_every_parameter():
     model = tiny_gpt2(len(TOK), seed=0, eos_token_id=TOK.eos_token_id)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = [Example("3 to 7\n", "3+4=7\nans 7\n"), Example("1 to 2\n", "1*2=2\nans 2\n")]
-    losses = train_lm(model, TOK, itertools.repeat(batch), SFTSchedule(steps=60, lr=3e-3, warmup=5))
+    losses = train_lm(model, TOK, itertools.repeat(batch), SFTSchedule(steps=60, lr=3e-3, warmup=5, min_lr_ratio=0.1, weight_decay=0.01, betas=(0.9, 0.98),
+                                                                        grad_clip=1.0))
     assert losses[-1] < 0.3 * losses[0]
     for n, p in model.named_parameters():
         assert not torch.equal(before[n], p), n

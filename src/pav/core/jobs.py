@@ -49,10 +49,10 @@ class Job:
 class Executor:
     """Where jobs run: ``local`` processes (0 workers: this process) or a ``ray`` cluster."""
 
-    kind: str = "local"  # "local" | "ray"
-    workers: int = 2  # local: worker processes; ray without an address: CPUs of the local cluster (0: all)
-    ray_address: str = ""  # ray: an existing cluster ("auto", "ray://host:10001", ...); empty: start one
-    max_retries: int = 2  # ray: retries of a job whose worker died
+    kind: str  # "local" | "ray"
+    workers: int  # local: worker processes; ray without an address: CPUs of the local cluster (0: all)
+    ray_address: str  # ray: an existing cluster ("auto", "ray://host:10001", ...); empty: start one
+    max_retries: int  # ray: retries of a job whose worker died
 
     def __post_init__(self) -> None:
         if self.kind not in ("local", "ray"):
@@ -82,7 +82,7 @@ def with_absolute_paths(cfg: Any, *names: str) -> Any:
 
 def run_jobs(jobs: Sequence[Job], cache_dir: Path, workers: int | Executor = 2, show: bool = True) -> dict[str, dict]:
     """Run `jobs` on `workers` processes (0: in this process) or an `Executor`; returns {name: result}."""
-    executor = workers if isinstance(workers, Executor) else Executor("local", workers)
+    executor = workers if isinstance(workers, Executor) else Executor("local", workers, "", 0)
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
         raise ValueError(f"job names must be unique: {names}")

@@ -21,7 +21,7 @@ class LRSchedule:
     steps: int
     lr: float
     warmup: int
-    min_lr_ratio: float = 0.1
+    min_lr_ratio: float
 
 
 def warmup_cosine(step: int, s: Schedule) -> float:

@@ -180,8 +180,8 @@ def job_fig3a(progress: Progress, cfg: DidacticConfig, run_dir: str) -> dict[str
     r = cfg.rl
     members = [Member(s, "effective", r.gamma, r.alpha) for s in seeds] + [Member(s, "outcome") for s in seeds]
     task, policy, sft_losses = _setup([m.seed for m in members], cfg, progress)
-    settings = RLSettings(r.iterations, r.batch_size, "adam", r.lr, r.q_base, 16, r.baseline, r.eval_every,
-                          r.eval_samples, tuple(cfg.pass_at_n.checkpoints))
+    settings = RLSettings(r.iterations, r.batch_size, "adam", r.lr, r.q_base, cfg.q_base.rollouts, r.baseline,
+                          r.eval_every, r.eval_samples, tuple(cfg.pass_at_n.checkpoints))
     start = time.perf_counter()
     hist = train_rl(policy, task, members, settings, progress)
     seconds = time.perf_counter() - start
@@ -234,7 +234,8 @@ def job_sweep(progress: Progress, cfg: DidacticConfig, optimizer: str) -> dict[s
     members += [Member(s, "outcome") for s in seeds]
     task, policy, _ = _setup([m.seed for m in members], cfg, progress)
     lr = {"adam": sw.adam_lr, "sgd": sw.sgd_lr}[optimizer]
-    settings = RLSettings(sw.iterations, cfg.rl.batch_size, optimizer, lr, baseline=cfg.rl.baseline)
+    settings = RLSettings(sw.iterations, cfg.rl.batch_size, optimizer, lr, q_base="return", q_rollouts=0,
+                          baseline=cfg.rl.baseline, eval_every=0, eval_samples=0, checkpoints=())
     hist = train_rl(policy, task, members, settings, progress)
     run_avg = np.array(hist.batch_accuracy).mean(axis=0)  # (E,)
     return {"members": [{"seed": m.seed, "reward": m.reward, "gamma": m.gamma, "adv": m.adv,
@@ -250,7 +251,7 @@ def job_q_base(progress: Progress, cfg: DidacticConfig, mode: str) -> dict[str, 
     members = [Member(s, "effective", r.gamma, r.alpha) for s in seeds]
     task, policy, _ = _setup(seeds, cfg, progress)
     settings = RLSettings(q.iterations, r.batch_size, "adam", r.lr, mode, q.rollouts, r.baseline,
-                          r.eval_every, r.eval_samples)
+                          r.eval_every, r.eval_samples, checkpoints=())
     start = time.perf_counter()
     hist = train_rl(policy, task, members, settings, progress)
     return {"eval_iterations": hist.eval_iterations, "accuracy": np.array(hist.eval_accuracy).T.tolist(),

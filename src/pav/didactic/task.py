@@ -26,11 +26,11 @@ from numpy.typing import NDArray
 class PlantedTask:
     """The environment; `states`, `rewards` and `action_mask` are vectorised over any batch shape."""
 
-    target: tuple[int, ...] = (3, 6, 0, 3, 5)
-    vocab_size: int = 15
-    length: int = 10
-    eos: int = 14
-    stop_at_match: bool = False
+    target: tuple[int, ...]  # the defaults live in `pav.didactic.experiments.TaskConfig`
+    vocab_size: int
+    length: int
+    eos: int
+    stop_at_match: bool
     transitions: NDArray[np.int64] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -51,26 +51,33 @@ class Member:
 
     seed: int
     reward: Literal["outcome", "effective"]
-    gamma: float = 10.0  # prover strength γ of μ_γ (effective reward only)
-    alpha: float = 1.0  # α of Q^π + α·A^μ (effective reward only)
+    gamma: float | None = None  # prover strength γ of μ_γ (effective reward only)
+    alpha: float = 0.0  # α of Q^π + α·A^μ (effective reward only)
     adv: Literal["exact", "mc"] = "exact"  # how A^μ is read
-    n_mc: int = 128  # rollouts of μ per prefix when adv == "mc"
+    n_mc: int = 0  # rollouts of μ per prefix when adv == "mc"
+
+    def __post_init__(self) -> None:
+        if self.reward == "effective" and self.gamma is None:
+            raise ValueError("an effective-reward member needs its prover strength gamma")
+        if self.adv == "mc" and self.n_mc < 1:
+            raise ValueError("adv='mc' needs n_mc >= 1 rollouts per prefix")
 
 
 @dataclass(frozen=True)
 class RLSettings:
-    """Settings shared by all members of one ensemble."""
+    """Settings shared by all members of one ensemble; no defaults: `pav.didactic.experiments`
+    fills them from the stage's config."""
 
-    iterations: int = 1000
-    batch_size: int = 64
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 1e-3
-    q_base: Literal["return", "rollouts"] = "return"
-    q_rollouts: int = 16
-    baseline: Literal["none", "batch_mean", "mean_return"] = "mean_return"
-    eval_every: int = 0  # 0: no separate evaluation
-    eval_samples: int = 1024
-    checkpoints: tuple[int, ...] = ()
+    iterations: int
+    batch_size: int
+    optimizer: Literal["adam", "sgd"]
+    lr: float
+    q_base: Literal["return", "rollouts"]
+    q_rollouts: int  # rollouts of π per prefix when q_base == "rollouts"
+    baseline: Literal["none", "batch_mean", "mean_return"]
+    eval_every: int  # 0: no separate evaluation
+    eval_samples: int
+    checkpoints: tuple[int, ...]
 
 
 @dataclass
@@ -93,9 +100,8 @@ def rngs(seeds: Sequence[int], purpose: str) -> list[np.random.Generator]:
 
 
 def train_sft(
-    policy: MadeEnsemble, task: PlantedTask, gamma: float = 5.0, n_samples: int = 3200,
-    iterations: int = 50, batch_size: int = 64, lr: float = 1e-3,
-    progress: Progress | None = None,
+    policy: MadeEnsemble, task: PlantedTask, gamma: float, n_samples: int, iterations: int, batch_size: int,
+    lr: float, progress: Progress | None = None,
 ) -> list[float]:
     """Next-token SFT of every member on its own `n_samples` responses of μ_γ; returns losses."""
     prover = GammaProver(task, gamma)

@@ -56,7 +56,7 @@ def run_eval_policy(cfg: EvalPolicyConfig, out: str | Path | None, overwrite: bo
 
     from pav.eval.policy import metrics_table, policy_metrics, sample_rows
     from pav.policies.load import load_policy
-    from pav.rollouts.label import LabelSettings, sample_solutions
+    from pav.rollouts.label import Sampling, sample_solutions
 
     if not cfg.policy:
         raise ValueError("eval-policy needs a policy: --set policy=RUN_OR_MODEL_DIR_OR_GGUF_FILE")
@@ -68,7 +68,7 @@ def run_eval_policy(cfg: EvalPolicyConfig, out: str | Path | None, overwrite: bo
     check_task(task, cfg.task.source)
     run_dir = start_run(out, "eval-policy", cfg, overwrite)
     problems = task.problems(cfg.problems, derive_seed(cfg.seed, "eval-problems"), cfg.split)
-    settings = LabelSettings(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
+    settings = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
     start = time.perf_counter()
     solutions, generations, stats = sample_solutions(policy, task, problems, cfg.samples, settings,
                                                      derive_seed(cfg.seed, "eval-samples"))

@@ -12,7 +12,6 @@ during RL. Held-out accuracy (pass@1 from ``eval_samples`` samples per problem) 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +37,13 @@ class RLConfig:
     policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded and where training runs: device, dtype, remote code")
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
-    rft_steps: int = knob(300, "RFT optimiser steps (batch 16, AdamW, warm-up + cosine, as SFT)")
+    rft_steps: int = knob(300, "RFT optimiser steps (AdamW, warm-up + cosine, as SFT)")
     rft_lr: float = knob(5e-4, "RFT peak learning rate")
+    rft_warmup: int = knob(30, "RFT linear warm-up steps (its decay, clip and AdamW settings: min_lr_ratio, grad_clip, "
+                               "rft_weight_decay, rft_betas)")
+    rft_weight_decay: float = knob(0.01, "RFT AdamW weight decay of matrices")
+    rft_betas: tuple[float, float] = knob((0.9, 0.98), "RFT AdamW betas")
+    rft_batch_size: int = knob(16, "RFT correct solutions per step")
     verifier: str = knob("", "the fixed PQV (`pav train-verifier` run), needed unless reward=orm; `expert`: the exact "
                               "values of the built-in task's noisy expert instead (oracle ablation, `pav.verifier.exact`)")
     reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
@@ -59,6 +63,7 @@ class RLConfig:
     lr: float = knob(3e-4, "policy peak learning rate (AdamW)")
     value_lr: float = knob(3e-4, "value model peak learning rate")
     warmup: int = knob(30, "linear warm-up iterations, then cosine decay")
+    min_lr_ratio: float = knob(0.1, "the cosine decay ends at this share of the peak learning rates")
     kl_coef: float = knob(0.001, "KL penalty to the initial policy (paper: 0.001)")
     entropy_coef: float = knob(0.0, "entropy bonus: this times the mean token entropy is subtracted from the loss "
                                     "(not in the paper; on the built-in task it kept ORM-RL diverse, hardly PAV-RL, "
@@ -70,6 +75,7 @@ class RLConfig:
     eval_problems: int = knob(100, "held-out problems for accuracy and Pass@N")
     eval_samples: int = knob(4, "samples per held-out problem at each evaluation (pass@1 estimate)")
     final_samples: int = knob(64, "samples per held-out problem at the end (Pass@N, N <= this)")
+    eval_max_new_tokens: int = knob(200, "token budget of one held-out solution (accuracy and Pass@N)")
     checkpoint_every: int = knob(25, "checkpoint every this many iterations")
     max_length: int = knob(0, "tokens of prompt + solution in a training batch (longer ones are cut); 0: the "
                               "policy's window, at most 1024")
@@ -108,11 +114,13 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
 
     def batches():
         while True:
-            yield rng.sample(examples, min(16, len(examples)))
+            yield rng.sample(examples, min(cfg.rft_batch_size, len(examples)))
 
     torch.manual_seed(derive_seed(cfg.seed, "rft-torch") % 2**31)
     window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
-    train_lm(model, tokenizer, batches(), SFTSchedule(cfg.rft_steps, cfg.rft_lr), min(window, 1024))
+    schedule = SFTSchedule(cfg.rft_steps, cfg.rft_lr, cfg.rft_warmup, cfg.min_lr_ratio, cfg.rft_weight_decay,
+                           cfg.rft_betas, cfg.grad_clip)
+    train_lm(model, tokenizer, batches(), schedule, min(window, 1024))
     save_policy(model, tokenizer, out_dir)
     log.info("rft: %d steps on %d correct seed solutions -> %s", cfg.rft_steps, len(correct), out_dir)
     return out_dir
@@ -163,7 +171,7 @@ def final_evaluation(cfg: RLConfig, policy: Any, task: Any, heldout: list) -> di
     from pav.rollouts.evaluate import evaluate_policy
 
     return evaluate_policy(policy, task, heldout, cfg.final_samples, [n for n in PASS_AT if n <= cfg.final_samples],
-                           derive_seed(cfg.seed, "rl-final"), per_problem=True)
+                           derive_seed(cfg.seed, "rl-final"), max_new_tokens=cfg.eval_max_new_tokens, per_problem=True)
 
 
 def evaluate_start(cfg: RLConfig, policy_dir: str) -> dict[str, Any]:
@@ -219,14 +227,12 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     heldout = heldout_problems(cfg, task)
 
     def evaluate(it: int) -> dict[str, float]:
-        q = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1,), derive_seed(cfg.seed, "rl-eval", it))
+        q = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1,), derive_seed(cfg.seed, "rl-eval", it),
+                            max_new_tokens=cfg.eval_max_new_tokens)
         return {"rl/heldout_accuracy": q["pass@1"]}
 
-    settings = RLSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(RLSettings)
-                             if hasattr(cfg, f.name)})  # the loop's knobs are the stage's, by name
-    if not settings.max_length:
-        window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
-        settings = dataclasses.replace(settings, max_length=min(window, 1024))
+    window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
+    settings = RLSettings.of(cfg, max_length=cfg.max_length or min(window, 1024))  # the loop's knobs are the stage's
     start_acc = evaluate(0)["rl/heldout_accuracy"]
     with progress_bar(total=cfg.iterations, desc=f"rl {cfg.reward}", show=show_progress, log=log) as bar:
         def on_iter(it: int) -> None:

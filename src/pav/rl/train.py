@@ -24,7 +24,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -49,26 +49,34 @@ CHECKPOINTS = "checkpoints"
 
 @dataclass(frozen=True)
 class RLSettings:
-    reward: str = "pav"  # orm | pav | pqv | prover-q
-    alpha: float = 1.0
-    graded_final: bool = True  # an answer step's bonus uses its checked outcome (`pav.rl.rewards`)
-    baseline: str = "value"  # value | rloo
-    iterations: int = 200
-    problems_per_iter: int = 8
-    samples_per_problem: int = 4
-    lr: float = 1e-4
-    value_lr: float = 3e-4
-    warmup: int = 20
-    min_lr_ratio: float = 0.1
-    kl_coef: float = 0.001
-    entropy_coef: float = 0.0
-    grad_clip: float = 1.0
-    temperature: float = 1.0
-    max_new_tokens: int = 120
-    max_length: int = 128
-    seed: int = 0
-    eval_every: int = 25
-    checkpoint_every: int = 25
+    """What the loop reads; no defaults: the `pav rl` stage's config (`pav.rl.stage.RLConfig`) holds
+    them, and `of` copies its fields by name (``max_length`` resolved from 0 to the policy's window)."""
+
+    reward: str  # orm | pav | pqv | prover-q
+    alpha: float
+    graded_final: bool  # an answer step's bonus uses its checked outcome (`pav.rl.rewards`)
+    baseline: str  # value | rloo
+    iterations: int
+    problems_per_iter: int
+    samples_per_problem: int
+    lr: float
+    value_lr: float
+    warmup: int
+    min_lr_ratio: float
+    kl_coef: float
+    entropy_coef: float
+    grad_clip: float
+    temperature: float
+    max_new_tokens: int
+    max_length: int
+    seed: int
+    eval_every: int
+    checkpoint_every: int
+
+    @classmethod
+    def of(cls, cfg: Any, **changes: Any) -> RLSettings:
+        """The fields of ``cfg`` (a config with every field of this class) by name, then ``changes``."""
+        return cls(**{**{f.name: getattr(cfg, f.name) for f in fields(cls)}, **changes})
 
 
 @dataclass

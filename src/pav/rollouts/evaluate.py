@@ -13,18 +13,19 @@ import numpy as np
 from pav.core.records import Problem
 from pav.policies.base import Policy
 from pav.rollouts.estimates import pass_at_n
-from pav.rollouts.label import LabelSettings, sample_seed_solutions
+from pav.rollouts.label import Sampling, sample_seed_solutions
 from pav.tasks.base import Task
 
 
 def evaluate_policy(
-    policy: Policy, task: Task, problems: Sequence[Problem], n: int, ks: Sequence[int] = (1, 8, 64),
-    seed: int = 0, temperature: float = 1.0, per_problem: bool = False,
+    policy: Policy, task: Task, problems: Sequence[Problem], n: int, ks: Sequence[int], seed: int, *,
+    max_new_tokens: int, per_problem: bool = False,
 ) -> dict[str, Any]:
     """pass@k (unbiased, from n samples per problem, averaged over problems) and the step mix; with
-    ``per_problem``, also ``problems``: one row per problem (`problem_coverage`)."""
+    ``per_problem``, also ``problems``: one row per problem (`problem_coverage`). Samples are drawn
+    from the policy's own distribution (temperature 1, no nucleus cut), as pass@k is defined."""
     start = time.perf_counter()
-    solutions, stats = sample_seed_solutions(policy, task, problems, n, LabelSettings(temperature=temperature), seed)
+    solutions, stats = sample_seed_solutions(policy, task, problems, n, Sampling(1.0, 1.0, max_new_tokens), seed)
     seconds = time.perf_counter() - start
     rows = problem_coverage(problems, solutions)
     out: dict[str, Any] = {f"pass@{k}": float(np.mean([pass_at_n(n, r["correct"], k) for r in rows]))

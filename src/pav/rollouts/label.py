@@ -40,13 +40,21 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class LabelSettings:
-    n_cov: int = 4
-    n_mc: int = 16
-    strategy: str = "all"  # "all" | "first_pit"
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 200
+class Sampling:
+    """How solutions and rollouts are sampled. No defaults: a stage's config holds them."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int  # token budget of one solution or rollout
+
+
+@dataclass(frozen=True)
+class LabelSettings(Sampling):
+    """What a label shard needs (`pav.rollouts.stage.LabelConfig` holds the defaults)."""
+
+    n_cov: int  # seed solutions per problem
+    n_mc: int  # rollouts per prefix
+    strategy: str  # "all" | "first_pit"
 
 
 @dataclass
@@ -63,7 +71,7 @@ def context_of(task: Task, problem: Problem, steps: Sequence[str]) -> str:
 
 
 def sample_seed_solutions(
-    policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: LabelSettings, seed: int,
+    policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: Sampling, seed: int,
 ) -> tuple[list[Solution], ShardStats]:
     """n complete solutions per problem from `policy`, each split into steps and checked."""
     solutions, _, stats = sample_solutions(policy, task, problems, n, settings, seed)
@@ -71,7 +79,7 @@ def sample_seed_solutions(
 
 
 def sample_solutions(
-    policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: LabelSettings, seed: int,
+    policy: Policy, task: Task, problems: Sequence[Problem], n: int, settings: Sampling, seed: int,
 ) -> tuple[list[Solution], list[Generation], ShardStats]:
     """`sample_seed_solutions` with each solution's `Generation` (its tokens, whether a budget cut it)."""
     batch = policy.sample([task.prompt(p) for p in problems], n, until="solution", max_steps=task.max_steps,
@@ -89,7 +97,7 @@ def sample_solutions(
 
 def rollout_counts(
     policy: Policy, task: Task, items: Sequence[tuple[Problem, Sequence[str]]], n_mc: int,
-    settings: LabelSettings, seed: int,
+    settings: Sampling, seed: int,
 ) -> tuple[list[int], list[int], list[int], int]:
     """Successes of n_mc rollouts from each (problem, prefix steps): (n_correct, generated tokens,
     prompt tokens) per item and the call's total prompt tokens."""
@@ -222,7 +230,7 @@ def label_problems(
 
 def best_of_k_counts(
     policy: Policy, task: Task, items: Sequence[tuple[Problem, Sequence[str]]], k: int, n: int,
-    settings: LabelSettings, seed: int,
+    settings: Sampling, seed: int,
 ) -> list[int]:
     """Explicit Best-of-K(π) rollouts: n groups of k rollouts of π per item; a group succeeds if any
     of its rollouts does (the oracle outcome check as the re-ranker, PAPER.md §1.3). Its success

@@ -44,6 +44,7 @@ class LabelConfig:
     shard_size: int = knob(25, "problems per shard (the unit of resumption)")
     temperature: float = knob(1.0, "sampling temperature of seeds and rollouts")
     top_p: float = knob(1.0, "nucleus sampling threshold")
+    max_new_tokens: int = knob(200, "token budget of one seed solution or rollout")
     batch_size: int = knob(256, "rows per sampler batch (with 2+ threads or a GPU, 512-1024 label faster: "
                                 "bench/label_bench.py; the labels depend on it)")
     seed: int = knob(0, "seed of problems, seed solutions and rollouts")
@@ -51,7 +52,7 @@ class LabelConfig:
     executor: Literal["local", "ray"] = knob("local", "where shards are labelled: local (this process, or `workers` "
                                              "processes) or ray (one task per shard; see pav.core.jobs)")
     workers: int = knob(0, "local: worker processes (0: this process); ray without ray_address: CPUs of the local "
-                           "cluster started for the run")
+                           "cluster started for the run (0: all of this machine's)")
     ray_address: str = knob("", "ray: address of a running cluster (auto, ray://HOST:10001); the run directory "
                                 "and the policy must be readable at the same paths on every node")
     max_retries: int = knob(2, "ray: retries of a shard whose worker died")
@@ -115,7 +116,8 @@ def _rollout_policy(cfg: LabelConfig, task: Task, policy):
 
 
 def _settings(cfg: LabelConfig) -> LabelSettings:
-    return LabelSettings(cfg.n_cov, cfg.n_mc, cfg.strategy, cfg.temperature, cfg.top_p)
+    return LabelSettings(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                         n_cov=cfg.n_cov, n_mc=cfg.n_mc, strategy=cfg.strategy)
 
 
 def job_label_shard(progress, *, cfg: LabelConfig, problems: list, shard: int, run_dir: str) -> dict[str, int]:

@@ -23,6 +23,10 @@ Choices where the paper is silent (PAPER.md §5.1 [NOT FOUND]; we follow Snell e
   PQV repurposed as ORM, as the paper does). The sampled candidates of every prefix are paid for
   whether kept or not (`pav.core.compute`).
 
+Prefix reuse: the policy keeps the KV states of each depth's sampled steps, and the next depth
+encodes only the delimiter a kept candidate adds (`pav.policies.prefix_store`); a forked beam's
+children read one copy of their parent's prefix. The scorer re-reads every prefix.
+
 Randomness: candidate j of beam prefix i of a problem at depth d comes from the sampler's keyed
 noise with seed ``derive_seed(seed, problem_id, d, i)``, so searching one problem at a time gives
 exactly what the batched search gives (up to floating-point differences in logits and scores).
@@ -38,21 +42,23 @@ import numpy as np
 from pav.core.compute import Compute
 from pav.core.records import Problem
 from pav.core.seeding import derive_seed
-from pav.policies.base import Policy, context_tokens
+from pav.policies.base import Policy, context_tokens, reusing_prefixes
 from pav.tasks.base import Task, join_steps
 from pav.verifier.scorer import Scorer
 
 
 @dataclass(frozen=True)
 class BeamSettings:
+    """One search's settings; no defaults: `pav.search.stage.SearchConfig` holds them."""
+
     width: int  # B: beam width = complete solutions wanted = N on the paper's x-axis
-    candidates: int = 3  # C: next steps sampled per beam prefix
-    alpha: float = 0.5  # α of Q̂^π + α·Â^μ
-    max_steps: int = 12  # depth limit: a prefix with this many steps is complete
-    step_tokens: int = 32  # token budget of one step
-    temperature: float = 1.0
-    top_p: float = 1.0
-    dedup: bool = True  # merge identical candidates of a problem at a depth
+    candidates: int  # C: next steps sampled per beam prefix
+    alpha: float  # α of Q̂^π + α·Â^μ
+    max_steps: int  # depth limit: a prefix with this many steps is complete
+    step_tokens: int  # token budget of one step
+    temperature: float
+    top_p: float
+    dedup: bool  # merge identical candidates of a problem at a depth
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.candidates < 1 or self.max_steps < 1 or self.step_tokens < 1:
@@ -130,7 +136,14 @@ def _unique(candidates: list[_Candidate]) -> list[_Candidate]:
 def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[Problem],
                 settings: BeamSettings, seed: int, on_depth: Callable[[], None] | None = None) -> list[BeamResult]:
     """Search every problem; all beams advance together (see the module docstring). ``on_depth``
-    is called after each depth (a progress bar)."""
+    is called after each depth (a progress bar). The policy extends each kept prefix's KV cache by
+    its chosen step instead of encoding the prefix again (`reusing_prefixes`)."""
+    with reusing_prefixes(policy):
+        return _search(policy, scorer, task, problems, settings, seed, on_depth)
+
+
+def _search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[Problem], settings: BeamSettings,
+            seed: int, on_depth: Callable[[], None] | None) -> list[BeamResult]:
     beams = [_ProblemBeam(p, task.prompt(p)) for p in problems]
     delim, window = task.step_delimiter, getattr(policy, "max_positions", None)
     for depth in range(settings.max_steps):

@@ -51,8 +51,7 @@ SELECTORS: dict[str, Callable[[SolutionSet, np.ndarray], int]] = {
 
 
 def sample_and_score(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[Problem], n_max: int,
-                     seed: int, *, max_new_tokens: int = 200, temperature: float = 1.0,
-                     top_p: float = 1.0) -> list[SolutionSet]:
+                     seed: int, *, max_new_tokens: int, temperature: float, top_p: float) -> list[SolutionSet]:
     """``n_max`` solutions of every problem: one sampler call, one scorer call."""
     prompts = [task.prompt(p) for p in problems]
     batch = policy.sample(prompts, n_max, until="solution", max_steps=task.max_steps, max_new_tokens=max_new_tokens,

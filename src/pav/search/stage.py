@@ -70,12 +70,14 @@ class SearchConfig:
     step_tokens: int = knob(32, "token budget of one step in beam search")
     max_new_tokens: int = knob(200, "token budget of one best-of-N solution")
     temperature: float = knob(1.0, "sampling temperature of every method")
+    top_p: float = knob(1.0, "nucleus sampling threshold of every method")
     batch_size: int = knob(256, "sampler rows per batch")
     score_batch: int = knob(64, "solutions per verifier forward pass")
     seed: int = knob(0, "seed of problems and sampling")
     workers: int = knob(2, "worker processes (one torch thread each); 0: run in this process; with executor=ray "
                            "and no ray_address: CPUs of the local cluster")
     executor: Literal["local", "ray"] = knob("local", "where jobs run: local processes or a Ray cluster")
+    max_retries: int = knob(2, "ray: retries of a job whose worker died")
     ray_address: str = knob("", "ray: a running cluster (auto, ray://HOST:10001); empty: start a local one. Paths "
                                 "must be readable at the same place on every node")
 
@@ -135,7 +137,7 @@ def job_best_of_n(progress, cfg: SearchConfig, run_dir: str) -> dict[str, Any]:
     _, test = split_problems(cfg)
     task, policy, scorer = _components(cfg, cfg.k, with_orm=bool(cfg.orm), with_prover=False)
     sets = sample_and_score(policy, scorer, task, test, max(cfg.ns), derive_seed(cfg.seed, "best_of_n"),
-                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+                            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     with atomic_open(Path(run_dir) / "results" / "best_of_n.jsonl") as f:
         for s in sets:
             f.write(json.dumps({"problem_id": s.problem_id, "steps": s.steps, "answers": s.answers,
@@ -158,8 +160,8 @@ def job_beam(progress, cfg: SearchConfig, run_dir: str, name: str, split: str, w
     val, test = split_problems(cfg)
     problems = val if split == "val" else test
     task, policy, scorer = _components(cfg, k, with_orm=False, with_prover=alpha != 0)
-    settings = BeamSettings(width, cfg.candidates, alpha, task.max_steps, cfg.step_tokens, cfg.temperature,
-                            dedup=cfg.dedup)
+    settings = BeamSettings(width=width, candidates=cfg.candidates, alpha=alpha, max_steps=task.max_steps,
+                            step_tokens=cfg.step_tokens, temperature=cfg.temperature, top_p=cfg.top_p, dedup=cfg.dedup)
     depths = [0]
 
     def on_depth() -> None:
@@ -204,7 +206,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
         jobs += [Job(f"alpha_{_alpha_name(a)}", job_beam, depth,
                      {**common, "name": f"alpha_{_alpha_name(a)}", "split": "val", "width": cfg.alpha_width,
                       "alpha": a, "k": cfg.k}) for a in cfg.alpha_grid]
-    executor = Executor(cfg.executor, cfg.workers, cfg.ray_address)
+    executor = Executor(cfg.executor, cfg.workers, cfg.ray_address, cfg.max_retries)
     first = run_jobs(jobs, run_dir / "jobs", executor, show_progress)
     sweep = alpha_sweep(cfg.alpha_grid, first) if cfg.alpha is None else []
     alpha = cfg.alpha if cfg.alpha is not None else max(sweep, key=lambda r: (r["accuracy"], -r["alpha"]))["alpha"]

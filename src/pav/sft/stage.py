@@ -59,10 +59,15 @@ class SFTConfig:
     batch_size: int = knob(16, "demonstrations per step")
     lr: float = knob(2e-3, "peak AdamW learning rate")
     warmup: int = knob(30, "linear warm-up steps")
+    min_lr_ratio: float = knob(0.1, "the cosine decay ends at this share of the peak learning rate")
+    weight_decay: float = knob(0.01, "AdamW weight decay of matrices (biases and norms: none)")
+    betas: tuple[float, float] = knob((0.9, 0.98), "AdamW betas")
+    grad_clip: float = knob(1.0, "gradient norm clip")
     result_weight: float = knob(3.0, "loss weight on the character after `emphasis_after` (a move's result digit)")
     emphasis_after: str = knob("=", "marker whose next character gets `result_weight`; empty: uniform weights")
     eval_problems: int = knob(100, "held-out problems for pass@k")
     eval_samples: int = knob(64, "samples per held-out problem")
+    eval_max_new_tokens: int = knob(200, "token budget of one held-out solution")
     seed: int = knob(0, "seed of model initialisation, data and evaluation")
     threads: int = knob(1, "torch threads")
 
@@ -109,7 +114,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     run_dir = start_run(out, "sft", cfg, overwrite)
     model, tokenizer, max_length = _initial_model(cfg)
     task = build_task(cfg.task, tokenizer, rejects_dir=run_dir)
-    schedule = SFTSchedule(cfg.steps, cfg.lr, cfg.warmup)
+    schedule = SFTSchedule(cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio, cfg.weight_decay, cfg.betas, cfg.grad_clip)
     start = time.perf_counter()
     with MetricsLogger(run_dir / "metrics.jsonl") as metrics, progress_bar(total=cfg.steps, desc="sft", show=show_progress, log=log) as bar:
         def on_step(step: int, loss: float) -> None:
@@ -124,7 +129,8 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     policy = HFPolicy(model, tokenizer, policy_id=f"sft-seed{cfg.seed}", device=cfg.load.resolved_device(),
                       delimiter=task.step_delimiter)
     heldout = task.problems(cfg.eval_problems, derive_seed(cfg.seed, "sft-eval"), "heldout")
-    quality = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1, 8, 64), derive_seed(cfg.seed, "sft-eval-samples"))
+    quality = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1, 8, 64), derive_seed(cfg.seed, "sft-eval-samples"),
+                              max_new_tokens=cfg.eval_max_new_tokens)
     gate = check_gate(quality, cfg.gate) if is_builtin(cfg.task) else {"passed": None, "reasons": ["the gate is for the built-in task"]}
     summary = {"train_seconds": train_seconds, "final_loss": losses[-1], "policy_dir": str(run_dir / "policy"),
                "heldout": quality, "gate": gate}

@@ -31,13 +31,15 @@ class Example:
 
 @dataclass(frozen=True)
 class SFTSchedule:
+    """No defaults: `pav sft`'s config holds them (and `pav rl`'s for rejection fine-tuning)."""
+
     steps: int
     lr: float
-    warmup: int = 30
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    grad_clip: float = 1.0
+    warmup: int
+    min_lr_ratio: float
+    weight_decay: float
+    betas: tuple[float, float]
+    grad_clip: float
 
 
 def encode_batch(tokenizer, examples: Sequence[Example], max_length: int) -> dict[str, torch.Tensor]:

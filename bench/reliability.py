@@ -55,7 +55,10 @@ LABEL = ["label", "--quiet", "--set", "problems=24", "--set", "shard_size=2", "-
 
 
 def pav(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pav.cli", *args], cwd=cwd, env=ENV, check=True, capture_output=True)
+    """Run one `pav` command; a failure raises with the command and the end of its stderr."""
+    res = subprocess.run([sys.executable, "-m", "pav.cli", *args], cwd=cwd, env=ENV, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"`pav {' '.join(args)}` in {cwd} failed (exit {res.returncode}): {res.stderr[-2000:]}")
 
 
 def shards(run: Path) -> dict[str, bytes]:

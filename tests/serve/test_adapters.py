@@ -25,6 +25,20 @@ def test_the_trl_reward_is_the_reduced_effective_reward(scorer):
         PAVReward(scorer, reduction="max")
 
 
+def test_a_gold_answer_column_puts_the_checked_outcome_on_the_final_step(scorer):
+    short = "2 to 4 mod 10 ops +3 *2 max 1\n"
+    completions = ["2*2=4\nans 4\n", "2+3=5\nans 5\n", "2*2=4\n"]  # right, wrong, no answer
+    reward = PAVReward(scorer, alpha=0.5, reduction="last")
+    got = reward(prompts=[short] * 3, completions=completions, answer=["4", "4", "4"])
+    for g, d, outcome in zip(got, scorer.score([short] * 3, [split_steps(c, "\n") for c in completions]), (1, 0, 0)):
+        assert g == pytest.approx(outcome + 0.5 * (outcome - (d.q_prover[-1] - d.adv_prover[-1])))
+    plain = reward(prompts=[short] * 3, completions=completions)  # no gold column: the verifier's values
+    assert plain == pytest.approx([float(d.effective_reward(0.5)[-1]) for d in
+                                   scorer.score([short] * 3, [split_steps(c, "\n") for c in completions])])
+    with pytest.raises(ValueError, match="not the answer"):
+        reward(prompts=[short], completions=completions[:1], answer=["5"])
+
+
 def test_token_level_rewards_sit_on_the_tokens_that_end_each_step(scorer):
     tok = build_char_tokenizer()
     responses = ["0+3=3\n3*2=6\n", "0*2=0"]  # the second ends without a delimiter
@@ -44,33 +58,54 @@ def test_token_level_rewards_sit_on_the_tokens_that_end_each_step(scorer):
     assert (out[mask == 0] == 0).all()
 
 
-def test_a_few_grpo_steps_with_pavs_reward(tiny_qwen, tmp_path):
+def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column(tiny_qwen, tmp_path):
+    """TRL passes the dataset's `answer` column to both reward functions: the outcome reward grades it, and
+    PAVReward puts that checked outcome on the final step (built-in task problems, a tiny random policy)."""
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from transformers import AutoTokenizer
 
+    from pav.tasks.modreach import ModReach
     from pav.verifier.model import ValueVerifier
 
+    task = ModReach()
+    problems = task.problems(8, seed=0)
     verifier = ValueVerifier.from_policy(str(tiny_qwen), seed=0)
-    reward = PAVReward(verifier, alpha=0.5, reduction="mean")
-    seen = []
+    reward = PAVReward(verifier, alpha=0.5, reduction="last")
+    calls = []
 
-    def logged(prompts, completions, **kw):
-        out = reward(prompts, completions, **kw)
-        seen.append(out)
+    def outcome(prompts, completions, answer, **kw):
+        return [task.outcome(task.parse_question(p), split_steps(c, "\n")) if a else None
+                for p, c, a in zip(prompts, completions, answer)]
+
+    def pav(prompts, completions, answer, **kw):
+        out = reward(prompts, completions, answer=answer, **kw)
+        calls.append((list(prompts), list(completions), list(answer), out, outcome(prompts, completions, answer)))
         return out
 
-    logged.__name__ = reward.__name__
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_qwen))
-    data = datasets.Dataset.from_list([{"prompt": f"Tom has {i} apples. How many?\n"} for i in range(8)])
-    args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=4,
+    pav.__name__ = reward.__name__
+    # half the rows carry a gold answer (graded onto the final step), half none (the verifier's values alone)
+    data = datasets.Dataset.from_list([{"prompt": task.prompt(p), "answer": p.answer if i % 2 else None}
+                                       for i, p in enumerate(problems)])
+    args = trl.GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=8, num_generations=4,
                           max_completion_length=12, max_steps=2, learning_rate=1e-3, logging_steps=1, report_to=[],
                           use_cpu=True, bf16=False, save_strategy="no", seed=0, temperature=1.0)
-    trainer = trl.GRPOTrainer(model=str(tiny_qwen), reward_funcs=[logged], args=args, train_dataset=data,
-                              processing_class=tokenizer)
+    trainer = trl.GRPOTrainer(model=str(tiny_qwen), reward_funcs=[outcome, pav], args=args, train_dataset=data,
+                              processing_class=AutoTokenizer.from_pretrained(str(tiny_qwen)))
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
-    assert len(seen) >= 2 and all(len(r) == 4 and all(np.isfinite(r)) for r in seen)
-    history = [h for h in trainer.state.log_history if f"rewards/{reward.__name__}/mean" in h]
-    assert len(history) == 2
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
+    assert len(calls) >= 2
+    scorer = reward.scorer
+    for prompts, completions, answers, got, outcomes in calls:
+        steps = [split_steps(c, "\n") for c in completions]
+        for g, d, st, o in zip(got, scorer.score(prompts, steps), steps, outcomes):
+            if not st:
+                assert g == 0.0  # nothing to score: the empty value
+                continue
+            last = d.effective_reward(0.5)[-1] if o is None else o + 0.5 * (o - (d.q_prover[-1] - d.adv_prover[-1]))
+            assert g == pytest.approx(float(last))
+    assert {o is None for c in calls for o in c[4]} == {True, False}  # both kinds of row were scored
+    logged = trainer.state.log_history
+    assert sum("rewards/outcome/mean" in h for h in logged) == 2 and sum(f"rewards/{pav.__name__}/mean" in h
+                                                                            for h in logged) == 2

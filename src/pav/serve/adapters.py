@@ -3,6 +3,10 @@
 - `PAVReward`: a reward function for TRL's ``GRPOTrainer`` / ``RLOOTrainer``
   (``reward_funcs=[PAVReward("runs/pqv")]``). TRL takes one scalar per completion, so the step
   rewards Q̂^π + α·Â^μ are reduced (`pav.serve.reduce`; ``min`` by default, the weakest step).
+  When the dataset has a gold-answer column (``gold_column``, default ``answer``; TRL passes every
+  column to reward functions), the final step carries the checked outcome (`pav.serve.graded`),
+  graded by ``task`` (the built-in task by default). TRL's ``completion_ids`` are not used: the
+  verifier reads text with its own tokenizer, which need not be the policy's.
   Plain-text and conversational (list of messages) prompts and completions are both accepted;
   conversational prompts are rendered with the verifier's chat template.
 - `token_level_rewards`: the dense form verl's token-level reward tensor expects: (B, L) over
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pav.serve.graded import checked_outcome, load_task, with_outcome
 from pav.serve.reduce import REDUCTIONS, reduce_steps
 
 
@@ -47,21 +52,34 @@ class PAVReward:
     """A TRL reward function: one reduced effective reward per completion (module docstring)."""
 
     def __init__(self, verifier: Any, *, alpha: float = 0.5, k: int = 4, reduction: str = "min",
-                 delimiter: str | None = None, orm: str = "", batch_size: int = 32) -> None:
+                 delimiter: str | None = None, orm: str = "", batch_size: int = 32, gold_column: str = "answer",
+                 task: Any = None) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
         self.scorer = load_scorer(verifier, k=k, orm=orm, batch_size=batch_size)
         pqv = getattr(self.scorer, "pqv", None)
         self.delimiter = delimiter or getattr(pqv, "delimiter", "\n")
         self.tokenizer = getattr(pqv, "tokenizer", None)
-        self.alpha, self.reduction = alpha, reduction
+        self.alpha, self.reduction, self.gold_column = alpha, reduction, gold_column
+        self._task_spec, self._task = task, None
         self.__name__ = f"pav_{reduction}"  # TRL logs each reward function under its __name__
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         texts = [self._prompt_text(p) for p in prompts]
         steps = [split_steps(_completion_text(c), self.delimiter) for c in completions]
         scores = self.scorer.score(texts, steps)
+        golds = kwargs.get(self.gold_column)  # TRL passes every dataset column by name
+        if golds is not None:
+            outcomes = [checked_outcome(self.task, t, st, g) for t, st, g in zip(texts, steps, golds, strict=True)]
+            scores = [with_outcome(s, o) for s, o in zip(scores, outcomes)]
         return [reduce_steps(s.effective_reward(self.alpha), s.outcome, self.reduction) for s in scores]
+
+    @property
+    def task(self) -> Any:
+        """The task that grades gold answers, built on first use (`pav.serve.graded.load_task`)."""
+        if self._task is None:
+            self._task = load_task(self._task_spec, self.tokenizer)
+        return self._task
 
     def _prompt_text(self, prompt: Any) -> str:
         if isinstance(prompt, str):

@@ -2,7 +2,7 @@
 
 A path ending in ``.gguf`` is read once with transformers' GGUF loader (``gguf_file=``, which
 dequantizes every tensor to float32) and written as a plain Hugging Face folder (safetensors,
-config, tokenizer with its chat template) under ``$PAV_CACHE/gguf/<stem>-<sha256[:16]>``
+config, tokenizer with its chat template) under ``$PAV_CACHE/gguf/<sha256[:16]>``
 (``PAV_CACHE`` defaults to ``~/.cache/pav``). The folder is keyed on the file's content, so a
 re-downloaded or renamed copy of the same weights reuses it, and a changed file is converted
 again. From then on every stage (policy, prover, verifier backbone, SFT init, RL start) loads
@@ -53,15 +53,13 @@ def converted_dir(path: str | os.PathLike, cache: Path | None = None) -> Path:
     path = Path(path).expanduser()
     if not path.is_file():
         raise PolicyLoadError(f"no such GGUF file: {path}")
-    with path.open("rb") as f:
-        if f.read(4) != MAGIC:
-            raise PolicyLoadError(f"{path} is not a GGUF file (it does not start with {MAGIC.decode()!r})")
-    out = (cache or cache_root()) / f"{path.stem}-{_sha256(path)[:16]}"
+    _check_readable(path)
+    out = (cache or cache_root()) / _sha256(path)[:16]
     if (out / DONE).is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     log.info("converting %s to a Hugging Face folder in %s (once)", path, out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))  # renamed to `out` when complete
     try:
         _convert(path, tmp)
         (tmp / DONE).write_text(str(path) + "\n")
@@ -76,6 +74,24 @@ def converted_dir(path: str | os.PathLike, cache: Path | None = None) -> Path:
     return out
 
 
+def _check_readable(path: Path) -> None:
+    """Refuse a file that is not GGUF, or whose header and tensor table cannot be read (cut short, corrupt)."""
+    with path.open("rb") as f:
+        if f.read(4) != MAGIC:
+            raise PolicyLoadError(f"{path} is not a GGUF file (it does not start with {MAGIC.decode()!r})")
+    from gguf import GGUFReader
+
+    try:
+        GGUFReader(path)  # memory-mapped: reads the header and tensor table, not the weights
+    except Exception as err:  # noqa: BLE001 - a user's file: the reader raises anything on bad bytes
+        raise PolicyLoadError(f"could not read GGUF file {path} (cut short or corrupt): {_first_line(err)}") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def _convert(path: Path, out: Path) -> None:
     """REAL_MODEL recipe: load through ``gguf_file``, then re-save without the GGUF quantization
     config (``save_pretrained`` refuses a GGUF-loaded model, and the config would claim gguf)."""
@@ -87,8 +103,7 @@ def _convert(path: Path, out: Path) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kwargs)
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
     except Exception as err:  # noqa: BLE001 - a user's file: the reader raises anything on bad bytes
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PolicyLoadError(f"could not read GGUF file {path}: {first}") from err
+        raise PolicyLoadError(f"could not read GGUF file {path}: {_first_line(err)}") from err
     config = model.config
     if hasattr(config, "quantization_config"):
         delattr(config, "quantization_config")

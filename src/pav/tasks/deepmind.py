@@ -18,7 +18,9 @@ generators are seeded, so problems are reproducible:
   Nothing the model writes is evaluated.
 - The demonstrator (SFT data, few-shot examples) exists for ``arithmetic/add_sub_multiple``: it works
   the expression innermost parentheses first, left to right, one operation per step
-  (``3 + -3 = 0, leaving 1 - -4 - 0``), then states the answer. It is exact, not noisy.
+  (``1 - -4 - (3 + -3)``: ``3 + -3 = 0``, ``1 - -4 = 5``, ``5 - 0 = 5``), then states the answer.
+  It is exact, not noisy. Steps are kept this short because every token is sampled many times
+  over in labelling and search.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class DeepMindConfig:
     template: Literal["auto", "chat", "plain"] = knob("auto", "prompt: the tokenizer's chat template (chat), "
                                                       "Question:/Answer: text (plain), chat when the tokenizer has one (auto)")
     system: str = knob("", "chat prompts: a system turn (empty: none)")
-    instruction: str = knob("Work it out one operation per line, and end with 'The answer is X.'",
+    instruction: str = knob("One operation per line, then 'The answer is X.'",
                             "appended to every question (the examples' too)")
     shots: int = knob(0, "worked examples (the demonstrator's) before the question")
     max_steps: int = knob(12, "samplers stop a solution after this many steps")
@@ -192,7 +194,7 @@ def work_add_sub(question: str) -> list[str]:
             tokens = tokens[:start - 1] + inner + tokens[end + 1:]
         else:
             tokens = tokens[:start] + inner + tokens[end:]
-        steps.append(head if len(tokens) == 1 else f"{head}, leaving {_render(tokens)}")
+        steps.append(head)
     return steps + [f"The answer is {_number(tokens[0])}."]
 
 
@@ -218,11 +220,6 @@ def _innermost(tokens: list[Any]) -> tuple[int, int]:
         return 0, len(tokens)
     open_ = max(i for i in range(close) if tokens[i] == "(")
     return open_ + 1, close
-
-
-def _render(tokens: list[Any]) -> str:
-    text = " ".join(_number(t) if isinstance(t, int) else t for t in tokens)
-    return text.replace("( ", "(").replace(" )", ")")
 
 
 def _number(x: int) -> str:

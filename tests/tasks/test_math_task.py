@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from pav.core.records import Problem
 from pav.tasks.base import Task, join_steps
-from pav.tasks.build import build_task, prompt_of, with_prompt
+from pav.tasks.build import MATH, TaskPluginError, build_task, prompt_of, task_config, with_prompt
 from pav.tasks.math_data import MathDataError
 from pav.tasks.math_task import MathTask, MathTaskConfig
 from pav.tasks.modreach import ModReach, ModReachConfig
@@ -67,18 +67,45 @@ def test_steps_answers_and_outcomes(task):
 
 @given(st.lists(st.text(alphabet="ab 1+=.\n", min_size=1, max_size=8).filter(lambda s: "\n\n" not in s
                                                                               and not s.endswith("\n")
-                                                                              and not s.startswith("\n")),
+                                                                              and not s.startswith("\n")
+                                                                              and s.strip()),
                 max_size=5))
 def test_blank_line_steps_round_trip(steps):
     t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), delimiter="blank-line"))
     assert t.split_steps(join_steps(steps, t.step_delimiter)) == steps
 
 
-def test_build_task_picks_math_only_when_train_is_set():
-    assert isinstance(build_task(ModReachConfig(), MathTaskConfig()), ModReach)
-    assert isinstance(build_task(ModReachConfig(), MathTaskConfig(train=str(GSM8K_TINY))), MathTask)
+def test_task_source_picks_the_task_and_a_math_task_needs_problems():
+    assert isinstance(build_task(task_config()), ModReach)
+    assert isinstance(build_task(task_config(MATH, train=str(GSM8K_TINY), grader_workers=1)), MathTask)
     with pytest.raises(MathDataError):
         MathTask(MathTaskConfig())
+    with pytest.raises(TaskPluginError, match="task.options.train=FILE"):
+        build_task(task_config(MATH))
+
+
+def test_system_prompt_and_few_shot_examples(tiny_qwen):
+    from transformers import AutoTokenizer
+
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), shots=2, system="Be brief."))
+    p = t.problems(1, 0)[0]
+    plain = t.prompt(p)
+    assert plain.startswith("Be brief.\n\nQuestion: ") and plain.count("Question: ") == 3
+    assert plain.endswith(f"Question: {p.question}\nAnswer:\n") and plain.count("The answer is") == 2
+    for q in t.problems(100, 0):  # never its own example: always two others
+        assert t.prompt(q).count(q.question) == 1 and t.prompt(q).count("Question: ") == 3
+    t.bind_tokenizer(AutoTokenizer.from_pretrained(tiny_qwen))
+    chat = t.prompt(p)
+    assert chat.startswith("<|im_start|>system\nBe brief.") and chat.count("<|im_start|>assistant\n") == 3
+
+
+def test_a_final_answer_pattern_comes_before_boxed_and_the_answer_is(task):
+    t = MathTask(MathTaskConfig(train=str(GSM8K_TINY), answer_pattern=r"^Final: *(\S+)"))
+    assert t.answer(["x", "Final: 42"]) == "42" and t.is_final_step("Final: 7")
+    assert t.answer(["Final: 5 \\boxed{3}"]) == "5" and t.answer(["so \\boxed{3}"]) == "3"
+    assert t.answer(["The answer is 7."]) == "7" and not t.is_final_step("Final:")
+    with pytest.raises(ValueError, match="needs a group"):
+        MathTaskConfig(train="x", answer_pattern="Final")
 
 
 def test_prompt_of_falls_back_to_the_builtin_task():

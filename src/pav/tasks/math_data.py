@@ -131,8 +131,13 @@ def boxed_answer(text: str) -> str | None:
     return None
 
 
-def stated_answer(step: str) -> str | None:
-    """The answer a step states: its last ``\\boxed{}``, else what follows "The answer is"."""
+def stated_answer(step: str, pattern: re.Pattern[str] | None = None) -> str | None:
+    """The answer a step states: the first group of ``pattern`` where it matches (a task's own
+    final-answer form), else its last ``\\boxed{}``, else what follows "The answer is"."""
+    if pattern is not None:
+        m = pattern.search(step)
+        if m is not None and m.group(1) is not None and m.group(1).strip():
+            return m.group(1).strip()
     boxed = boxed_answer(step)
     if boxed is not None:
         return boxed

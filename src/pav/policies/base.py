@@ -6,14 +6,18 @@ times, either by one step (``until="step"``, used to propose candidate next step
 end of a solution (``until="solution"``, used for Monte-Carlo rollouts from a prefix s_h).
 
 The stop rule lives here as a pure function, `scan_steps`, so every backend (transformers, a toy
-policy, vLLM) stops rows in exactly the same way. No torch at import.
+policy, vLLM) stops rows in exactly the same way; where a step ends is `pav.core.steps`' rule (a
+blank line never becomes a step). No torch at import.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Protocol, runtime_checkable
+
+from pav.core.steps import complete_steps
 
 Until = Literal["step", "solution"]
 
@@ -88,6 +92,13 @@ class Policy(Protocol):
         ...
 
 
+def reusing_prefixes(policy: Policy) -> AbstractContextManager:
+    """``policy.reuse_prefixes()`` where the policy has one (`pav.policies.hf.HFPolicy`: its
+    step-mode calls extend the last call's rows instead of encoding contexts again), else a no-op."""
+    reuse = getattr(policy, "reuse_prefixes", None)
+    return reuse() if reuse is not None else nullcontext()
+
+
 def context_tokens(policy: Policy, texts: Sequence[str]) -> list[int]:
     """Tokens of each context as the policy encodes it, in one call of its ``count_tokens``
     (a policy without one: characters)."""
@@ -119,7 +130,7 @@ def scan_steps(
     Incremental: a backend calls it each time a row emits a delimiter and passes the returned
     ``n_steps`` back, so ``is_final_step`` sees every line once.
     """
-    lines = text.split(delimiter)[:-1]  # completed step lines; the last part is unfinished
+    lines, _ = complete_steps(text, delimiter)  # completed steps; a blank line starts the next one
     end = sum(len(line) + len(delimiter) for line in lines[:steps_seen])
     for k in range(steps_seen, len(lines)):
         end += len(lines[k]) + len(delimiter)

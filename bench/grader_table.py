@@ -4,7 +4,8 @@ Prints Markdown tables (docs/grading.md quotes them):
   1. the labelled grading corpus tests/tasks/data/grading_corpus.jsonl, per category: agreement with
      the labels, false positives (a wrong answer graded correct) and false negatives, for pav's
      grader (default `AnswerPolicy`) and for plain math-verify (its default ``parse`` + ``verify``,
-     in this process); then the rows that set a non-default policy, graded by pav under it;
+     in this process; as given, and with each answer put inside ``$...$``); then the rows that set a
+     non-default policy, graded by pav under it;
   2. latency per call through the worker pool (p50/p99, all workers busy) and calls/s, on fresh
      workers (first pass) and again (second pass); plain math-verify's per-call time beside it;
   3. the code-injection payloads of tests/tasks/data/injection_payloads.jsonl, each as prediction
@@ -46,10 +47,16 @@ def corpus() -> list[dict]:
     return [json.loads(line) for line in (DATA / "grading_corpus.jsonl").read_text().splitlines()]
 
 
-def plain_math_verify(pred: str, gold: str) -> tuple[bool, float]:
-    """math-verify as its README calls it: ``verify(parse(gold), parse(pred))``, all defaults; (verdict, s)."""
+def plain_math_verify(pred: str, gold: str, dollars: bool = False) -> tuple[bool, float]:
+    """math-verify as its README calls it: ``verify(parse(gold), parse(pred))``, all defaults; (verdict, s).
+
+    ``dollars``: each answer without a ``$`` goes inside ``$...$`` first (math-verify's LaTeX extraction
+    looks for math mode, so bare ``\\frac{1}{2}`` is otherwise read as a plain expression or not at all).
+    """
     from math_verify import parse, verify
 
+    if dollars:
+        pred, gold = (t if "$" in t else f"${t}$" for t in (pred, gold))
     start = time.perf_counter()
     try:
         ok = bool(verify(parse(gold), parse(pred)))
@@ -71,21 +78,24 @@ def corpus_table(workers: int, deadline: float) -> None:
     with MathGrader(workers=workers, deadline_s=deadline) as grader:
         pav = [g.correct for g in grader.grade_many([(c["pred"], c["gold"]) for c in rows])]
     plain = [plain_math_verify(c["pred"], c["gold"])[0] for c in rows]
+    dollars = [plain_math_verify(c["pred"], c["gold"], dollars=True)[0] for c in rows]
     by_cat: dict[str, list[int]] = defaultdict(list)
     for i, c in enumerate(rows):
         by_cat[c["category"]].append(i)
     negatives = sum(c["expect"] == "incorrect" for c in rows)
     print(f"## 1. Grading corpus: {len(rows)} labelled pairs ({negatives} hard negatives), default policy "
           f"{AnswerPolicy()}\n")
-    print("| category | pairs (neg.) | pav agree | pav FP | pav FN | math-verify agree | math-verify FP | "
-          "math-verify FN |\n|---|---|---|---|---|---|---|---|")
+    print("| category | pairs (neg.) | pav agree | FP | FN | math-verify agree | FP | FN | "
+          "math-verify, answers in $…$ | FP | FN |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for cat, idx in [*sorted(by_cat.items()), ("**all**", list(range(len(rows))))]:
         sub = [rows[i] for i in idx]
         a, fp, fn = _counts(sub, [pav[i] for i in idx])
-        pa, pfp, pfn = _counts(sub, [plain[i] for i in idx])
         neg = sum(c["expect"] == "incorrect" for c in sub)
-        print(f"| {cat} | {len(sub)} ({neg}) | {a}/{len(sub)} ({100 * a / len(sub):.1f}%) | {fp} | {fn} | "
-              f"{pa}/{len(sub)} ({100 * pa / len(sub):.1f}%) | {pfp} | {pfn} |")
+        cells = []
+        for verdicts in (pav, plain, dollars):
+            a, fp, fn = _counts(sub, [verdicts[i] for i in idx])
+            cells.append(f"{a}/{len(sub)} ({100 * a / len(sub):.1f}%) | {fp} | {fn}")
+        print(f"| {cat} | {len(sub)} ({neg}) | " + " | ".join(cells) + " |")
     print("\npav disagrees with the label on:\n")
     for c, ok in zip(rows, pav):
         if (c["expect"] == "correct") != ok:

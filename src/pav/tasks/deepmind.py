@@ -186,6 +186,9 @@ def work_add_sub(question: str) -> list[str]:
     steps = []
     while len(tokens) > 1:
         start, end = _innermost(tokens)  # tokens[start:end] is one flat a op b op c ...
+        if end - start == 1:  # (x) -> x
+            tokens = tokens[:start - 1] + tokens[start:end] + tokens[end + 1:]
+            continue
         a, op, b = tokens[start], tokens[start + 1], tokens[start + 2]
         value = a + b if op == "+" else a - b
         head = f"{_number(a)} {op} {_number(b)} = {_number(value)}"
@@ -205,6 +208,8 @@ def _literals(tokens: list[str]) -> list[Any]:
     for tok in tokens:
         if tok == "-" and (not out or out[-1] in ("(", "+", "-")) and sign == 1:
             sign = -1
+        elif sign == -1 and not tok.isdigit():
+            raise ValueError("the demonstrator negates numbers, not parenthesised groups")
         elif tok.isdigit():
             out.append(sign * int(tok))
             sign = 1

@@ -67,11 +67,11 @@ class ArithTask:
         return split_steps(completion, self.step_delimiter)  # pav's rule: a blank line is never a step
 
     def is_final_step(self, step: str) -> bool:
-        return _ANSWER.fullmatch(step) is not None
+        return _ANSWER.fullmatch(step.strip()) is not None  # a step may begin with the blank lines before it
 
     def answer(self, steps: Sequence[str]) -> str | None:
         for step in steps:
-            m = _ANSWER.fullmatch(step)
+            m = _ANSWER.fullmatch(step.strip())
             if m:
                 return str(int(m.group(1)))
         return None

@@ -136,3 +136,25 @@ def test_a_good_plugin_passes_the_check_and_a_bad_demonstration_is_not_a_type_er
     check_source(task_config("plug:make_task"))
     task = build_task(task_config("plug:make_task", value=3))
     assert task.demonstrate(task.problems(1, 0)[0], random.Random(0)) == ["ans 3"]
+
+
+def test_the_docs_example_task_passes_the_check(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "your-task.md").read_text()
+    (tmp_path / "docs_echo_task.py").write_text(doc.split("```python\n")[1].split("```")[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = build_task(task_config("docs_echo_task:make_task"))
+    p = task.problems(2, 0)[1]
+    assert task.outcome(p, task.split_steps("x\n\nans 1\n")) == 1.0
+
+
+def test_the_docs_error_lines_are_what_the_check_says(plug):
+    (plug / "my_task.py").write_text(GOOD + "\nclass Three(Echo):\n    def prompt(self, problem):\n        return 3\n"
+                                     "\ndef make_int():\n    return Three()\n")
+    with pytest.raises(TaskPluginError) as missing:
+        check_source(task_config("my_task:make_tsk"))
+    with pytest.raises(TaskPluginError) as wrong:
+        check_source(task_config("my_task:make_int"))
+    assert str(missing.value) == "task module 'my_task' has no 'make_tsk' (task.source = 'my_task:make_tsk')"
+    assert str(wrong.value) == "task my_task:make_int: prompt() must return a str, got int 3"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 
 from pav import __version__
@@ -51,7 +52,7 @@ def _resolve(cls: type, stage: str, preset: Optional[str], quick: bool, set_: li
     from pav.core.config import resolve
 
     if quick and preset:
-        raise typer.BadParameter("use either --quick or --preset, not both")
+        raise ValueError("use either --quick or --preset, not both")
     return resolve(cls, f"{stage}_quick" if quick else preset, set_)
 
 
@@ -88,7 +89,7 @@ def _errors_as_one_line():
     Ctrl-C as a note that the same command resumes (exit 130)."""
     try:
         yield
-    except (typer.Exit, typer.Abort):
+    except (typer.Exit, typer.Abort, click.ClickException):
         raise
     except KeyboardInterrupt:
         typer.secho("interrupted: rerun the same command with the same --out to resume where it stopped",

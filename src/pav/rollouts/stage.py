@@ -16,7 +16,7 @@ from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.expert import EXPERT, ExpertPolicy
 from pav.rollouts.label import LabelSettings, label_problems
 from pav.rollouts.views import label_arrays, read_labels
-from pav.policies.load import load_policy, weights_stamp
+from pav.policies.load import load_policy, resolve_model_dir, weights_stamp
 from pav.policies.options import LoadOptions
 from pav.tasks.base import Task
 from pav.tasks.build import (REJECTS_FILE, TASK_HELP, TaskConfig, build_task, check_source, check_task, is_builtin,
@@ -171,6 +171,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
         raise ValueError("label needs a base policy: --set policy=runs/sft-.../ (a `pav sft` run) or a model")
     torch.set_num_threads(cfg.threads)
     check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
+    resolve_model_dir(cfg.policy)  # so does a policy path that does not exist or a run without a policy
     run_dir = start_run(out, "label", cfg, overwrite)
     start = time.perf_counter()
     policy, rollout_policy, task = labelling_components(cfg, rejects_dir=run_dir)

@@ -19,11 +19,11 @@ from typing import Any, Literal
 from pav.core.config import knob
 from pav.core.io import atomic_open, read_jsonl, write_json
 from pav.core.records import SCHEMA_VERSION, Problem, Solution
-from pav.core.rundir import mark_complete, start_run
+from pav.core.rundir import mark_complete, readable_run, start_run
 from pav.policies.load import resolve_model_dir
 from pav.policies.options import LoadOptions
 from pav.tasks.math_task import MathTaskConfig
-from pav.verifier.load import load_scorer, load_verifier
+from pav.verifier.load import load_scorer, load_verifier, verifier_dir
 from pav.verifier.train import VerifierTrainConfig
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
         raise ValueError("train-verifier needs --set labels=LABEL_RUN and --set backbone=POLICY_RUN_OR_MODEL")
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("the verifier stages")
+    readable_run(cfg.labels, "labels"), resolve_model_dir(cfg.backbone)  # fail before the run directory is made
     ranks = Ranks(cpu=cfg.load.resolved_device() == "cpu")  # one process, or one of `accelerate launch`'s (pav.verifier.distributed)
     if ranks.world > 1 and out is None:
         raise ValueError("a multi-process train-verifier needs --out DIR (every process must write to the same run)")
@@ -161,6 +162,7 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
                          "(or --processbench FILE)")
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("the verifier stages")
+    verifier_dir(cfg.verifier)  # a missing or unfinished run stops here, before the run directory is made
     if cfg.processbench:
         return _eval_processbench(cfg, start_run(out, "eval-processbench", cfg, overwrite))
     run_dir = start_run(out, "eval-verifier", cfg, overwrite)

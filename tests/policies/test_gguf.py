@@ -206,7 +206,7 @@ def test_chat_prompts_of_a_gguf_tokenizer_hold_the_system_turn_and_worked_exampl
                       "<|im_start|>assistant\n" + "\n".join(s2) + "<|im_end|>\n"
                       f"<|im_start|>user\n{problem.question}\n{task.cfg.instruction}<|im_end|>\n"
                       "<|im_start|>assistant\n")
-    assert task.split_steps("1 + 2 = 3\n\n\nThe answer is 3.\n") == ["1 + 2 = 3", "The answer is 3."]
+    assert task.split_steps("1 + 2 = 3\n\n\nThe answer is 3.\n") == ["1 + 2 = 3", "\n\nThe answer is 3."]
 
 
 def test_eval_policy_refuses_a_missing_or_corrupt_gguf_with_one_line(tmp_path):

@@ -85,7 +85,9 @@ def test_outcome_reads_the_stated_answer_and_blank_lines_are_not_steps(task):
     assert task.outcome(p, ["2 + 3 = 5", "The answer is \\boxed{5}"]) == 1.0
     assert task.outcome(p, ["2 + 3 = 6", "The answer is 6."]) == 0.0
     assert task.outcome(p, ["2 + 3 = 5"]) == 0.0
-    assert task.split_steps("\n2 + 3 = 5\n \n\nThe answer is 5.") == ["2 + 3 = 5", "The answer is 5."]
+    steps = task.split_steps("\n2 + 3 = 5\n \n\nThe answer is 5.")
+    assert [s.strip() for s in steps] == ["2 + 3 = 5", "The answer is 5."]
+    assert task.outcome(p, steps) == 1.0
 
 
 def test_plain_prompts_show_the_worked_examples_and_end_with_the_delimiter():

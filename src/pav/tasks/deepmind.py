@@ -12,7 +12,7 @@ generators are seeded, so problems are reproducible:
 - Prompts: the tokenizer's chat template (``template=chat``, or ``auto`` when the bound tokenizer has
   one) with an optional system prompt and ``shots`` worked examples as earlier user/assistant turns;
   ``plain`` writes the same examples as "Question:/Answer:" blocks.
-- Steps are lines; a blank line never becomes a step. The step stating "The answer is X" (or
+- Steps are lines; a blank line never becomes a step (`pav.core.steps`, the rule every sampler applies). The step stating "The answer is X" (or
   ``\\boxed{X}``) ends a solution; X is compared with the gold answer exactly, as numbers when both
   parse as fractions or decimals (this module's answers are integers and fractions), else as text.
   Nothing the model writes is evaluated.
@@ -38,6 +38,7 @@ from typing import Any, Callable, Literal
 
 from pav.core.config import apply_overrides, knob
 from pav.core.records import Problem
+from pav.core.steps import split_steps
 from pav.tasks.base import Split
 from pav.tasks.math_data import stated_answer
 
@@ -150,7 +151,7 @@ class DeepMindTask:
     # -- steps and grading
 
     def split_steps(self, completion: str) -> list[str]:
-        return [line for line in completion.split("\n") if line.strip()]
+        return split_steps(completion, self.step_delimiter)
 
     def is_final_step(self, step: str) -> bool:
         return stated_answer(step) is not None

@@ -51,7 +51,7 @@ def test_training_fits_a_fixed_batch_and_changes_every_parameter():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = [Example("3 to 7\n", "3+4=7\nans 7\n"), Example("1 to 2\n", "1*2=2\nans 2\n")]
     losses = train_lm(model, TOK, itertools.repeat(batch), SFTSchedule(steps=60, lr=3e-3, warmup=5, min_lr_ratio=0.1, weight_decay=0.01, betas=(0.9, 0.98),
-                                                                        grad_clip=1.0))
+                                                                        grad_clip=1.0), 128)
     assert losses[-1] < 0.3 * losses[0]
     for n, p in model.named_parameters():
         assert not torch.equal(before[n], p), n

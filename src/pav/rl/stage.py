@@ -120,7 +120,8 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
     window = getattr(model.config.get_text_config(), "max_position_embeddings", None) or 1024
     schedule = SFTSchedule(cfg.rft_steps, cfg.rft_lr, cfg.rft_warmup, cfg.min_lr_ratio, cfg.rft_weight_decay,
                            cfg.rft_betas, cfg.grad_clip)
-    train_lm(model, tokenizer, batches(), schedule, min(window, 1024))
+    train_lm(model, tokenizer, batches(), schedule, min(window, 1024),
+             checkpoints=out_dir.with_name(f"{out_dir.name}-checkpoints"), checkpoint_every=cfg.checkpoint_every)
     save_policy(model, tokenizer, out_dir)
     log.info("rft: %d steps on %d correct seed solutions -> %s", cfg.rft_steps, len(correct), out_dir)
     return out_dir

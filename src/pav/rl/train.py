@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pav.core.checkpoint import flatten_optimizer, unflatten_optimizer, write_dir_atomically
 from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.records import Problem
@@ -39,7 +40,6 @@ from pav.core.seeding import derive_seed
 from pav.rl.rewards import NonFiniteReward, advantages, policy_loss, step_weights, token_weights
 from pav.rl.rollout import encode_rollouts, token_logprobs
 from pav.tasks.base import Task
-from pav.verifier.checkpoint import flatten_optimizer, unflatten_optimizer, write_dir_atomically
 from pav.verifier.scorer import Scorer
 
 log = logging.getLogger(__name__)

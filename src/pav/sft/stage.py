@@ -20,12 +20,12 @@ from typing import Any
 
 from pav.core.config import knob
 from pav.core.io import write_json
-from pav.core.metrics import MetricsLogger
+from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
 from pav.policies.options import LoadOptions
-from pav.sft.train import Example, SFTSchedule, train_lm
+from pav.sft.train import Example, SFTSchedule, checkpointed_steps, train_lm
 from pav.tasks.base import Task, join_steps
 from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, is_builtin
 
@@ -65,6 +65,7 @@ class SFTConfig:
     grad_clip: float = knob(1.0, "gradient norm clip")
     result_weight: float = knob(3.0, "loss weight on the character after `emphasis_after` (a move's result digit)")
     emphasis_after: str = knob("=", "marker whose next character gets `result_weight`; empty: uniform weights")
+    checkpoint_every: int = knob(200, "checkpoint every this many steps (a killed run resumes from the newest)")
     eval_problems: int = knob(100, "held-out problems for pass@k")
     eval_samples: int = knob(64, "samples per held-out problem")
     eval_max_new_tokens: int = knob(200, "token budget of one held-out solution")
@@ -115,15 +116,21 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     model, tokenizer, max_length = _initial_model(cfg)
     task = build_task(cfg.task, tokenizer, rejects_dir=run_dir)
     schedule = SFTSchedule(cfg.steps, cfg.lr, cfg.warmup, cfg.min_lr_ratio, cfg.weight_decay, cfg.betas, cfg.grad_clip)
+    checkpoints = run_dir / "checkpoints"
+    done = checkpointed_steps(checkpoints)  # > 0: a killed run, continued from its newest checkpoint
+    trim_metrics(run_dir / "metrics.jsonl", done - 1)  # rows logged after that checkpoint are logged again
     start = time.perf_counter()
     with MetricsLogger(run_dir / "metrics.jsonl") as metrics, progress_bar(total=cfg.steps, desc="sft", show=show_progress, log=log) as bar:
+        bar.update(done)
+
         def on_step(step: int, loss: float) -> None:
             bar.update(1)
             if step % 50 == 0 or step == cfg.steps - 1:
                 metrics.log(step, {"sft/loss": loss})
                 bar.set_postfix(loss=f"{loss:.3f}")
 
-        losses = train_lm(model, tokenizer, demonstrations(task, cfg), schedule, max_length, on_step)
+        losses = train_lm(model, tokenizer, demonstrations(task, cfg), schedule, max_length, on_step, checkpoints,
+                          cfg.checkpoint_every)
     train_seconds = time.perf_counter() - start
     save_policy(model, tokenizer, run_dir / "policy")
     policy = HFPolicy(model, tokenizer, policy_id=f"sft-seed{cfg.seed}", device=cfg.load.resolved_device(),

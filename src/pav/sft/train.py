@@ -10,13 +10,17 @@ Optimiser: AdamW, linear warm-up then cosine decay to `min_lr_ratio`, gradient c
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from pav.core.checkpoint import checkpoint_dirs, flatten_optimizer, prune, unflatten_optimizer, write_dir_atomically
+from pav.core.io import write_json
 from pav.core.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -73,17 +77,27 @@ def weighted_lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: tor
 
 def train_lm(
     model: torch.nn.Module, tokenizer, batches: Iterator[list[Example]], schedule: SFTSchedule,
-    max_length: int = 128, on_step: Callable[[int, float], None] | None = None,
+    max_length: int, on_step: Callable[[int, float], None] | None = None,
+    checkpoints: Path | None = None, checkpoint_every: int = 0,
 ) -> list[float]:
-    """Train `model` in place for `schedule.steps` batches; returns the loss of every step."""
+    """Train `model` in place for `schedule.steps` batches; returns the loss of every step.
+
+    With ``checkpoints``, the training state is saved there every ``checkpoint_every`` steps and
+    at the end (`save_checkpoint`), and a call that finds a checkpoint continues from the newest:
+    it skips the batches already trained on, so an interrupted run ends where an uninterrupted
+    one does (same batches, same optimiser and RNG state)."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": schedule.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=schedule.lr, betas=schedule.betas)
+    if checkpoints is not None and checkpoint_every < 1:
+        raise ValueError("checkpoint_every must be >= 1")
+    losses = resume(checkpoints, model, opt) if checkpoints is not None else []
+    for _ in range(len(losses)):  # the batches the checkpoint has trained on
+        next(batches)
     model.train()
-    losses = []
     start = time.perf_counter()
-    for step in range(schedule.steps):
+    for step in range(len(losses), schedule.steps):
         device = next(model.parameters()).device
         batch = {k: v.to(device) for k, v in encode_batch(tokenizer, next(batches), max_length).items()}
         for group in opt.param_groups:
@@ -101,6 +115,56 @@ def train_lm(
         losses.append(float(loss.detach()))
         if on_step:
             on_step(step, losses[-1])
+        if checkpoints is not None and (len(losses) % checkpoint_every == 0 or len(losses) == schedule.steps):
+            save_checkpoint(checkpoints, model, opt, losses)
     model.eval()
     log.info("sft: %d steps in %.0f s, final loss %.3f", schedule.steps, time.perf_counter() - start, losses[-1])
     return losses
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints: ``<checkpoints>/step-XXXXXXXX/`` = model.safetensors, opt.safetensors + opt.json,
+# rng.safetensors (torch's CPU RNG) and trainer.json (the loss of every step so far), renamed into
+# place whole (`pav.core.checkpoint.write_dir_atomically`); the newest two are kept.
+
+
+def save_checkpoint(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, losses: list[float],
+                    keep: int = 2) -> Path:
+    from safetensors.torch import save_file, save_model
+
+    def fill(tmp: Path) -> None:
+        save_model(model, str(tmp / "model.safetensors"))  # handles tied embeddings
+        tensors, scalars = flatten_optimizer(opt.state_dict())
+        save_file(tensors, str(tmp / "opt.safetensors"))
+        write_json(tmp / "opt.json", scalars)
+        save_file({"torch_cpu": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        write_json(tmp / "trainer.json", {"step": len(losses), "losses": losses})
+
+    path = root / f"step-{len(losses):08d}"
+    write_dir_atomically(path, fill)
+    prune(root, "step", keep)
+    return path
+
+
+def checkpointed_steps(root: Path) -> int:
+    """Steps the newest checkpoint under ``root`` holds (0: none)."""
+    found = checkpoint_dirs(root, "step")
+    return int(found[0].name.removeprefix("step-")) if found else 0
+
+
+def resume(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> list[float]:
+    """Load the newest checkpoint under ``root`` into ``model`` and ``opt``; the losses of the
+    steps it holds ([] when there is none)."""
+    from safetensors.torch import load_file, load_model
+
+    found = checkpoint_dirs(root, "step")
+    if not found:
+        return []
+    path = found[0]
+    trainer = json.loads((path / "trainer.json").read_text(encoding="utf-8"))
+    load_model(model, str(path / "model.safetensors"))
+    opt.load_state_dict(unflatten_optimizer(load_file(str(path / "opt.safetensors")),
+                                            json.loads((path / "opt.json").read_text(encoding="utf-8"))))
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch_cpu"])
+    log.info("sft: resumed from %s (step %d)", path, trainer["step"])
+    return list(trainer["losses"])

@@ -14,15 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pav.core.checkpoint import flatten_optimizer, unflatten_optimizer, write_dir_atomically
 from pav.core.io import write_json
 from pav.verifier.data import ExampleSampler
 from pav.verifier.model import WEIGHTS_FILE, ValueVerifier
@@ -35,38 +33,6 @@ CHECKPOINTS = "checkpoints"
 
 class CheckpointError(RuntimeError):
     """Checkpoints exist but none can be resumed, or they belong to another run."""
-
-
-def write_dir_atomically(dst: Path, fill: Callable[[Path], Any]) -> None:
-    """``fill`` a temp folder beside ``dst``, fsync every file, then rename it to ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".tmp-{dst.name}-"))
-    try:
-        fill(tmp)
-        for f in tmp.iterdir():
-            _fsync(f)
-        _fsync(tmp)
-        if dst.exists():  # same step written again (a rerun of a finished run): replace it
-            old = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".tmp-old-{dst.name}-"))
-            os.replace(dst, old / dst.name)
-            os.replace(tmp, dst)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, dst)
-        _fsync(dst.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:  # directories cannot be fsynced everywhere
-        pass
-    finally:
-        os.close(fd)
 
 
 def _sha256(path: Path) -> str:
@@ -98,26 +64,6 @@ def save_checkpoint(root: Path, step: int, verifier: ValueVerifier, opt: torch.o
         if (old / MARKER).is_file():
             shutil.rmtree(old)
     return path
-
-
-def flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Optimizer state dict -> ({"<param>.<key>": tensor}, JSON of param groups and scalars)."""
-    tensors, scalars = {}, {"param_groups": state["param_groups"], "state": {}}
-    for pid, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().contiguous()
-            else:
-                scalars["state"].setdefault(str(pid), {})[key] = value
-    return tensors, scalars
-
-
-def unflatten_optimizer(tensors: dict[str, torch.Tensor], scalars: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {int(pid): dict(entry) for pid, entry in scalars["state"].items()}
-    for name, value in tensors.items():
-        pid, key = name.split(".", 1)
-        state.setdefault(int(pid), {})[key] = value
-    return {"state": state, "param_groups": scalars["param_groups"]}
 
 
 def _checkpoint_dirs(root: Path) -> list[Path]:

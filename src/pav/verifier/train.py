@@ -41,12 +41,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pav.core.checkpoint import write_dir_atomically
 from pav.core.config import knob
 from pav.core.schedule import warmup_cosine
 from pav.core.metrics import METRICS_FILE, MetricsLogger, trim_metrics
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
-from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint, write_dir_atomically
+from pav.verifier.checkpoint import CHECKPOINTS, resume, save_checkpoint
 from pav.verifier.distributed import Ranks
 from pav.verifier.data import ExampleSampler, VerifierExample, balanced_probs
 from pav.verifier.lora import LoraOptions, add_lora, merge_lora

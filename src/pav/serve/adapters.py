@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from pav.core import steps as core_steps
 from pav.serve.graded import checked_outcome, load_task, with_outcome
 from pav.serve.reduce import REDUCTIONS, reduce_steps
 
@@ -44,8 +45,8 @@ def load_scorer(verifier: Any, *, k: int = 4, orm: str = "", batch_size: int = 3
 
 
 def split_steps(completion: str, delimiter: str) -> list[str]:
-    """Non-blank steps of a completion."""
-    return [s for s in completion.split(delimiter) if s.strip()]
+    """The steps of a completion under pav's step rule (`pav.core.steps`: a blank line is never a step)."""
+    return core_steps.split_steps(completion, delimiter)
 
 
 class PAVReward:
@@ -123,13 +124,14 @@ def steps_with_token_ends(tokenizer: Any, ids: list[int], delimiter: str) -> tup
     """The non-blank steps of the response ``ids`` and, per step, the index of the token that completes
     it (the token covering its delimiter, or the last token of a final step without one)."""
     text, char_end = _decode_with_offsets(tokenizer, ids)
-    parts = text.split(delimiter)
-    steps, token_ends, at = [], [], 0
-    for i, part in enumerate(parts):
-        at += len(part) + (len(delimiter) if i < len(parts) - 1 else 0)
-        if part.strip():
-            steps.append(part)
-            token_ends.append(_token_at(char_end, at))
+    steps, rest = core_steps.complete_steps(text, delimiter)  # a blank line starts the next step
+    token_ends, at = [], 0
+    for step in steps:
+        at += len(step) + len(delimiter)
+        token_ends.append(_token_at(char_end, at))
+    if rest.strip():  # a final step without its delimiter
+        steps.append(rest)
+        token_ends.append(_token_at(char_end, at + len(rest)))
     return steps, token_ends
 
 

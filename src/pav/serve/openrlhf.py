@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pav.core.steps import split_steps
 from pav.serve.graded import checked_outcome, extra_logs, with_outcome
 from pav.serve.reduce import reduce_steps
 
@@ -56,7 +57,7 @@ def parse(queries: Sequence[Any], prompts: Sequence[Any], labels: Sequence[Any] 
         if at < 0:
             raise BadRequest(f"query {i} does not contain its prompt")
         response = _strip_special(query[at + len(prompt):], special_tokens)
-        st = [s for s in response.split(delimiter) if s.strip()]
+        st = split_steps(response, delimiter)  # pav's step rule: a blank line is never a step
         if not st:
             raise BadRequest(f"query {i}: the response has no steps")
         steps.append(st)

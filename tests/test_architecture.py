@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "pav"
 # rank of each layer: a module may import only from layers of lower rank (so tasks and policies
 # never import each other, nor sft and didactic)
 RANK = {"core": 0, "tasks": 1, "policies": 1, "rollouts": 2, "verifier": 3, "sft": 3, "didactic": 3, "search": 4, "rl": 4, "eval": 5,
-        "demo": 5, "serve": 5, "cli": 9}
+        "demo": 5, "serve": 5, "api": 9, "cli": 9}
 
 
 def test_import_pav_core_and_estimates_import_no_torch():
@@ -46,7 +46,7 @@ def test_imports_point_downward():
 
 
 # a stage module wires config -> library calls -> run directory; only these may import one
-STAGE_IMPORTERS = ("pav.cli", "pav.demo", "pav.serve")
+STAGE_IMPORTERS = ("pav.cli", "pav.api", "pav.demo", "pav.serve")
 # `pav rl-compare` runs the rl stage once per arm and seed, as the demo runs every stage
 ORCHESTRATORS = {"pav.rl.compare": ("pav.rl.stage",)}
 

@@ -158,3 +158,15 @@ def test_the_docs_error_lines_are_what_the_check_says(plug):
         check_source(task_config("my_task:make_int"))
     assert str(missing.value) == "task module 'my_task' has no 'make_tsk' (task.source = 'my_task:make_tsk')"
     assert str(wrong.value) == "task my_task:make_int: prompt() must return a str, got int 3"
+
+
+def test_an_installed_plugin_is_found_by_its_entry_point_name(plug, monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import importlib.metadata
+
+    eps = [EntryPoint("echo", "plug:make_task", "pav.tasks")]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: eps if group == "pav.tasks" else [])
+    assert build_task(task_config("echo", value=5)).value == 5
+    with pytest.raises(TaskPluginError, match=r"no task plug-in named 'ecko' \(installed: echo\)"):
+        check_source(task_config("ecko"))

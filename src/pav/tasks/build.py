@@ -33,6 +33,7 @@ from pav.tasks.base import Task, join_steps
 MODREACH = "pav.tasks.modreach:make_task"
 MATH = "pav.tasks.math_task:make_task"
 REJECTS_FILE = "rejects.jsonl"
+ENTRY_POINTS = "pav.tasks"  # a package's [project.entry-points."pav.tasks"] NAME = "module:function"
 
 
 TASK_HELP = "the task: task.source (a factory 'module:function') and task.options.* (its keyword arguments)"
@@ -45,14 +46,15 @@ class TaskPluginError(ValueError):
 @dataclass(frozen=True)
 class TaskConfig:
     source: str = knob(MODREACH, "the task: a factory 'module:function' returning a pav Task (built in: "
-                                 f"{MODREACH}, {MATH})")
+                                 f"{MODREACH}, {MATH}), or the name of an installed plug-in (entry point "
+                                 f"group '{ENTRY_POINTS}')")
     options: dict[str, Any] = knob({}, "keyword arguments of the factory, one key each "
                                        "(task.options.NAME=VALUE; e.g. task.options.train=FILE for the math task)")
 
     def __post_init__(self) -> None:
         module, sep, name = self.source.partition(":")
-        if not (sep and module.strip() and name.strip()):
-            raise ValueError(f"task.source must be 'module:function', got {self.source!r}")
+        if not (module.strip() and (name.strip() or not sep)):
+            raise ValueError(f"task.source must be 'module:function' or a plug-in's name, got {self.source!r}")
 
 
 def task_config(source: str = MODREACH, **options: Any) -> TaskConfig:
@@ -114,7 +116,10 @@ def _call_factory(cfg: TaskConfig) -> Any:
 
 
 def load_factory(source: str) -> Callable[..., Any]:
-    """The callable ``module:function`` names; TaskPluginError (one line) if there is none."""
+    """The callable ``module:function`` (or the installed plug-in ``source``) names; TaskPluginError
+    (one line) if there is none."""
+    if ":" not in source:
+        return _entry_point(source)
     module_name, _, name = source.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -128,6 +133,20 @@ def load_factory(source: str) -> Callable[..., Any]:
     if not callable(factory):
         raise TaskPluginError(f"task module {module_name!r}: {name!r} is a {type(factory).__name__}, not a factory")
     return factory
+
+
+def _entry_point(name: str) -> Callable[..., Any]:
+    from importlib.metadata import entry_points
+
+    found = {ep.name: ep for ep in entry_points(group=ENTRY_POINTS)}
+    if name not in found:
+        installed = ", ".join(sorted(found)) or "none"
+        raise TaskPluginError(f"no task plug-in named {name!r} (installed: {installed}); "
+                              "or give task.source as 'module:function'")
+    try:
+        return found[name].load()
+    except Exception as exc:
+        raise TaskPluginError(f"task plug-in {name!r} ({found[name].value}) cannot be loaded: {_one_line(exc)}") from exc
 
 
 def _typed_options(factory: Callable[..., Any], cfg: TaskConfig) -> dict[str, Any]:

@@ -167,3 +167,11 @@ def test_a_different_number_is_never_graded_right(gold, candidate, decoration):
     verdict, _ = _compare(decoration.format(text), gold_text)  # the worker's comparison, in this process
     assert verdict == ("correct" if value == gold_value else "incorrect")
     assert _compare(decoration.format(gold_text), gold_text)[0] == "correct"
+
+
+@pytest.mark.parametrize("unit", ["\\(", "\\[", "$$", "\\boxed{", "**a ", "\\text{", "1 1/", "the answer is ", "1,"])
+def test_long_repetitive_answers_normalise(unit):
+    """100,000 characters of one token: every rule is linear in the text (``\\(`` repeated was quadratic,
+    a minute of regex backtracking; the worker's deadline would have cut it, as an ungraded answer)."""
+    text = unit * (100_000 // len(unit))
+    assert isinstance(normalise(text).text, str)

@@ -104,13 +104,23 @@ def last_boxed(text: str) -> str:
     return text  # unbalanced: leave it to the parser
 
 
-_DISPLAY = re.compile(r"(?<!\\)\$\$(.+?)(?<!\\)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)", re.DOTALL)
 _INLINE = re.compile(r"(?<!\\)\$(.+?)(?<!\\)\$", re.DOTALL)
+
+
+def _unwrap(text: str, opener: str, closer: str) -> str:
+    """Every ``opener ... closer`` span replaced by its content, in one left-to-right pass (linear time)."""
+    parts, i = [], 0
+    while (start := text.find(opener, i)) >= 0 and (end := text.find(closer, start + len(opener))) >= 0:
+        parts += [text[i:start], text[start + len(opener):end]]
+        i = end + len(closer)
+    return "".join(parts) + text[i:]
 
 
 def math_delimiters(text: str) -> str:
     """``$...$``, ``$$...$$``, ``\\(...\\)`` and ``\\[...\\]`` give up their content; a lone ``$`` stays."""
-    text = _DISPLAY.sub(lambda m: next(g for g in m.groups() if g is not None), text)
+    for opener, closer in (("\\[", "\\]"), ("\\(", "\\)")):
+        text = _unwrap(text, opener, closer)
+    text = re.sub(r"(?<!\\)\$\$", "$", text)  # $$x$$ is $x$
     return _INLINE.sub(r"\1", text).strip()
 
 

@@ -91,6 +91,9 @@ def _errors_as_one_line():
         yield
     except (typer.Exit, typer.Abort, click.ClickException):
         raise
+    except BrokenPipeError:  # the reader stopped early (`pav ... --show-config | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush does not fail too
+        raise typer.Exit(0) from None
     except KeyboardInterrupt:
         typer.secho("interrupted: rerun the same command with the same --out to resume where it stopped",
                     fg="yellow", err=True)

@@ -1,4 +1,4 @@
-"""Throughput of `HFPolicy.sample` on one CPU thread (compare BUILTIN_TASK.md §3: ~30k tok/s).
+"""Throughput of `HFPolicy.sample` on one CPU thread.
 
 Cases, one line each: (a) whole solutions at batch 256; (b) R = 16 rollouts from each of 1,000
 prefixes; (c) one step from each of 1,024 prefixes. The default model is a random 2-layer

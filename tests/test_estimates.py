@@ -1,4 +1,4 @@
-"""Hand-computed cases for every estimate function (PAPER.md §1, §2)."""
+"""Hand-computed cases for every estimate function (the paper, §2–3 and App. F)."""
 
 import numpy as np
 import pytest
@@ -76,7 +76,7 @@ def test_theorem_terms_hand_computed():
 
 
 def test_fig2a_beam_example():
-    """PAPER.md §1.6: top-2 by Q^π keeps a13, a11; Q^π + α·A^π with α large enough keeps a21."""
+    """the paper, §3.1 and Fig. 2(a): top-2 by Q^π keeps a13, a11; Q^π + α·A^π with α large enough keeps a21."""
     names = ["a11", "a12", "a13", "a21", "a22", "a23"]
     q = np.array([0.55, 0.50, 0.70, 0.50, 0.35, 0.25])
     adv = np.array([-0.05, -0.10, 0.10, 0.20, 0.05, -0.05])

@@ -1,4 +1,4 @@
-"""The planted task's automaton and the exact values of μ_γ (PAPER.md §3.1-3.2)."""
+"""The planted task's automaton and the exact values of μ_γ (the paper, §3.3)."""
 
 import itertools
 

@@ -104,7 +104,7 @@ def test_tiny_gpt2_shape_init_and_seed():
     rng_before = torch.random.get_rng_state()
     a, b, c = tiny_gpt2(70), tiny_gpt2(70), tiny_gpt2(70, seed=1)
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # global RNG untouched
-    assert sum(p.numel() for p in a.parameters()) == 112_768  # BUILTIN_TASK.md §2.5
+    assert sum(p.numel() for p in a.parameters()) == 112_768  # docs/design.md
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not torch.equal(a.transformer.h[0].mlp.c_fc.weight, c.transformer.h[0].mlp.c_fc.weight)
     cfg = a.config

@@ -43,7 +43,7 @@ FIG2A_Q = {(): 0.45, ("s1",): 0.60, ("s2",): 0.30,
 
 
 def test_paper_fig2a_q_keeps_two_children_of_s1_and_the_effective_reward_keeps_a21(toys, problem):
-    """PAPER.md §1.6: B = 2, V(s1) = 0.6, V(s2) = 0.3, 3 actions each; A(a11) = −0.05, A(a21) = +0.20."""
+    """the paper, §3.1 and Fig. 2(a): B = 2, V(s1) = 0.6, V(s2) = 0.3, 3 actions each; A(a11) = −0.05, A(a21) = +0.20."""
     by_q, _, _ = _search(toys, problem, FIG2A_TREE, FIG2A_Q, width=2, candidates=3, alpha=0.0)
     assert [s for s, _ in by_q.complete] == [("s1", "ans13"), ("s1", "ans11")]  # s2 dropped
     by_eff, _, _ = _search(toys, problem, FIG2A_TREE, FIG2A_Q, width=2, candidates=3, alpha=1.0)

@@ -1,4 +1,4 @@
-"""ModReach-10 (BUILTIN_TASK.md §2): generator, step grammar, checker labels and noisy expert."""
+"""ModReach-10 : generator, step grammar, checker labels and noisy expert."""
 
 import collections
 import itertools
@@ -158,7 +158,7 @@ def test_checker_on_the_worked_example():
 
 
 def test_checker_on_the_design_trajectories():
-    # BUILTIN_TASK.md §3, run B; the third op of each problem is one consistent with its tags.
+    # the third op of each problem is one consistent with its tags.
     p = TASK.make_problem(["*6", "+1", "*9"], 0, 4, 5)
     steps = ["0+1=1", "1*9=9", "9*9=1", "1*3=3", "3+1=4", "ans 4"]
     assert _labels(p, steps) == [("progress", ""), ("progress", ""), ("regress", ""),

@@ -1,6 +1,6 @@
 """Compute accounting shared by every stage that samples or scores: what was spent, in tokens.
 
-``generated``: tokens the policy sampled (the x-axis of pav's compute comparisons, PAPER.md §5.3:
+``generated``: tokens the policy sampled (the x-axis of pav's compute comparisons, the paper, §4.1 and App. C:
 beam search pays for all C candidates of every beam element, best-of-N for all N solutions);
 ``encoded``: context tokens the policy encoded (each distinct context once per sampler call);
 ``scored``: tokens a verifier read (every model's forward pass counts). ``samples``: sequences

@@ -1,4 +1,4 @@
-"""`pav demo`: the whole method on the built-in task in one command (PAPER.md §4–§6).
+"""`pav demo`: the whole method on the built-in task in one command (the paper, §3–§5).
 
 Each stage is an ordinary pav stage run in its own folder of the demo's run directory, fed the
 outputs of the stages before it:

@@ -9,7 +9,7 @@ Everything is read from the stages' own summaries and outputs (no model runs her
 - the stages' figures (verifier calibration, search curves and sweeps, RL curves), linked from
   report.md and embedded in report.html.
 
-The headline table puts each measured ratio beside the paper's (PAPER.md §5.3, §6.2).
+The headline table puts each measured ratio beside the paper's (the paper, §4.1 and §5).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The didactic laboratory: the paper's planted sub-sequence setting (PAPER.md §3), where Q, V and
+"""The didactic laboratory: the paper's planted sub-sequence setting (the paper, §3.3), where Q, V and
 A of the procedural prover are computable exactly.
 
 Modules, bottom-up: `task` (the environment as a match automaton), `prover` (μ_γ with exact

@@ -1,4 +1,4 @@
-"""The `pav didactic` stage: Fig. 3(a)-(c), the prover-strength sweep and Remark 3.1 (PAPER.md §3, §8).
+"""The `pav didactic` stage: Fig. 3(a)-(c), the prover-strength sweep and Remark 3.1 (the paper, §3.3–3.4).
 
 `didactic_jobs` lists independent jobs (each a function of the config returning JSON) that
 `pav.core.jobs.run_jobs` spreads over single-threaded worker processes; `summarize` turns their

@@ -1,4 +1,4 @@
-"""The didactic base policy π: a MADE-like autoregressive MLP (PAPER.md §3.3), as an ensemble.
+"""The didactic base policy π: a MADE-like autoregressive MLP (the paper, §3.3 and App. B), as an ensemble.
 
 One member = one independent policy: input the one-hot response (T positions × V tokens), three
 masked hidden layers of 128 ReLU units, output logits for every position. MADE masks (Germain et

@@ -1,4 +1,4 @@
-"""The procedural prover μ_γ of the planted sub-sequence task (PAPER.md §3.2) with exact values.
+"""The procedural prover μ_γ of the planted sub-sequence task (the paper, §3.3) with exact values.
 
 μ_γ at a prefix whose longest target match is k puts weight γ on the next target token y*_{k+1}
 and weight 1 on each of the other tokens (EOS included), so P(y*_{k+1}) = γ / (γ + V − 1).

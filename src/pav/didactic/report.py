@@ -1,4 +1,4 @@
-"""Plots and report.md for `pav didactic`, from summary.json alone (PAPER.md §3.4, §8).
+"""Plots and report.md for `pav didactic`, from summary.json alone (the paper, §3.3 and Fig. 3).
 
 Each figure is a PNG in the run directory; `report.md` puts every measured number beside the
 paper's and the target it is checked against.

@@ -1,4 +1,4 @@
-"""The planted sub-sequence task (PAPER.md §3.1) as a deterministic finite automaton.
+"""The planted sub-sequence task (the paper, §3.3) as a deterministic finite automaton.
 
 Responses are `length` tokens over a vocabulary of `vocab_size` tokens, token `eos` ends the
 response and masks everything after it, and the reward is 1 iff the planted `target` appears as a

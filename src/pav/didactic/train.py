@@ -1,4 +1,4 @@
-"""SFT and policy-gradient RL of the didactic MADE policy with per-step weights (PAPER.md §3.3).
+"""SFT and policy-gradient RL of the didactic MADE policy with per-step weights (the paper, §3.3 and App. B).
 
 The RL loop reads top to bottom in `train_rl`: sample → automaton states → rewards → per-step
 weights → loss → update. Per-step weight of step a_t (Eq. 5):

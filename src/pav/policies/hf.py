@@ -1,6 +1,6 @@
 """The transformers backend: load/save causal LMs and a batched KV-cache sampler (`HFPolicy`).
 
-`HFPolicy.sample` follows BUILTIN_TASK.md §2.6:
+`HFPolicy.sample` follows these rules:
 
 1. The distinct contexts are sorted by length and packed into groups of at most ``batch_size``
    rows (a group's rows are its contexts times ``n``). Each group is encoded once, left-padded,
@@ -175,7 +175,7 @@ def _no_local_bars(silence: bool) -> Iterator[None]:
 
 
 def sinusoidal_positions(n_positions: int, n_embd: int, scale: float = 0.1) -> torch.Tensor:
-    """``scale * [sin, cos](pos / 10000^(2i/n_embd))``, shape (n_positions, n_embd) (BUILTIN_TASK.md §2.5)."""
+    """``scale * [sin, cos](pos / 10000^(2i/n_embd))``, shape (n_positions, n_embd)."""
     pos = torch.arange(n_positions, dtype=torch.float64)[:, None]  # (P, 1)
     freq = 10000.0 ** (torch.arange(n_embd // 2, dtype=torch.float64) * 2 / n_embd)  # (n_embd/2,)
     table = torch.cat([torch.sin(pos / freq), torch.cos(pos / freq)], dim=1)  # (P, 2 * (n_embd/2))
@@ -195,7 +195,7 @@ def tiny_gpt2(
     pad_token_id: int | None = 0,
     eos_token_id: int | None = None,
 ) -> GPT2LMHeadModel:
-    """A small GPT-2 (BUILTIN_TASK.md §2.5): all dropout 0, a 0.1-scaled sinusoidal init of ``wpe``.
+    """A small GPT-2: all dropout 0, a 0.1-scaled sinusoidal init of ``wpe``.
 
     The activation is ``gelu_pytorch_tanh``: GPT-2's tanh-approximated GELU as one fused kernel
     (``gelu_new`` computes the same in Python ops; it cost ~10% of sampling time). Initialisation

@@ -1,7 +1,7 @@
 """A character-level tokenizer, built locally with the `tokenizers` library (no network).
 
 Each character of the alphabet is one token; ``<pad>`` is id 0, the characters follow in alphabet
-order (so the built-in task's characters keep ids 1..69 as in BUILTIN_TASK.md §2.5), and ``<eos>``
+order (so the built-in task's characters keep ids 1..69), and ``<eos>``
 comes last. Characters outside the alphabet are an encoding error, not a silent ``<unk>``. The
 result is a transformers fast tokenizer, so ``save_pretrained`` / ``AutoTokenizer.from_pretrained``
 round-trip it offline.
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 PAD_TOKEN = "<pad>"
 EOS_TOKEN = "<eos>"
 
-# BUILTIN_TASK.md §2.5: "\n +-*=>", digits, upper- and lower-case letters (69 characters).
+# the built-in task's alphabet: "\n +-*=>", digits, upper- and lower-case letters (69 characters).
 BUILTIN_ALPHABET = "\n +-*=>" + string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 

@@ -1,4 +1,4 @@
-"""Online RL with dense progress rewards (PAPER.md §6).
+"""Online RL with dense progress rewards (the paper, §5).
 
 `rewards` holds the maths (per-step weights of Eq. 5, per-token weights, RLOO and value
 baselines, the REINFORCE + KL loss); `rollout` turns sampled text into token tensors; `train` is

@@ -1,4 +1,4 @@
-"""Dense per-step rewards, per-token weights and advantages for online RL (PAPER.md §6, Eq. 5).
+"""Dense per-step rewards, per-token weights and advantages for online RL (the paper, §5, Eq. 5).
 
 Per step h of a sampled solution the weight is
 
@@ -7,7 +7,7 @@ Per step h of a sampled solution the weight is
 where ``outcome`` (Rex, the checked final answer) is the Monte-Carlo return Q^π of the sampled
 rollout and the bonus comes from the fixed verifier. The bonus enters *per step*, not summed into
 returns-to-go: Eq. 4 takes states from the old policy, and Σ_{h'≥h} A^μ would telescope to
-Q^μ(final) − V^μ(s_h), losing the per-step credit (PAPER.md §6 [INFERENCE]). Every token of step h
+Q^μ(final) − V^μ(s_h), losing the per-step credit (our reading of the paper's §5). Every token of step h
 gets w_h; prompt and padding tokens get nothing.
 
 Baselines (``advantages``):

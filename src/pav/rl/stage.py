@@ -1,4 +1,4 @@
-"""`pav rl`: online RL of the base policy with outcome or dense progress rewards (PAPER.md §6).
+"""`pav rl`: online RL of the base policy with outcome or dense progress rewards (the paper, §5).
 
 The start is the SFT policy, optionally after rejection fine-tuning (RFT, the paper's
 initialisation) on the correct seed solutions of a label run (``rft_labels``). ``--set
@@ -47,7 +47,7 @@ class RLConfig:
     verifier: str = knob("", "the fixed PQV (`pav train-verifier` run), needed unless reward=orm; `expert`: the exact "
                               "values of the built-in task's noisy expert instead (oracle ablation, `pav.verifier.exact`)")
     reward: Literal["orm", "pav", "pqv", "prover-q"] = knob(
-        "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), PAPER.md Eq. 5 and App. G")
+        "pav", "per-step weight: outcome (+ α·A^μ | α·Q^π | α·Q^μ), the paper's Eq. 5 and App. G")
     alpha: float = knob(0.3, "α: weight of the verifier's term (built-in task: α >= 1 let the policy exploit the small PAV)")
     prover: str = knob("", "a `pav train-verifier` run on another prover's labels (`pav label --set prover=...`): "
                            "A^μ / Q^μ from its values (Best-of-k of them) instead of the PQV's; reward=pav and prover-q "

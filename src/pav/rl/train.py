@@ -1,4 +1,4 @@
-"""Online RL of a language-model policy with dense progress rewards: one visible loop (PAPER.md §6).
+"""Online RL of a language-model policy with dense progress rewards: one visible loop (the paper, §5).
 
 Each iteration: sample → grade → score steps → per-step weights → advantages → loss → update.
 

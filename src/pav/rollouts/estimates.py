@@ -3,7 +3,7 @@
 Everything here is a function of arrays; nothing samples. Shapes follow the project's letters:
 `H` steps of a solution, so a solution has `H + 1` prefixes (prefix 0 is the question alone).
 
-Paper map (../shared/PAPER.md):
+Paper map (sections and equations of the paper):
 - `q_hat`, `wilson_interval`  Q̂ = n_correct / n_rollouts and its confidence interval (§4.3).
 - `advantages_from_prefix_values`  Eq. 2: A(s_h, a_h) = Q(s_h, a_h) − Q(s_{h−1}, a_{h−1}),
   with the question-only prefix as V(s_1).

@@ -4,7 +4,7 @@
 demonstrator does (`ModReach.demonstrate` with a prefix: from the state the last line claims), so
 `pav label --set prover=expert` labels the base policy's seed solutions with Monte-Carlo rollouts of
 the expert. A verifier trained on those labels is a learned PAV of a different prover, the paper's
-cross-model prover (PAPER.md §4.5, Fig. 5c), whose exact values (`ModReach.expert_values`) are known;
+cross-model prover (the paper, §4.2, Fig. 5(c)), whose exact values (`ModReach.expert_values`) are known;
 `pav.verifier.exact` uses the exact ones directly.
 
 The expert samples from its own noise model (``task.p_err``, ``p_restate``, ``p_rand``): temperature

@@ -1,4 +1,4 @@
-"""`pav label`: Monte-Carlo step labels for seed solutions of the base policy (PAPER.md §4.3).
+"""`pav label`: Monte-Carlo step labels for seed solutions of the base policy (the paper, §4.2 and App. D).
 
 For every problem, `n_cov` seed solutions are sampled from the base policy π; every prefix of a
 seed solution (prefix_len = steps kept, 0 = question only) gets `n_mc` rollouts from the rollout
@@ -233,7 +233,7 @@ def best_of_k_counts(
     settings: Sampling, seed: int,
 ) -> list[int]:
     """Explicit Best-of-K(π) rollouts: n groups of k rollouts of π per item; a group succeeds if any
-    of its rollouts does (the oracle outcome check as the re-ranker, PAPER.md §1.3). Its success
+    of its rollouts does (the oracle outcome check as the re-ranker, the paper, App. D, Eq. 30). Its success
     rate estimates Q^{BoK} = 1 − (1 − Q^π)^K directly, to check the closed form."""
     contexts = [context_of(task, p, steps) for p, steps in items]
     batch = policy.sample(contexts, n * k, until="solution", max_steps=task.max_steps,

@@ -1,6 +1,6 @@
 """Derived views of step-label records: Q̂, confidence intervals, advantages, Best-of-K values.
 
-Labels on disk keep raw counts only; everything here is recomputed from them (PAPER.md §4.3-4.5).
+Labels on disk keep raw counts only; everything here is recomputed from them (the paper, §4.2 and App. D).
 """
 
 from __future__ import annotations

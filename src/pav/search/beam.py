@@ -1,4 +1,4 @@
-"""Step-level beam search with the effective reward (PAPER.md §5.1), batched across problems.
+"""Step-level beam search with the effective reward (the paper, §4.1 and App. C), batched across problems.
 
 Per problem: the beam starts as B copies of the question. At each depth every prefix in the beam
 gets C candidate next steps from the policy (one step = text up to the delimiter); every candidate is
@@ -6,7 +6,7 @@ scored by the effective reward ``Q̂^π + α·Â^μ`` of its last step (α = 0: 
 Snell et al. baseline); the top candidates are kept. All problems' beams advance together: one
 sampler call and one scorer call per depth.
 
-Choices where the paper is silent (PAPER.md §5.1 [NOT FOUND]; we follow Snell et al.):
+Choices where the paper is silent (the paper does not specify them; we follow Snell et al.):
 - The first depth samples B·C first steps from the question (B copies of the single initial
   state; Snell et al. start from N first-step samples). Starting from one state, a beam of width
   128 with C = 3 would fill only after five depths, longer than most solutions here.

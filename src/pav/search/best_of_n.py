@@ -1,4 +1,4 @@
-"""Best-of-N (PAPER.md §5.3): sample N complete solutions per problem, score them once, pick one.
+"""Best-of-N (the paper, §4.1 and App. C): sample N complete solutions per problem, score them once, pick one.
 
 `sample_and_score` draws ``n_max`` solutions per problem in one sampler call and scores them in
 one scorer call; `best_of_n` then evaluates any N ≤ n_max by cutting each problem's solutions

@@ -1,4 +1,4 @@
-"""Accuracy-vs-compute curves → the paper's numbers (PAPER.md §5.3).
+"""Accuracy-vs-compute curves → the paper's numbers (the paper, §4.1 and App. C).
 
 A curve is points (compute, accuracy) for N = 2, 4, ...; between points accuracy is interpolated
 linearly in log2(compute), the x-axis of the paper's plots. Nothing is extrapolated: outside a

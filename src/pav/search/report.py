@@ -1,7 +1,7 @@
 """`pav search` results → summary numbers, two figures and report.md (from job results only).
 
 The reference for the paper's ratios is ORM best-of-N (PAV-as-ORM best-of-N when no ORM was
-given). Compute is generated policy tokens per problem (PAPER.md §5.3, `pav.core.compute`).
+given). Compute is generated policy tokens per problem (the paper, §4.1 and App. C, `pav.core.compute`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pick one of N complete solutions of a problem (PAPER.md §5.3). Pure functions over arrays.
+"""Pick one of N complete solutions of a problem (the paper, §4.1 and App. C). Pure functions over arrays.
 
 Each returns the index of the chosen solution, so the choice is graded like any solution.
 NaN scores (steps past a verifier's window) rank last; ties go to the earliest-sampled solution.

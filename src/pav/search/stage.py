@@ -1,4 +1,4 @@
-"""`pav search`: best-of-N against step-level beam search on held-out problems (PAPER.md §5).
+"""`pav search`: best-of-N against step-level beam search on held-out problems (the paper, §4).
 
 Problems: distinct held-out problems of the task (built-in, or `math.*`), the first ``val_problems`` for the α
 sweep (validation) and the next ``problems`` for every reported curve (test); the verifiers were

@@ -1,6 +1,6 @@
 """`pav sft`: train the tiny base policy π from scratch on the built-in task's noisy demonstrator.
 
-Recipe (BUILTIN_TASK.md §2.5, re-measured in pav): GPT-2 (2 layers, n_embd 64, 4 heads) with a
+Recipe (docs/design.md, re-measured in pav): GPT-2 (2 layers, n_embd 64, 4 heads) with a
 character tokenizer, a fresh stream of training problems and demonstrations, batch 16, AdamW
 2e-3 with warm-up and cosine decay, loss weight 3 on the result digit of each move. Held-out
 problems (disjoint from training ones by the task's split) measure pass@1/8/64 and the mix of

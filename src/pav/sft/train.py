@@ -4,7 +4,7 @@ Task-agnostic: the stage hands in a stream of examples; prompt tokens carry no l
 tokens carry the weight of their characters (a task may emphasise some characters, e.g. the
 result digit of an arithmetic step). Character weights map to tokens through the fast
 tokenizer's offsets, so the same code serves the built-in character tokenizer and BPE models.
-The weighted loss is divided by the number of completion tokens (BUILTIN_TASK.md §2.5).
+The weighted loss is divided by the number of completion tokens.
 Optimiser: AdamW, linear warm-up then cosine decay to `min_lr_ratio`, gradient clipping.
 """
 

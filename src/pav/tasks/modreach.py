@@ -1,6 +1,6 @@
 """ModReach-10: reach a target digit with the listed operations mod 10, within a step budget.
 
-Implements the design of BUILTIN_TASK.md §2 (the built-in task a tiny GPT-2 learns on a CPU):
+Implements the built-in task a tiny GPT-2 learns on a CPU (its design: docs/design.md):
 - Problem (§2.1): draw ``n_ops`` distinct ops from a pool (rejecting sets with two ops that act
   identically on Z_M), a target t, the shortest distance d* uniformly among those in
   [d_min, d_max] that occur, a start s at that distance, and a budget B = d* + slack. The prompt is

@@ -1,4 +1,4 @@
-"""Verifier training data from a labelling run directory (`pav label`, PAPER.md §4.3-4.4).
+"""Verifier training data from a labelling run directory (`pav label`, the paper, §4.2 and App. D).
 
 A label run holds ``problems.jsonl``, ``solutions/shard-*.jsonl`` and
 ``labels/shard-*.parquet`` (a shard is finished once its labels file exists). This module meets

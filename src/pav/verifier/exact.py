@@ -1,6 +1,6 @@
 """Exact values of the built-in task's noisy expert as a `Scorer`: an oracle verifier for ablations.
 
-`ExpertScorer` returns what a perfect PQV of the ModReach expert (BUILTIN_TASK.md §2.4) would:
+`ExpertScorer` returns what a perfect PQV of the ModReach expert (docs/design.md) would:
 ``q_base`` is V^expert after each step (`pav.tasks.modreach.ModReach.expert_values`, dynamic
 programming, no sampling), ``q_prover`` its Best-of-K transform and ``adv_prover`` the exact A^μ of
 μ = Best-of-K(expert). It needs no labels, no training and no model, and it has no estimation

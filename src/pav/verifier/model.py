@@ -1,6 +1,6 @@
 """`ValueVerifier`: an LM backbone plus a scalar value head read at the end of every step.
 
-The verifier predicts the value of a solution prefix, e.g. ``Q^π(s_h, a_h)`` (PAPER.md §4.4); its
+The verifier predicts the value of a solution prefix, e.g. ``Q^π(s_h, a_h)`` (the paper, §4.2 and App. D); its
 output is the logit of a value in [0, 1]. One forward pass over ``prompt + step_1 + delim + ... +
 step_H + delim`` gives all H + 1 prefix values of a solution.
 
@@ -14,7 +14,7 @@ that prefix alone would give (tested). Positions come from the tokenizer's chara
 end, i.e. the token that ends at or covers the delimiter's last character, so a delimiter that
 tokenises to several tokens is read at its last token, never one token early or late.
 
-Choices where the paper is silent or departs (PAPER.md §4.4 reads a fixed scoring token appended
+Choices where the paper is silent or departs (the paper (App. D) reads a fixed scoring token appended
 to the prefix; which token and how its logits become a probability are [NOT FOUND]):
 - No scoring token is appended: the delimiter that ends each step plays its role, which is what
   lets one pass score every prefix. The head is ``Linear(hidden, 1)`` in float32 on the backbone's

@@ -1,4 +1,4 @@
-"""How good a verifier is, from prediction rows alone (no model runs here) (PAPER.md §4.4, App. C / Fig. 10).
+"""How good a verifier is, from prediction rows alone (no model runs here) (the paper, App. C / Fig. 10).
 
 Input rows, one per held-out labelled prefix: solution_id, prefix_len, n_correct, n_rollouts (the
 Monte-Carlo label), pred (the verifier's value), adv (its Best-of-K prover advantage of the step

@@ -1,4 +1,4 @@
-"""The read-only `Scorer` that search and RL consume (PAPER.md §1.5, §4.5).
+"""The read-only `Scorer` that search and RL consume (the paper, §3.2 and App. D).
 
 For each (prompt, steps) a scorer returns, per step h = 1..H:
 - ``q_base``      Q̂^π(s_h, a_h): the PQV's value of the prefix that ends with step h;

@@ -1,4 +1,4 @@
-"""Verifier training: soft-label binary cross-entropy on Monte-Carlo values (PAPER.md §4.4).
+"""Verifier training: soft-label binary cross-entropy on Monte-Carlo values (the paper, §4.2 and App. D).
 
 The loop, top to bottom: draw a batch of examples (class-balanced or uniform,
 `pav.verifier.data`), score every labelled prefix of each in one forward pass, take

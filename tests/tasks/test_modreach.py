@@ -1,4 +1,4 @@
-"""ModReach-10 : generator, step grammar, checker labels and noisy expert."""
+"""ModReach-10: generator, step grammar, checker labels and noisy expert."""
 
 import collections
 import itertools

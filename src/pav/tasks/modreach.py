@@ -1,17 +1,17 @@
 """ModReach-10: reach a target digit with the listed operations mod 10, within a step budget.
 
 Implements the built-in task a tiny GPT-2 learns on a CPU (its design: docs/design.md):
-- Problem (§2.1): draw ``n_ops`` distinct ops from a pool (rejecting sets with two ops that act
+- Problem: draw ``n_ops`` distinct ops from a pool (rejecting sets with two ops that act
   identically on Z_M), a target t, the shortest distance d* uniformly among those in
   [d_min, d_max] that occur, a start s at that distance, and a budget B = d* + slack. The prompt is
   ``"{s} to {t} mod 10 ops {op1} {op2} {op3} max {B}\\n"`` (33 characters for one-digit B).
-- Steps (§2.2), one line each: move ``{x}{op}{a}={y}``, restate ``{x} to {t}``, answer ``ans {y}``.
-- Checker (§2.3): follows the true state; a move or restate uses one step of the budget. The
+- Steps, one line each: move ``{x}{op}{a}={y}``, restate ``{x} to {t}``, answer ``ans {y}``.
+- Checker: follows the true state; a move or restate uses one step of the budget. The
   solution succeeds iff every line before the answer is valid and the answer is the target,
   reached within the budget. ``analyse`` labels every line (progress, no_progress, regress, error,
   answer_ok, answer_bad) and flags budget pits (after the line, the distance left exceeds the
   budget left).
-- Noisy expert (§2.4): ``demonstrate``; errors propagate because it continues from what it wrote.
+- Noisy expert: ``demonstrate``; errors propagate because it continues from what it wrote.
   ``expert_values`` gives its exact chance of success after any prefix (dynamic programming over
   (state, budget used)): exact prover values for oracle ablations, as the didactic task has.
 
@@ -226,7 +226,7 @@ class ModReach:
         self.max_steps = self.cfg.max_steps
         self.max_step_chars = self.cfg.max_step_chars
 
-    # -- problems (§2.1)
+    # -- problems
 
     def problems(self, n: int, seed: int, split: Split = "train") -> list[Problem]:
         if split not in ("train", "heldout"):
@@ -262,7 +262,7 @@ class ModReach:
         return "heldout" if _hash_unit(key) < self.cfg.heldout_fraction else "train"
 
     def _draw(self, rng: random.Random) -> tuple[tuple[str, ...], int, int, int] | None:
-        """One draw of §2.1 steps 2-5 as (ops, start, target, budget); None when rejected."""
+        """One draw of a problem as (ops, start, target, budget); None when rejected."""
         cfg, modulus = self.cfg, self.cfg.modulus
         ops = tuple(rng.sample(self.pool, cfg.n_ops))
         key = tuple(sorted(ops))
@@ -276,7 +276,7 @@ class ModReach:
         start = rng.choice(states)
         return ops, start, target, distance + rng.choice(cfg.slack)
 
-    # -- text (§2.2)
+    # -- text
 
     def prompt(self, problem: Problem) -> str:
         return problem.question + self.step_delimiter
@@ -295,7 +295,7 @@ class ModReach:
                 return m.group(1)
         return None
 
-    # -- checker (§2.3)
+    # -- checker
 
     def outcome(self, problem: Problem, steps: Sequence[str]) -> float:
         return 1.0 if self.analyse(problem, steps).success else 0.0
@@ -325,7 +325,7 @@ class ModReach:
                   else infos[answer].detail or "ok")
         return StepAnalysis(tuple(infos), first_error, reason == "ok", reason)
 
-    # -- noisy expert (§2.4)
+    # -- noisy expert
 
     def demonstrate(self, problem: Problem, rng: random.Random, prefix: Sequence[str] = ()) -> list[str]:
         """The expert's lines; with ``prefix``, the lines it writes after those (continuing from the

@@ -84,7 +84,8 @@ def test_bad_openrlhf_requests_get_a_4xx_that_says_why(scorer):
         "prompts/query lengths": ({"query": [q, q], "prompts": [PROMPT]}, 422, "same length"),
         "labels length": ({**ok, "labels": ["8", "8"]}, 422, "labels"),
         "non-string query": ({**ok, "query": [7]}, 422, "query.0"),
-        "non-string label": ({**ok, "labels": [8]}, 422, "labels.0"),
+        "non-string label": ({**ok, "labels": [["8"]]}, 422, "labels.0"),
+        "integer label": ({**ok, "labels": [8]}, 200, "rewards"),
         "no steps": ({**ok, "query": [PROMPT + "\n \n"]}, 422, "no steps"),
         "only an eos": ({**ok, "query": [PROMPT + "<eos>"]}, 422, "no steps"),
         "steps then an eos": ({**ok, "query": [PROMPT + "0+3=3<eos><pad>"]}, 200, "rewards"),
@@ -227,7 +228,8 @@ BODIES = st.one_of(
         {"prompt": st.one_of(TEXT, TEXT.map(lambda t: t + "\n")), "steps": st.lists(TEXT, max_size=5)}), max_size=3)},
         optional={"alpha": st.floats(allow_nan=False, min_value=-5, max_value=5)}),
     st.fixed_dictionaries({"query": st.lists(TEXT, max_size=3), "prompts": st.lists(TEXT.map(lambda t: t + "\n"),
-                                                                                      max_size=3)}))
+                                                                                      max_size=3)},
+                          optional={"labels": st.lists(st.none() | TEXT | st.integers() | JSON, max_size=3)}))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -34,7 +34,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from pav.serve.batcher import Batcher, Overloaded, ScoringFailed
 from pav.serve import openrlhf as openrlhf_contract
@@ -63,7 +63,7 @@ class OpenRLHFRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")  # OpenRLHF may send more fields in later versions
     query: list[str]
     prompts: list[str]
-    labels: list[str | None] | None = None
+    labels: list[StrictStr | StrictInt | None] | None = None  # an integer gold answer (a JSON dataset's 42) reads as "42"
 
 
 class _Refused(Exception):

@@ -45,12 +45,13 @@ def parse(queries: Sequence[Any], prompts: Sequence[Any], labels: Sequence[Any] 
         raise BadRequest("query and prompts must have the same length")
     if labels is not None and len(labels) != len(queries):
         raise BadRequest("labels and query must have the same length")
-    golds = list(labels) if labels is not None else [None] * len(queries)
+    golds = [str(g) if isinstance(g, int) and not isinstance(g, bool) else g for g in labels] if labels is not None \
+        else [None] * len(queries)  # an integer gold answer (a JSON dataset's 42) reads as "42"
     for name, values in (("query", queries), ("prompts", prompts)):
         if not all(isinstance(v, str) for v in values):
             raise BadRequest(f"every entry of {name} must be a string")
     if not all(g is None or isinstance(g, str) for g in golds):
-        raise BadRequest("every entry of labels must be a string or null")
+        raise BadRequest("every entry of labels must be a string, an integer or null")
     steps = []
     for i, (query, prompt) in enumerate(zip(queries, prompts)):
         at = query.find(prompt) if prompt else -1

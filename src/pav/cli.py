@@ -375,16 +375,21 @@ def _print_settings(cfg) -> None:
     from rich.table import Table
 
     from pav.core.config import describe, flatten
+    from pav.tasks.build import option_knobs
 
+    values, options = flatten(cfg), option_knobs(cfg)  # a task section's options: its factory's
+    rows = []
+    for key, tp, value, help_ in describe(cfg):
+        mine = {k: v for k, v in options.items() if k.startswith(key + ".")}
+        rows += [(k, t, v, h) for k, (t, v, h) in mine.items()] if mine else [(key, tp, values[key], help_)]
     if not sys.stdout.isatty():
-        values = flatten(cfg)
-        for key, _tp, _value, help_ in describe(cfg):
-            typer.echo(f"{key} = {_toml_literal(values[key])}" + (f"  # {help_}" if help_ else ""))
+        for key, _tp, value, help_ in rows:
+            typer.echo(f"{key} = {_toml_literal(value)}" + (f"  # {help_}" if help_ else ""))
         return
 
     table = Table("setting", "type", "value", "help")
-    for row in describe(cfg):
-        table.add_row(*row)
+    for key, tp, value, help_ in rows:
+        table.add_row(key, tp, repr(value), help_)
     Console().print(table)
 
 

@@ -170,3 +170,10 @@ def test_an_installed_plugin_is_found_by_its_entry_point_name(plug, monkeypatch)
     assert build_task(task_config("echo", value=5)).value == 5
     with pytest.raises(TaskPluginError, match=r"no task plug-in named 'ecko' \(installed: echo\)"):
         check_source(task_config("ecko"))
+
+
+def test_show_config_lists_the_factory_s_options(plug):
+    res = CliRunner().invoke(app, ["label", "--show-config", "--set", "task.options.n_ops=5"])
+    assert res.exit_code == 0 and 'task.options.n_ops = "5"' in res.stdout and "task.options.p_err = 0.08" in res.stdout
+    res = CliRunner().invoke(app, ["label", "--show-config", "--set", "task.source=plug:make_task"])
+    assert "task.options.value = 7" in res.stdout and "task.options =" not in res.stdout

@@ -149,6 +149,46 @@ def _entry_point(name: str) -> Callable[..., Any]:
         raise TaskPluginError(f"task plug-in {name!r} ({found[name].value}) cannot be loaded: {_one_line(exc)}") from exc
 
 
+def option_knobs(cfg: Any, prefix: str = "") -> dict[str, tuple[str, Any, str]]:
+    """``{"task.options.NAME": (type, value, help)}`` for every option the factory of each task
+    section of the stage config ``cfg`` takes (its value: the section's, else the default), so
+    ``--show-config`` can list them: a factory's ``options_class`` (a config dataclass, as the
+    built-in factories have), else its signature. A factory that cannot be loaded lists none."""
+    from pav.core.config import describe, flatten, type_name
+
+    out: dict[str, tuple[str, Any, str]] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, TaskConfig):
+            key = f"{prefix}{f.name}.options."
+            try:
+                factory = load_factory(value.source)
+            except TaskPluginError:
+                continue
+            options_class = getattr(factory, "options_class", None)
+            if options_class is not None:
+                defaults = flatten(options_class())
+                out.update({key + k: (tp, value.options.get(k, defaults[k]), help_)
+                            for k, tp, _, help_ in describe(options_class)})
+            else:
+                for name, param in _parameters(factory).items():
+                    default = None if param.default is inspect.Parameter.empty else param.default
+                    ann = param.annotation
+                    tp = "" if ann is inspect.Parameter.empty else ann if isinstance(ann, str) else type_name(ann)
+                    out[key + name] = (tp, value.options.get(name, default), "")
+        elif dataclasses.is_dataclass(value):
+            out.update(option_knobs(value, f"{prefix}{f.name}."))
+    return out
+
+
+def _parameters(factory: Callable[..., Any]) -> dict[str, inspect.Parameter]:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {n: p for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def _typed_options(factory: Callable[..., Any], cfg: TaskConfig) -> dict[str, Any]:
     """``cfg.options`` bound to the factory's parameters, command-line strings converted by their
     annotations; a name the factory does not take is refused."""

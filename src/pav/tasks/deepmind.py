@@ -76,6 +76,8 @@ def make_task(**options: Any) -> "DeepMindTask":
     return DeepMindTask(apply_overrides(DeepMindConfig(), options))
 
 
+make_task.options_class = DeepMindConfig  # type: ignore[attr-defined]  # its options, for --show-config
+
 class DeepMindTask:
     """See the module docstring."""
 

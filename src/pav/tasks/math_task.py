@@ -205,3 +205,6 @@ def make_task(**options: object) -> MathTask:
     from pav.core.config import apply_overrides
 
     return MathTask(apply_overrides(MathTaskConfig(), options))
+
+
+make_task.options_class = MathTaskConfig  # type: ignore[attr-defined]  # its options, for --show-config

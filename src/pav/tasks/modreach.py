@@ -502,3 +502,6 @@ def make_task(**options: object) -> ModReach:
     from pav.core.config import apply_overrides
 
     return ModReach(apply_overrides(ModReachConfig(), options))
+
+
+make_task.options_class = ModReachConfig  # type: ignore[attr-defined]  # its options, for --show-config

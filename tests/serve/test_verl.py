@@ -14,7 +14,8 @@ pytest.importorskip("verl.experimental.reward_loop.reward_manager", reason="verl
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from verl import DataProto  # noqa: E402
-from verl.trainer.ppo.reward import load_reward_manager  # noqa: E402
+from verl.workers.config.reward import RewardManagerConfig  # noqa: E402
+from verl.trainer.ppo.reward import load_reward_manager, resolve_reward_manager_cls  # noqa: E402
 
 from pav.policies.tiny import tiny_qwen2  # noqa: E402
 from pav.serve.verl_manager import DenseReward, PAVRewardManager, compute_score  # noqa: E402
@@ -59,6 +60,7 @@ def test_verls_loader_builds_pavs_manager_and_rewards_land_on_step_tokens(verifi
     tok = policy_tokenizer
     manager = load_reward_manager(config(verifier_dir, alpha=0.5), tok)  # verl's own registry lookup by name
     assert isinstance(manager, PAVRewardManager)
+    RewardManagerConfig(source="register", name="pav")  # verl's own config check finds the registered name
     data = batch(tok)
 
     async def reward_loop():  # as verl's RewardLoopWorker.compute_score_batch: one sample per call
@@ -99,6 +101,11 @@ def test_a_plain_float_score_goes_on_the_last_token_and_compute_score_gives_the_
     want = d.effective_reward(0.5).copy()
     want[-1] = 0.0 + 0.5 * (0.0 - (d.q_prover[-1] - d.adv_prover[-1]))
     assert out["score"] == pytest.approx(float(np.sum(want))) and out["pav/outcome"] == 0.0
+    # the route that needs no import beforehand in verl's Ray workers: verl imports the module by name
+    cfg = config(verifier_dir)
+    cfg.reward.reward_manager = {"source": "importlib", "name": "PAVRewardManager",
+                                 "module": {"path": "pkg://pav.serve.verl_manager", "name": None}}
+    assert resolve_reward_manager_cls(cfg) is PAVRewardManager
     with pytest.raises(ValueError, match="extra_info"):
         compute_score("modreach", RESPONSES[0], "4", {}, verifier=str(verifier_dir))
     assert isinstance(pickle.loads(pickle.dumps(DenseReward([1, 2], [0.5, 0.25]))), DenseReward)

@@ -24,6 +24,8 @@ import numpy as np
 
 from pav.core.config import flatten
 from pav.core.io import write_json
+from pav.rl.report import ratio_text
+from pav.search.report import efficiency_text
 
 SEARCH_PAPER = {"compute_efficiency": "1.5–5×", "gain": "+8 to +10 points"}
 RL_PAPER = {"sample_efficiency": "5–6×", "gain": "+6 to +7 points", "pass_at": "higher Pass@N for N ≤ 128"}
@@ -49,10 +51,6 @@ def _alpha_margin(search: dict) -> str:
 
 def _num(x: float | None, digits: int = 3) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _ratio(x: float | None) -> str:
-    return "not reached" if x is None else f"{x:.2f}×"
 
 
 def _time(seconds: float | None) -> str:
@@ -102,10 +100,11 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
     nmax = search["ns"][-1]
     rows = [
         {"name": f"search: compute PAV beam needs to match ORM best-of-{nmax} (ratio)",
-         "value": h["compute_efficiency"], "here": _ratio(h["compute_efficiency"]),
+         "value": h["compute_efficiency"], "here": efficiency_text(h),
          "paper": SEARCH_PAPER["compute_efficiency"]},
         {"name": f"search: the same against ORM at its most accurate N = {h['reference_best']['n']}",
-         "value": h["compute_efficiency_vs_reference_best"], "here": _ratio(h["compute_efficiency_vs_reference_best"]),
+         "value": h["compute_efficiency_vs_reference_best"],
+         "here": efficiency_text(h, "compute_efficiency_vs_reference_best"),
          "paper": SEARCH_PAPER["compute_efficiency"]},
         {"name": "search: accuracy gain of PAV beam over ORM best-of-N at equal compute (mean over N; range)",
          "value": h["mean_gain"], "paper": SEARCH_PAPER["gain"],
@@ -123,7 +122,7 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
         n_seeds = len(rl["seeds"])
         rows += [
             {"name": f"RL: sample efficiency of {c['reward']}-RL over {ref}-RL ({n_seeds} seeds, mean curves)",
-             "value": c["sample_efficiency"], "here": _ratio(c["sample_efficiency"]),
+             "value": c["sample_efficiency"], "here": ratio_text(c),
              "paper": RL_PAPER["sample_efficiency"]},
             {"name": f"RL: final accuracy gain of {c['reward']}-RL (mean ± sd over {n_seeds} seeds)",
              "value": c["gain"], "spread": c["gain_sd"], "here": _pts(c["gain"], c["gain_sd"]),

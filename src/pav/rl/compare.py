@@ -131,7 +131,7 @@ def coverage(ref_arms: list[dict[str, Any]], arms: list[dict[str, Any]], seeds: 
 
 def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool = False,
                    show_progress: bool = True) -> dict[str, Any]:
-    from pav.rl.report import write_report
+    from pav.rl.report import ratio_text, write_report
 
     if not cfg.rl.policy:
         raise ValueError("rl-compare needs --set rl.policy=SFT_RUN (and rl.verifier=PQV_RUN, rl.rft_labels=LABEL_RUN)")
@@ -158,8 +158,7 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
     mark_complete(run_dir)
     for row in summary["comparisons"]:
         log.info("rl-compare: %s vs %s: sample efficiency %s, final accuracy gain %+.1f points -> %s", row["reward"],
-                 summary["reference"], "not reached" if row["sample_efficiency"] is None
-                 else f"{row['sample_efficiency']:.1f}x", 100 * row["gain"], run_dir)
+                 summary["reference"], ratio_text(row, digits=1), 100 * row["gain"], run_dir)
     return summary
 
 
@@ -198,10 +197,12 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
             per[r]["coverage_vs_start"] = coverage(starts, [results[f"{r}_s{s}"] for s in cfg.seeds], cfg.seeds)
     comparisons = []
     for r in cfg.rewards[1:]:
-        need = samples_to_reach(per[r]["samples"], per[r]["mean"], ref["mean"][-1])
+        # reaching the reference's final accuracy means nothing when it is 0: the ratio is not measurable
+        need = samples_to_reach(per[r]["samples"], per[r]["mean"], ref["mean"][-1]) if ref["mean"][-1] > 0 else None
         gains = [a - b for a, b in zip(per[r]["final"], ref["final"])]
         comparisons.append({
             "reward": r, "sample_efficiency": None if not need else float(ref["samples"][-1] / need),
+            "measurable": bool(ref["mean"][-1] > 0),
             "samples_to_match": need, "gain": float(np.mean(gains)),
             "gain_sd": float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0,
             "pass_at_gain": {k: per[r]["pass_at"][k] - ref["pass_at"][k] for k in ref["pass_at"]},

@@ -10,6 +10,17 @@ LABELS = {"orm": "ORM-RL (outcome only)", "pav": "PAV-RL (outcome + α·A^μ)", 
 PLOT_LABELS = {"orm": "ORM-RL (outcome only)", "pav": r"PAV-RL (outcome + $\alpha A^\mu$)",
                "pqv": r"outcome + $\alpha Q^\pi$", "prover-q": r"outcome + $\alpha Q^\mu$ (App. G)"}
 
+NOT_MEASURABLE = "not measurable at this size"
+
+
+def ratio_text(comparison: dict, digits: int = 2) -> str:
+    """A comparison's sample-efficiency ratio as text; "not measurable at this size" when the
+    reference arm ends at accuracy 0, "not reached" when the other arm never reaches it."""
+    value = comparison["sample_efficiency"]
+    if value is not None:
+        return f"{value:.{digits}f}×"
+    return "not reached" if comparison.get("measurable", True) else NOT_MEASURABLE
+
 
 def draw_accuracy(ax, summary: dict[str, Any]) -> None:
     """Held-out accuracy against training samples: mean over seeds, band min … max, one line per reward."""
@@ -67,7 +78,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
                      f"{d['kl_final']:.4f} | {d['entropy_final']:.3f} | {d['steps_per_solution_final']:.2f} |")
     lines += ["", f"| against {LABELS.get(ref, ref)} | here | paper | goal |", "|---|---|---|---|"]
     for c in summary["comparisons"]:
-        eff = "not reached" if c["sample_efficiency"] is None else f"{c['sample_efficiency']:.2f}×"
+        eff = ratio_text(c)
         lines.append(f"| {LABELS.get(c['reward'], c['reward'])}: sample efficiency | {eff} | "
                      f"{summary['paper']['sample_efficiency']} | ≥ 6× |")
         lines.append(f"| {LABELS.get(c['reward'], c['reward'])}: final accuracy gain | {100 * c['gain']:+.1f} ± "

@@ -51,8 +51,11 @@ def compute_to_reach(compute: Sequence[float], accuracy: Sequence[float], target
 
 def efficiency_ratio(reference: tuple[Sequence[float], Sequence[float]],
                      method: tuple[Sequence[float], Sequence[float]]) -> float | None:
-    """Reference compute at its last point ÷ the method's compute to reach that point's accuracy."""
+    """Reference compute at its last point ÷ the method's compute to reach that point's accuracy;
+    None when the reference's accuracy there is 0 (any method "reaches" it: not measurable)."""
     (rc, ra), (mc, ma) = reference, method
+    if not ra[-1] > 0:
+        return None
     need = compute_to_reach(mc, ma, ra[-1])
     return None if need is None else float(rc[-1] / need)
 

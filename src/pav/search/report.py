@@ -28,6 +28,19 @@ def _xy(points: list[dict]) -> tuple[list[float], list[float]]:
     return [p["generated"] for p in points], [p["accuracy"] for p in points]
 
 
+NOT_MEASURABLE = "not measurable at this size"
+
+
+def efficiency_text(headline: dict, key: str = "compute_efficiency", digits: int = 2) -> str:
+    """A compute-efficiency ratio as text: "not measurable at this size" when the reference never
+    solves a problem (a ratio to reach accuracy 0 means nothing), "not reached" when the method
+    never reaches the reference's accuracy."""
+    value = headline[key]
+    if value is not None:
+        return f"{value:.{digits}f}×"
+    return NOT_MEASURABLE if not headline.get("reference_accuracy", 1.0) > 0 else "not reached"
+
+
 def _safe(fn, *args):
     """A ratio, or None when a curve's compute does not increase with N (it is then undefined)."""
     try:
@@ -72,6 +85,7 @@ def summarize(cfg, alpha: float, results: dict[str, dict]) -> dict[str, Any]:
     ref_best = (_xy(ref)[0][: best + 1], _xy(ref)[1][: best + 1])
     headline = {
         "reference": ref_name,
+        "reference_accuracy": ref[-1]["accuracy"],
         "compute_efficiency": _safe(efficiency_ratio, _xy(ref), _xy(curves["pav_beam"])),
         "compute_efficiency_pqv_beam": _safe(efficiency_ratio, _xy(ref), _xy(curves["pqv_beam"])),
         "reference_best": {"n": ref[best]["n"], "accuracy": ref[best]["accuracy"], "generated": ref[best]["generated"]},
@@ -156,7 +170,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("compute: policy tokens generated per problem (log2)")
     ax.set_ylabel(f"accuracy on {summary['problems']} held-out problems")
     h = summary["headline"]
-    eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.1f}×"
+    eff = efficiency_text(h, digits=1)
     gain = "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} pts"
     ax.set_title(f"Test-time search, PAV beam with α = {summary['alpha']:g}, prover {prover_name(summary)}\n"
                  f"compute to match ORM best-of-{summary['ns'][-1]}: {eff} less; mean gain at equal compute: {gain}",
@@ -214,7 +228,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     plot_curves(summary, run_dir / "search_curves.png")
     plot_sweeps(summary, run_dir / "search_sweeps.png")
     h = summary["headline"]
-    eff = "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.2f}×"
+    eff = efficiency_text(h)
     lines = ["# Test-time search: best-of-N against beam search with the effective reward", "",
              f"{summary['problems']} held-out problems; PAV beam uses α = {summary['alpha']:g} "
              f"({summary['alpha_chosen_by']}) and prover {prover_name(summary)}. "

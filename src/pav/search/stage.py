@@ -188,7 +188,7 @@ def _alpha_name(a: float) -> str:
 
 def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = False,
                show_progress: bool = True) -> dict[str, Any]:
-    from pav.search.report import alpha_margin, alpha_sweep, paired_points, summarize, write_report
+    from pav.search.report import alpha_margin, alpha_sweep, efficiency_text, paired_points, summarize, write_report
 
     if not (cfg.policy and cfg.verifier):
         raise ValueError("search needs --set policy=SFT_RUN --set verifier=PQV_RUN (and orm=ORM_RUN for best-of-N)")
@@ -238,6 +238,6 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     mark_complete(run_dir)
     h = summary["headline"]
     log.info("search: PAV beam vs ORM best-of-%d: compute-efficiency %s, mean accuracy gain at equal compute %s -> %s",
-             max(cfg.ns), "not reached" if h["compute_efficiency"] is None else f"{h['compute_efficiency']:.2f}x",
+             max(cfg.ns), efficiency_text(h),
              "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} points", run_dir)
     return summary

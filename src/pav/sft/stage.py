@@ -11,6 +11,7 @@ step kinds, and the run checks the quality gate of a "mediocre but capable" base
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -177,17 +178,22 @@ def check_gate(quality: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
     reasons = []
     if not gate.pass1_min <= p1 <= gate.pass1_max:
         reasons.append(f"pass@1 {p1:.3f} outside [{gate.pass1_min}, {gate.pass1_max}]")
-    if not p64 >= gate.pass64_min:
+    if math.isnan(p64):
+        reasons.append("pass@64 not measurable at this size (fewer than 64 samples per problem)")
+    elif not p64 >= gate.pass64_min:
         reasons.append(f"pass@64 {p64:.3f} below {gate.pass64_min}")
     return {"passed": not reasons, "reasons": reasons}
+def _measured(x: float) -> str:
+    return "n/a (not measurable at this size)" if math.isnan(x) else f"{x:.3f}"
+
+
 
 
 def _log_summary(s: dict[str, Any]) -> None:
     q = s["heldout"]
     mix = ", ".join(f"{k} {v:.2f}" for k, v in q["step_mix"].items())
-    log.info("sft: %.0f s training, loss %.3f; held-out pass@1 %.3f pass@8 %.3f pass@64 %.3f; steps: %s",
-             s["train_seconds"], s["final_loss"], q.get("pass@1", float("nan")), q.get("pass@8", float("nan")),
-             q.get("pass@64", float("nan")), mix)
+    passes = " ".join(f"{k} {_measured(q.get(k, float('nan')))}" for k in ("pass@1", "pass@8", "pass@64"))
+    log.info("sft: %.0f s training, loss %.3f; held-out %s; steps: %s", s["train_seconds"], s["final_loss"], passes, mix)
     if s["gate"]["passed"] is None:
         return
     if s["gate"]["passed"]:

@@ -4,7 +4,8 @@ OpenRLHF 0.11's ``SingleTurnAgentExecutor`` POSTs ``{"query": [prompt + response
 [prompt], "labels": [label]}`` for every sample as soon as it is generated. This bench starts
 `pav serve` (the built-in task's verifier at the demo size, untrained head: scoring costs the same
 as a trained one) and sends ``--requests`` such requests from ``--clients`` concurrent clients,
-each a built-in-task problem, an expert solution and its gold answer, twice: with the service's
+each a built-in-task problem, an expert solution and its gold answer (after timing the verifier
+alone per batch size), twice: with the service's
 batching across concurrent requests (the default limits) and without it (``max_batch=1``). The
 client is OpenRLHF's own (its executor's ``_fetch_rewards_via_http``, a new aiohttp session per
 request, retrying errors) when OpenRLHF is installed, else the same request with httpx. Failures
@@ -108,6 +109,27 @@ async def drive(url: str, work: list, clients: int, post) -> tuple[list[float], 
     return latencies, failed, time.perf_counter() - t0
 
 
+def scoring_alone(verifier: str, work: list, sizes=(1, 4, 16, 64)) -> dict[int, float]:
+    """ms per solution of the verifier itself (in this process, one torch thread, as `pav serve` runs it)."""
+    import torch
+
+    from pav.verifier.load import load_scorer
+
+    torch.set_num_threads(1)
+    scorer = load_scorer(verifier, k=4, batch_size=64)
+    prompts = [p for _, p, _ in work[:64]]
+    steps = [[s for s in q[len(p):].split("\n") if s] for q, p, _ in work[:64]]
+    scorer.score(prompts[:4], steps[:4])  # warm-up
+    out = {}
+    for n in sizes:
+        reps = max(1, 64 // n)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            scorer.score(prompts[:n], steps[:n])
+        out[n] = 1000 * (time.perf_counter() - t0) / reps / n
+    return out
+
+
 def metrics(base: str) -> dict[str, float]:
     import httpx
 
@@ -163,6 +185,8 @@ def main() -> None:
     warm = samples(32, args.seed + 1)
     name, post = client()
     print(f"client: {name}; {args.clients} clients, {args.requests} one-sample requests with labels, cpus {os.cpu_count()}")
+    alone = scoring_alone(verifier, work)
+    print("verifier alone, ms per solution by batch size: " + ", ".join(f"{n}: {ms:.2f}" for n, ms in alone.items()))
     rows = [run(verifier, b, work, warm, args.clients, post) for b in (True, False)]
     print(f"{'batching':<34} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7} {'mean batch':>11} {'largest':>8}")
     for r in rows:

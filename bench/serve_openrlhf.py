@@ -30,23 +30,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from reliability import tiny_verifier  # the demo-size verifier with an untrained head (bench/ is on sys.path)
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PAV_SERVE_TOKEN": ""}
-
-
-def tiny_verifier(root: Path) -> str:
-    """The demo-size verifier of the built-in task (character tokenizer), head untrained."""
-    import torch
-
-    from pav.policies.hf import tiny_gpt2
-    from pav.policies.tokenizer import build_char_tokenizer
-    from pav.verifier.model import ValueVerifier
-
-    tok = build_char_tokenizer()
-    verifier = ValueVerifier(tiny_gpt2(len(tok), seed=0), tok, "\n", seed=0)
-    with torch.no_grad():
-        verifier.head.weight.normal_(0, 1.0)
-    return str(verifier.save(root / "verifier"))
 
 
 def samples(n: int, seed: int) -> list[tuple[str, str, str]]:

@@ -99,7 +99,7 @@ def test_grid_step_logits_equal_transformers(tok, min_window):
         if min_window is not None:
             fast.min_window = min_window
         layers = cache.layers
-        grid = PrefixGrid([x.keys for x in layers], [x.values for x in layers], (1 - mask).sum(-1), per, 8)
+        grid = PrefixGrid([x.keys for x in layers], [x.values for x in layers], mask.bool(), per, 8)
         position = mask.sum(-1)[ctx_of]
         live = list(range(9))
         for t in range(cont.shape[1]):

@@ -39,6 +39,7 @@ import torch
 from pav.policies.base import Generation, StepScan
 from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
 from pav.policies.noise import step_salt
+from pav.policies.prefix_store import Part, PrefixStore, write_parts
 
 FAST_PRUNE_FRACTION = 0.1  # a cohort repacks its grid when that saves this share of it
 GRID_SLACK = 1.25  # ... and shares prefixes only if the grid has at most this many slots per row
@@ -81,14 +82,18 @@ class _Cohort:
     """One prefill group's rows decoding in step; results go to ``out[u][k]``."""
 
     def __init__(self, policy: CohortHost, fast: FastGPT2, units: list[tuple[int, int, int]],
-                 ids: Sequence[list[int]], max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None) -> None:
+                 ids: Sequence[list[int]], max_new_tokens: int, keys_of: Sequence[torch.Tensor] | None,
+                 reuse: PrefixStore | None = None, keep: PrefixStore | None = None) -> None:
         device = policy.device
         seqs = [ids[u] for u, _, _ in units]
-        if len(seqs) * fast.n_head * max(map(len, seqs)) ** 2 <= FAST_PREFILL_MAX_SCORES:
-            prefix_keys, prefix_values, logits, mask = _prefill(policy, fast, seqs)
+        hits = [reuse.longest(x) for x in seqs] if reuse is not None else [(0, ())] * len(seqs)
+        cached, new = max(n for n, _ in hits), max(len(x) - n for x, (n, _) in zip(seqs, hits))
+        if len(seqs) * fast.n_head * new * (cached + new) <= FAST_PREFILL_MAX_SCORES:
+            prefix_keys, prefix_values, logits, mask = _prefill(policy, fast, seqs, hits)
         else:  # long contexts: transformers' attention does not materialise the scores
             cache, logits, mask = policy._prefill(seqs)
             prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
+        self.ids, self.keep = ids, keep
         counts = [c for _, _, c in units]
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
@@ -113,7 +118,7 @@ class _Cohort:
                 self.ends.setdefault(budget - 1, []).append(c)
         longest = max(self.ends) + 1  # the cohort stops when its longest budget ends
         self.grid = PrefixGrid([k[contexts] for k in prefix_keys], [v[contexts] for v in prefix_values],
-                               mask.shape[1] - ctx_len, per, longest)
+                               mask[contexts].bool(), per, longest)
         slot_ctx = torch.arange(n_ctx, device=device).repeat_interleave(per)  # (G*R,)
         self.logits = logits[contexts][slot_ctx]  # (n, V)
         self.positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
@@ -166,12 +171,31 @@ class _Cohort:
                 else:
                     results[r] = Generation(text, t + 1, False)
                 if results[r] is not None:
+                    if self.keep is not None:
+                        self._keep_row(i, t)
                     self.done[i] = True
                     self.n_live -= 1
                     self.live_in[i // self.per] -= 1
                     u, k = self.owner[r]
                     out[u][k] = results[r]
         self.tok = tok
+
+    def _keep_row(self, i: int, t: int) -> None:
+        """Store slot i's KV (its context and the t tokens it fed) under those ids (`prefix_store`)."""
+        u = self.owner[self.slot_row[i]][0]
+        ids = (*self.ids[u], *self.tokens[i, :t].tolist())
+        grid = self.grid
+        if grid.flat is not None:  # one buffer per row: the copy is the row's whole sequence
+            end = grid.P + t
+            part = Part([k[i, :, :end].clone() for k in grid.flat.keys], [v[i, :, :end].clone() for v in grid.flat.values],
+                        grid.flat.valid(i, end))
+            self.keep.put(ids, (part,))
+            return
+        g, r = divmod(i, self.per)
+        prefix = Part([k[g] for k in grid.prefix_keys], [v[g] for v in grid.prefix_values], grid.prefix_valid[g])
+        layers = [grid.suffix(layer) for layer in range(len(grid.prefix_keys))]
+        suffix = Part([k[g, :, r, :t].clone() for k, _ in layers], [v[g, :, r, :t].clone() for _, v in layers])
+        self.keep.put(ids, (prefix, suffix))
 
     def repack(self) -> None:
         """Drop stopped rows and empty contexts from the grid when that saves enough of it. The grid
@@ -207,14 +231,26 @@ class _Cohort:
         self.done = [r < 0 for r in new_rows]
 
 
-def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]]) -> tuple[list[torch.Tensor],
-                                                                             list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Encode left-padded contexts once on FastGPT2: keys and values per layer (G, n_head, T,
-    head_dim), the last logits (G, V) in float32, and the mask (G, T)."""
-    input_ids, mask, positions = left_padded(seqs, policy.pad_id, policy.device)
-    buf = fast.buffer(*input_ids.shape)
-    buf.set_padding(mask.shape[1] - mask.sum(-1))
-    logits = fast.forward(input_ids, positions, buf, 0, last_only=True).float()
+def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]],
+             hits: list[tuple[int, tuple[Part, ...]]]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor,
+                                                                torch.Tensor]:
+    """Encode contexts once on FastGPT2: keys and values per layer (G, n_head, T, head_dim), the
+    last logits (G, V) in float32, and the mask (G, T) of real columns. ``hits[g]`` = (n, parts):
+    the first n ids of context g have stored KV (`prefix_store`), written right-aligned into
+    columns ``[:C]`` (C the longest such n); the other ids are encoded, left-padded, after them."""
+    cached = max(n for n, _ in hits)
+    input_ids, new_mask, _ = left_padded([x[n:] for x, (n, _) in zip(seqs, hits)], policy.pad_id, policy.device)
+    g, width = input_ids.shape
+    buf = fast.buffer(g, cached + width)
+    reused = torch.arange(cached, device=policy.device)[None, :] >= cached - torch.tensor(
+        [n for n, _ in hits], device=policy.device)[:, None]  # (G, C) True where stored KV lies
+    for row, (n, parts) in enumerate(hits):
+        if n:
+            write_parts(parts, buf.keys, buf.values, row, cached)
+    mask = torch.cat([reused.long(), new_mask], dim=1)  # (G, C + T')
+    buf.set_valid(mask.bool())
+    positions = torch.tensor([n for n, _ in hits], device=policy.device)[:, None] + (new_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = fast.forward(input_ids, positions, buf, cached, last_only=True).float()
     return buf.keys, buf.values, logits, mask
 
 
@@ -236,10 +272,13 @@ def decode_cohorts(
     draw: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     max_new_tokens: int,
     keys_of: Sequence[torch.Tensor] | None = None,
+    reuse: PrefixStore | None = None,
+    keep: PrefixStore | None = None,
 ) -> list[list[Generation]]:
     """Sample ``rows_of[u]`` rollouts of each context ``ids[u]``, contexts taken in ``order``;
     returns the generations of each context, rollout k at index k. ``keys_of[u]`` (rows_of[u], 2):
-    keyed-noise keys of each context's rows (None: the call's generator)."""
+    keyed-noise keys of each context's rows (None: the call's generator). ``reuse``: stored KV of
+    earlier rows that contexts may extend; ``keep``: where this call's rows store theirs."""
     batch, max_cohorts = policy.batch_size, policy.cohorts
     out: list[list[Generation | None]] = [[None] * k for k in rows_of]
     units = []  # (context, first rollout, rows): a context with more rows than a batch is split
@@ -256,7 +295,7 @@ def decode_cohorts(
                 free -= units[-1][2]
                 group.append(units.pop())
             if group:
-                cohorts.append(_Cohort(policy, fast, group, ids, max_new_tokens, keys_of))
+                cohorts.append(_Cohort(policy, fast, group, ids, max_new_tokens, keys_of, reuse, keep))
         logits = cohorts[0].logits if len(cohorts) == 1 else torch.cat([c.logits for c in cohorts])
         salt = None if keys_of is None else torch.cat([step_salt(c.keys, c.t) for c in cohorts])  # (N,)
         tok = draw(logits, salt)  # (N,)

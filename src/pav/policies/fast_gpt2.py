@@ -53,9 +53,18 @@ class KVBuffer:
     def set_padding(self, pad: torch.Tensor) -> None:
         """Rows ``[:len(pad)]`` ignore their first ``pad[i]`` columns (left padding); (B,) long."""
         cols = torch.arange(self.max_len, device=pad.device)  # (L,)
-        masked = (cols[None, :] < pad[:, None])[:, None, None, :]  # (B, 1, 1, L)
-        b = pad.shape[0]
-        self.bias[:b] = torch.where(masked, neg_inf(self.bias.dtype), 0.0).to(self.bias.dtype)
+        self.set_valid(cols[None, :] >= pad[:, None])
+
+    def set_valid(self, valid: torch.Tensor) -> None:
+        """Rows ``[:len(valid)]`` attend only to their columns where ``valid`` (b, L') is True
+        (columns past L' stay as they are): left padding, or a gap between a reused prefix and
+        newly encoded tokens (`pav.policies.prefix_store`)."""
+        b, n = valid.shape
+        self.bias[:b, :, :, :n] = torch.where(valid[:, None, None, :], 0.0, neg_inf(self.bias.dtype)).to(self.bias.dtype)
+
+    def valid(self, row: int, end: int) -> torch.Tensor:
+        """(end,) bool: the columns ``[:end]`` that row ``row`` attends to."""
+        return self.bias[row, 0, 0, :end] == 0
 
     def compact(self, keep: torch.Tensor, filled: int) -> None:
         """Keep rows ``keep`` (sorted ascending, (b',) long) as rows ``[:b']``; columns ``[:filled]``."""
@@ -217,39 +226,52 @@ class FastGPT2:
 
     def _attend(self, i: int, qkv: torch.Tensor, grid: PrefixGrid, t: int, scale: float) -> torch.Tensor:
         """Layer i's attention output (n, E) for the grid's slots, qkv (n, 3, H, d); writes k and v."""
-        G, R, P = grid.G, grid.R, grid.P
-        n, E, H, d, s = G * R, self.n_embd, self.n_head, self.head_dim, t + 1
-        if grid.flat is not None:  # one buffer per row: prefix then suffix
-            buf, end = grid.flat, P + t + 1
-            keys, values = buf.keys[i][:n], buf.values[i][:n]
-            keys[:, :, end - 1] = qkv[:, 1]
-            values[:, :, end - 1] = qkv[:, 2]
-            bias = buf.bias[:n].view(n * H, 1, buf.max_len)[:, :, :end]
-            q = qkv[:, 0].reshape(n * H, 1, d)
-            scores = torch.baddbmm(bias, q, keys[:, :, :end].reshape(n * H, end, d).transpose(1, 2), alpha=scale)
-            return torch.bmm(scores.softmax(-1), values[:, :, :end].reshape(n * H, end, d)).view(n, E)
-        prefix_bias = grid.prefix_bias.view(G * H, 1, P)
-        keys, values = grid.suffix(i)  # (G, H, R, max_new, d): a context's rows side by side
-        keys[:, :, :, t] = qkv[:, 1].view(G, R, H, d).transpose(1, 2)
-        values[:, :, :, t] = qkv[:, 2].view(G, R, H, d).transpose(1, 2)
-        q = qkv[:, 0].view(G, R, H, d).transpose(1, 2).reshape(G * H, R, d) * scale  # the rows of each context
-        kp = grid.prefix_keys[i].view(G * H, P, d)
-        scores_p = torch.baddbmm(prefix_bias, q, kp.transpose(1, 2))  # (GH, R, P)
-        w = min(max(s, self.min_window), grid.max_new)  # suffix columns read; those after t are masked
-        ks = keys[:, :, :, :w].reshape(n * H, w, d)  # (GHR, w, d), a view
-        scores_s = torch.bmm(q.reshape(n * H, 1, d), ks.transpose(1, 2))  # (GHR, 1, w)
-        if w > s:
-            scores_s[:, :, s:] = neg_inf(scores_s.dtype)
-        probs = torch.cat([scores_p.view(G, H, R, P), scores_s.view(G, H, R, w)], dim=-1).softmax(-1)
-        o_p = torch.bmm(probs.view(G * H, R, P + w)[:, :, :P], grid.prefix_values[i].view(G * H, P, d))
-        o_s = torch.bmm(probs.view(n * H, 1, P + w)[:, :, P:], values[:, :, :, :w].reshape(n * H, w, d))
-        return (o_p.view(G, H, R, d) + o_s.view(G, H, R, d)).transpose(1, 2).reshape(n, E)
+        return attend_grid(i, qkv[:, 0], qkv[:, 1], qkv[:, 2], grid, t, scale, self.min_window)
+
+
+def attend_grid(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: PrefixGrid, t: int, scale: float,
+                min_window: int) -> torch.Tensor:
+    """Layer i's attention output (n, Hq * d) of a grid's slots at suffix column t: queries q (n, Hq, d),
+    the step's keys and values k, v (n, H, d), written into the grid first. Hq = H * rep: query
+    head h reads key head h // rep (grouped-query attention; GPT-2 has rep = 1), so a context's
+    prefix is read once for its R rows times rep heads."""
+    G, R, P = grid.G, grid.R, grid.P
+    n, H, d = k.shape
+    rep, s = q.shape[1] // H, t + 1
+    if grid.flat is not None:  # one buffer per row: prefix then suffix
+        buf, end = grid.flat, P + t + 1
+        keys, values = buf.keys[i][:n], buf.values[i][:n]
+        keys[:, :, end - 1] = k
+        values[:, :, end - 1] = v
+        bias = buf.bias[:n].view(n * H, 1, buf.max_len)[:, :, :end]
+        qf = q.reshape(n * H, rep, d)
+        scores = torch.baddbmm(bias, qf, keys[:, :, :end].reshape(n * H, end, d).transpose(1, 2), alpha=scale)
+        return torch.bmm(scores.softmax(-1), values[:, :, :end].reshape(n * H, end, d)).view(n, H * rep * d)
+    prefix_bias = grid.prefix_bias.view(G * H, 1, P)
+    keys, values = grid.suffix(i)  # (G, H, R, max_new, d): a context's rows side by side
+    keys[:, :, :, t] = k.view(G, R, H, d).transpose(1, 2)
+    values[:, :, :, t] = v.view(G, R, H, d).transpose(1, 2)
+    # (G, H, R, rep, d): the rows (and grouped heads) of each context's key head side by side
+    q = q.view(G, R, H, rep, d).transpose(1, 2) * scale
+    kp = grid.prefix_keys[i].view(G * H, P, d)
+    scores_p = torch.baddbmm(prefix_bias, q.reshape(G * H, R * rep, d), kp.transpose(1, 2))  # (GH, R rep, P)
+    w = min(max(s, min_window), grid.max_new)  # suffix columns read; those after t are masked
+    ks = keys[:, :, :, :w].reshape(n * H, w, d)  # (GHR, w, d), a view
+    scores_s = torch.bmm(q.reshape(n * H, rep, d), ks.transpose(1, 2))  # (GHR, rep, w)
+    if w > s:
+        scores_s[:, :, s:] = neg_inf(scores_s.dtype)
+    probs = torch.cat([scores_p.view(G, H, R, rep, P), scores_s.view(G, H, R, rep, w)], dim=-1).softmax(-1)
+    o_p = torch.bmm(probs.view(G * H, R * rep, P + w)[:, :, :P], grid.prefix_values[i].view(G * H, P, d))
+    o_s = torch.bmm(probs.view(n * H, rep, P + w)[:, :, P:], values[:, :, :, :w].reshape(n * H, w, d))
+    o = o_p.view(G, H, R, rep, d) + o_s.view(G, H, R, rep, d)
+    return o.transpose(1, 2).reshape(n, H * rep * d)
+
 
 class PrefixGrid:
     """Decode state for rollouts that share prefixes: G contexts x R rows (a grid, row-major).
 
     The prefix keys/values of the G contexts are stored once, (G, n_head, P, head_dim), with an
-    additive mask of their left padding; each row has its own preallocated suffix buffer, laid out
+    additive mask of their padding (``prefix_valid`` (G, P) False); each row has its own preallocated suffix buffer, laid out
     (G, n_head, R, max_new, head_dim) (a context's rows side by side, so attention needs no
     transposes) for the tokens it generates, written in place at column t
     by every row at step t. Attention of a row = softmax over [its context's prefix | its suffix],
@@ -260,7 +282,7 @@ class PrefixGrid:
     """
 
     def __init__(self, prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor],
-                 prefix_pad: torch.Tensor, rows_per_context: int, max_new: int) -> None:
+                 prefix_valid: torch.Tensor, rows_per_context: int, max_new: int) -> None:
         g, h, p, d = prefix_keys[0].shape
         self.G, self.R, self.P = g, rows_per_context, p
         self.flat: KVBuffer | None = None
@@ -269,12 +291,12 @@ class PrefixGrid:
                                  device=prefix_keys[0].device)
             for buf, x in zip((*self.flat.keys, *self.flat.values), (*prefix_keys, *prefix_values)):
                 buf[:, :, :p] = x
-            self.flat.set_padding(prefix_pad.to(prefix_keys[0].device))
+            self.flat.set_valid(prefix_valid.to(prefix_keys[0].device))
             return
         self.prefix_keys, self.prefix_values = prefix_keys, prefix_values
         dtype, device = prefix_keys[0].dtype, prefix_keys[0].device
-        cols = torch.arange(p, device=device)
-        masked = (cols[None, :] < prefix_pad[:, None].to(device))[:, None, None, :]  # (G, 1, 1, P)
+        self.prefix_valid = prefix_valid.to(device)  # (G, P) bool: left padding (and a reuse gap) False
+        masked = ~self.prefix_valid[:, None, None, :]  # (G, 1, 1, P)
         self.prefix_bias = torch.where(masked, neg_inf(dtype), 0.0).to(dtype).expand(g, h, 1, p).contiguous()
         self.H, self.d, self.max_new = h, d, max_new
         size = g * rows_per_context * h * max_new * d  # flat storage, viewed as (G, H, R, max_new, d)
@@ -311,4 +333,5 @@ class PrefixGrid:
         self.prefix_keys = [x[contexts] for x in self.prefix_keys]
         self.prefix_values = [x[contexts] for x in self.prefix_values]
         self.prefix_bias = self.prefix_bias[contexts]
+        self.prefix_valid = self.prefix_valid[contexts]
         self.G, self.R = contexts.shape[0], rows_per_context

@@ -58,8 +58,10 @@ from pav.policies.base import (
 )
 from pav.policies.fast_decode import decode_cohorts, left_padded
 from pav.policies.fast_gpt2 import FastGPT2
+from pav.policies.fast_llama import FastLlama
 from pav.policies.gguf import local_model_dir
 from pav.policies.noise import keyed_uniform, row_keys, step_salt
+from pav.policies.prefix_store import PrefixStore
 from pav.policies.tokenizer import encode_plain, plain_decoder
 
 logger = logging.getLogger(__name__)
@@ -71,6 +73,7 @@ def cache_argument(model: PreTrainedModel) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
+FAST_PATHS = (FastGPT2, FastLlama)  # own forward passes over a model's weights (`fast_decode`), first match
 PRUNE_FRACTION = 0.1  # drop stopped rows once they are this share of the batch (a drop copies the cache)
 
 
@@ -273,7 +276,7 @@ class HFPolicy:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.delimiter = delimiter
-        self.fast = fast  # decode GPT-2-family models with `FastGPT2` (module docstring)
+        self.fast = fast  # decode GPT-2 and Llama-family models on `FAST_PATHS` (module docstring)
         self.cohorts = cohorts  # the fast path's prefill groups decoding at once (`fast_decode`: 1 pays best)
         self.eos_id: int | None = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
@@ -289,6 +292,7 @@ class HFPolicy:
             self._banned[tokenizer.pad_token_id] = True
         self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
         self._cache_arg = cache_argument(self.model)
+        self._prefix_store: PrefixStore | None = None  # set inside reuse_prefixes()
         self._backend_decode = plain_decoder(tokenizer)  # None: decode through the tokenizer
         # (V,) on the host: tokens after which the fast path looks at a row (it keeps its tokens there)
         self._flagged = self._has_delim.cpu().clone()
@@ -329,13 +333,16 @@ class HFPolicy:
         keys_of = self._row_keys(contexts, seed, n, unique) if keyed else None  # (rows_of[u], 2) each, on the host
         order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
         per_unique: list[list[Generation]] = [[] for _ in unique]
-        fast = FastGPT2(self.model) if self.fast and FastGPT2.supports(self.model) else None
+        fast = next((path(self.model) for path in FAST_PATHS if path.supports(self.model)), None) if self.fast else None
+        reuse = self._prefix_store if fast is not None else None  # inside reuse_prefixes(): the last call's rows
+        keep = PrefixStore() if reuse is not None and until == "step" else None
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
                 if fast is not None:  # the fast GPT-2 path (`pav.policies.fast_decode`)
-                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens, keys_of)
+                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens, keys_of,
+                                                reuse, keep)
                 groups = _pack(order, rows_of, self.batch_size) if fast is None else ()
                 for group in groups:
                     cache, logits, mask = self._prefill([ids[u] for u in group])
@@ -352,6 +359,8 @@ class HFPolicy:
                             per_unique[group[s]].append(gen)
         finally:
             self.model.train(was_training)
+        if self._prefix_store is not None:
+            self._prefix_store = keep if keep is not None else PrefixStore()
         index = {u: i for i, u in enumerate(unique)}
         used: Counter[str] = Counter()
         generations = []
@@ -360,13 +369,28 @@ class HFPolicy:
             used[c] += 1
         batch = SampleBatch(
             generations=generations,
-            prompt_tokens=sum(len(x) for x in ids),
+            prompt_tokens=sum(len(x) for x in ids) - (reuse.reused_tokens if reuse is not None else 0),
             generated_tokens=sum(g.n_tokens for row in generations for g in row),
             seconds=time.perf_counter() - start,
         )
         logger.debug("%s: %d contexts x %d, %d prompt + %d generated tokens in %.2f s", self.policy_id,
                      len(contexts), n, batch.prompt_tokens, batch.generated_tokens, batch.seconds)
         return batch
+
+    @contextlib.contextmanager
+    def reuse_prefixes(self) -> Iterator[None]:
+        """Within this block, every ``until="step"`` call keeps its rows' KV states and the next
+        call encodes only what a context adds to one of them (`pav.policies.prefix_store`): a
+        beam's kept prefixes, or one sample's steps taken one call at a time, are extended instead
+        of encoded again. Outputs are those of the same calls without it, up to floating-point
+        rounding. GPT-2-family models on the fast path; other models ignore it. The store is freed
+        when the block ends."""
+        outer = self._prefix_store
+        self._prefix_store = PrefixStore() if outer is None else outer
+        try:
+            yield
+        finally:
+            self._prefix_store = outer
 
     def _row_keys(self, contexts: Sequence[str], seeds: Sequence[int], n: int, unique: list[str]) -> list[torch.Tensor]:
         """Noise keys of every row, per distinct context, on the host (the decoders move the rows they

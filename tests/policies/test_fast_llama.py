@@ -1,0 +1,100 @@
+"""The Llama-family fast path (`FastLlama`) and prefix reuse across calls (`HFPolicy.reuse_prefixes`).
+
+Tiny random Llama and Qwen2 models (grouped-query attention, 2 key heads for 4 query heads, Qwen2's
+q/k/v biases) decode on the fast path exactly what transformers' own forward decodes: greedy text
+equals an uncached, unpadded reference, and keyed sampling gives the generic path's text. Step-mode
+calls inside ``reuse_prefixes`` give what the same calls give without it, with fewer tokens encoded.
+"""
+
+import contextlib
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
+
+from pav.policies import build_char_tokenizer  # noqa: E402
+from pav.policies.fast_llama import FastLlama  # noqa: E402
+from pav.policies.hf import HFPolicy, tiny_gpt2  # noqa: E402
+
+from .test_policy_hf import ALPHABET, CONTEXTS, _reference  # noqa: E402
+
+torch.set_num_threads(1)
+ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return build_char_tokenizer(ALPHABET)
+
+
+def _model(tok, arch: str, seed: int = 0):
+    config_cls, model_cls = ARCHS[arch]
+    config = config_cls(vocab_size=len(tok), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+                        rope_theta=10.0)  # fast-turning rotary positions: a wrong position changes the text
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8)  # a sharp model: greedy text varies by context
+    return model
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_fast_path_is_used_and_greedy_equals_the_uncached_reference(tok, arch, monkeypatch):
+    model = _model(tok, arch)
+    assert FastLlama.supports(model)
+    steps = []
+    real = FastLlama.grids_step
+    monkeypatch.setattr(FastLlama, "grids_step", lambda self, *a: steps.append(1) or real(self, *a))
+    policy = HFPolicy(model, tok, "t", batch_size=5)
+    got = policy.sample(CONTEXTS, 1, until="solution", max_steps=12, max_new_tokens=9, temperature=0)
+    want = [_reference(model, tok, c, until="solution", max_steps=12, max_new_tokens=9) for c in CONTEXTS]
+    assert [row[0] for row in got.generations] == want
+    assert steps
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_keyed_sampling_on_the_fast_path_equals_the_generic_path(tok, arch):
+    model = _model(tok, arch, seed=1)
+    kwargs = dict(until="solution", max_steps=4, max_new_tokens=12, seed=list(range(len(CONTEXTS))))
+    fast = HFPolicy(model, tok, "t", batch_size=8).sample(CONTEXTS, 3, **kwargs)
+    generic = HFPolicy(model, tok, "t", batch_size=8, fast=False).sample(CONTEXTS, 3, **kwargs)
+    assert fast.texts == generic.texts
+    assert len({t for row in fast.texts for t in row}) > 5  # the rollouts differ
+
+
+def test_unsupported_variants_decode_through_transformers(tok):
+    model = _model(tok, "llama")
+    model.config.hidden_act = "gelu"
+    assert not FastLlama.supports(model)
+    assert not FastLlama.supports(tiny_gpt2(len(tok)))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch):
+    """A sample taken one step per call: each call's contexts are the last call's contexts plus one
+    of their sampled steps (a beam's kept prefixes). Inside reuse_prefixes only the new tokens are
+    encoded, and every call's text is what it is without reuse."""
+    model = tiny_gpt2(len(tok), seed=2, eos_token_id=tok.eos_token_id) if arch == "gpt2" else _model(tok, arch, 2)
+    policy = HFPolicy(model, tok, "t", batch_size=8)
+
+    def run(reuse: bool):
+        contexts, texts, encoded = list(CONTEXTS), [], 0
+        with policy.reuse_prefixes() if reuse else contextlib.nullcontext():
+            for depth in range(4):
+                batch = policy.sample(contexts, 3, until="step", max_steps=1, max_new_tokens=6,
+                                      seed=[100 * depth + i for i in range(len(contexts))])
+                texts.append(batch.texts)
+                encoded += batch.prompt_tokens
+                contexts = [c + row[depth % 3] for c, row in zip(contexts, batch.texts)]
+        return texts, encoded
+
+    plain, encoded_plain = run(False)
+    reused, encoded_reused = run(True)
+    assert reused == plain
+    assert encoded_reused < 0.6 * encoded_plain
+    assert policy._prefix_store is None  # freed when the block ends

@@ -169,9 +169,10 @@ def test_a_different_number_is_never_graded_right(gold, candidate, decoration):
     assert _compare(decoration.format(gold_text), gold_text)[0] == "correct"
 
 
-@pytest.mark.parametrize("unit", ["\\(", "\\[", "$$", "\\boxed{", "**a ", "\\text{", "1 1/", "the answer is ", "1,"])
+@pytest.mark.parametrize("unit", ["\\(", "\\[", "$$", "\\boxed{", "**a ", "\\text{", "1 1/", "the answer is ", "1,", " ", "."])
 def test_long_repetitive_answers_normalise(unit):
-    """100,000 characters of one token: every rule is linear in the text (``\\(`` repeated was quadratic,
-    a minute of regex backtracking; the worker's deadline would have cut it, as an ungraded answer)."""
-    text = unit * (100_000 // len(unit))
+    """100,000 characters of one token, then ``x``: every rule is linear in the text (``\\(`` repeated
+    took a minute of regex backtracking, a run of spaces or dots longer; the worker's deadline would
+    have cut them, as ungraded answers)."""
+    text = "so" + unit * (100_000 // len(unit)) + "x"
     assert isinstance(normalise(text).text, str)

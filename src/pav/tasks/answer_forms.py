@@ -8,9 +8,9 @@ pairs math-verify is asked about, under an `AnswerPolicy`.
 
 What no rule does, on purpose: convert units (``50 cents`` stays 50, never 0.5), drop a word that
 changes the value (``5 million``, ``not 5``, ``at least 5``, ``5 squared`` are left alone, so they
-do not match 5), or read European decimal commas (``1,5`` stays a list). Every rule is a regular
-expression over the text: nothing here parses or evaluates it (the grading worker runs this under
-its deadline, see `pav.tasks.grader_worker`).
+do not match 5), or read European decimal commas (``1,5`` stays a list). Every rule is regular
+expressions and string searches, linear in the text: nothing here parses or evaluates it (the grading
+worker runs this under its deadline, see `pav.tasks.grader_worker`). User docs: docs/grading.md.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, get_args
 
 PercentPolicy = Literal["either", "fraction", "number"]
 IrrationalPolicy = Literal["exact", "rounded"]
@@ -39,10 +39,9 @@ class AnswerPolicy:
     rational gold: `0.33` is not `1/3`."""
 
     def __post_init__(self) -> None:
-        if self.percent not in ("either", "fraction", "number"):
-            raise ValueError(f"percent policy must be either, fraction or number, got {self.percent!r}")
-        if self.irrational not in ("exact", "rounded"):
-            raise ValueError(f"irrational policy must be exact or rounded, got {self.irrational!r}")
+        for name, kind in (("percent", PercentPolicy), ("irrational", IrrationalPolicy)):
+            if getattr(self, name) not in get_args(kind):
+                raise ValueError(f"{name} policy must be one of {', '.join(get_args(kind))}, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -62,14 +61,16 @@ def unicode_symbols(text: str) -> str:
     return "".join(_UNICODE.get(ch, ch) for ch in text).strip()
 
 
-_PREFIX = re.compile(r"^(?:(?:so|thus|therefore|hence)\s*,?\s+)?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is)?\s*[:=]?\s*",
-                     re.IGNORECASE)
-_HOPE = re.compile(r"\s*\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
+_PREFIX = re.compile(r"^(?:(?:so|thus|therefore|hence)(?:\s*,\s*|\s+))?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is)?"
+                     r"\s*[:=]?\s*", re.IGNORECASE)
+_HOPE = re.compile(r"I hope it is correct\.?$", re.IGNORECASE)
 
 
 def answer_prefix(text: str) -> str:
     """"The answer is", "Final answer:", "So the answer is" and Minerva's "... I hope it is correct." go."""
-    text = _HOPE.sub("", text)
+    text, hoped = _HOPE.subn("", text)
+    if hoped:
+        text = text.rstrip(" .")
     for _ in range(3):  # "Final Answer: The final answer is 5"
         text, n = _PREFIX.subn("", text, count=1)
         if not n:
@@ -141,12 +142,10 @@ def latex_spaces(text: str) -> str:
     return re.sub(r"\s+", " ", _LATEX_SPACE.sub(" ", text)).strip()
 
 
-_TRAILING = re.compile(r"(?<!\\)[.;:,]+$")
-
-
 def trailing_punctuation(text: str) -> str:
     """A sentence's final ``.``, ``;``, ``:`` or ``,`` goes (``7.`` is 7); an ellipsis and ``!`` (``10!``) stay."""
-    return text if text.endswith("...") else _TRAILING.sub("", text).strip()
+    stripped = text.rstrip(".;:,")
+    return text if text.endswith("...") or stripped.endswith("\\") else stripped.strip()
 
 
 _CURRENCY = re.compile(r"\\\$|(?<!\\)\$(?=\s*[-+]?[\d.])|\bUS\$|\b(?:USD|EUR|GBP)\b|[€£¥₹]|\\(?:euro|pounds)\b")

@@ -41,7 +41,7 @@ RULE_CASES = {
     af.number_words: [("seven", "7"), ("Five apples", "5 apples"), ("minus seven", "-7"), ("twenty", "20"),
                       ("someone", "someone"), ("twenty-one", "twenty-one")],
     af.scale_words: [("2.5 million", "2.5\\times10^{6}"), ("2 dozen eggs", "2\\times12 eggs"),
-                     ("5 thousand", "5\\times10^{3}"), ("5 thousandths", "5 thousandths"), ("million", "million")],
+                     ("5 thousand", "5\\times10^{3}"), ("18 hundred", "18\\times10^{2}"), ("5 thousandths", "5 thousandths"), ("million", "million")],
     af.words_around_number: [("18 apples", "18"), ("Janet makes 18 dollars every day", "18"), ("5 km/h", "5"),
                              ("12 m^2", "12"), ("5cm", "5"), ("3 h", "3"), ("2\\sqrt{2} cm", "2\\sqrt{2}"),
                              ("50\\% of the class", "50\\%"), ("1,234 people", "1,234"),

@@ -199,12 +199,12 @@ _ONE_LETTER_UNITS = frozenset("mgsLlhKCF")
 _GLUED_UNIT = re.compile(r"(?<=\d)(cm|mm|km|kg|mg|ml|mL|ft|lbs?|oz|mph|kph|hrs?|mins?|secs?)(?=[\s/.,^]|$)")
 
 
-_SCALES = {"thousand": "10^{3}", "million": "10^{6}", "billion": "10^{9}", "trillion": "10^{12}", "dozen": "12"}
+_SCALES = {"hundred": "10^{2}", "thousand": "10^{3}", "million": "10^{6}", "billion": "10^{9}", "trillion": "10^{12}", "dozen": "12"}
 _SCALED = re.compile(rf"^(?P<num>[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+))\s+(?P<scale>{'|'.join(_SCALES)})\b", re.IGNORECASE)
 
 
 def scale_words(text: str) -> str:
-    """``2.5 million`` is ``2.5\\times10^{6}``, ``2 dozen`` is ``2\\times12`` (thousand to trillion, dozen)."""
+    """``2.5 million`` is ``2.5\\times10^{6}``, ``2 dozen`` is ``2\\times12`` (hundred to trillion, dozen)."""
     m = _SCALED.match(text)
     if m is None:
         return text

@@ -13,7 +13,7 @@ from pav.tasks.base import Task, join_steps
 from pav.tasks.build import MATH, TaskPluginError, build_task, prompt_of, task_config, with_prompt
 from pav.tasks.math_data import MathDataError
 from pav.tasks.math_task import MathTask, MathTaskConfig
-from pav.tasks.modreach import ModReach, ModReachConfig
+from pav.tasks.modreach import ModReach
 
 GSM8K_TINY = Path(__file__).parents[1] / "data" / "gsm8k_tiny.jsonl"
 

@@ -20,12 +20,12 @@ import importlib
 import inspect
 import numbers
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from pav.core.config import ConfigError, apply_overrides, coerce, knob
+from pav.core.config import ConfigError, coerce, knob
 from pav.core.records import Problem
 from pav.core.rejects import TooManyRejects
 from pav.tasks.base import Task, join_steps
@@ -341,8 +341,3 @@ def with_absolute_options(cfg: Any) -> Any:
     options = {k: os.path.abspath(v) if isinstance(v, str) and v and Path(v).exists() else v
                for k, v in cfg.task.options.items()}
     return dataclasses.replace(cfg, task=dataclasses.replace(cfg.task, options=options))
-
-
-def replace_options(cfg: TaskConfig, **options: Any) -> TaskConfig:
-    """``cfg`` with ``options`` set on top of its own."""
-    return dataclasses.replace(cfg, options={**cfg.options, **options})

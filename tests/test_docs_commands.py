@@ -1,8 +1,8 @@
 """Every command block of the README and of the docs' tutorials runs (on quick settings), so a
 documented command that fails or hangs fails CI.
 
-Blocks run in one scratch folder in reading order (README, then the tutorials), so a tutorial may
-use the runs an earlier one made, as a reader would. A `pav` command that trains or labels gets
+Blocks run in reading order, the README's in one scratch folder and the tutorials' in another, so
+a tutorial may use the runs an earlier one made, as a reader would. A `pav` command that trains or labels gets
 `--quick` unless it names its own settings; the set-up block of the README is what CI itself runs,
 and `docs/tutorials/real-model.md` needs a downloaded model and problem set, so they are left out.
 """
@@ -51,11 +51,13 @@ def test_documented_commands_run(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONUNBUFFERED": "1"}
     for page in PAGES:
+        cwd = tmp_path / ("readme" if page == "README.md" else "docs")  # the tutorials build on each other
+        cwd.mkdir(exist_ok=True)
         for lang, code in blocks(page):
             if lang == "bash":
                 script = "\n".join(quick(line) for line in code.splitlines())
                 cmd = ["bash", "-euo", "pipefail", "-c", script]
             else:
                 script, cmd = code, [sys.executable, "-c", code]
-            res = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+            res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
             assert res.returncode == 0, f"{page}:\n{script}\n--- stderr:\n{res.stderr[-3000:]}"

@@ -61,13 +61,14 @@ def unicode_symbols(text: str) -> str:
     return "".join(_UNICODE.get(ch, ch) for ch in text).strip()
 
 
-_PREFIX = re.compile(r"^(?:(?:so|thus|therefore|hence)(?:\s*,\s*|\s+))?(?:the\s+)?(?:final\s+)?answer\b(?:\s+is)?"
-                     r"\s*[:=]?\s*", re.IGNORECASE)
+_PREFIX = re.compile(r"^(?:#+\s*|(?:(?:so|thus|therefore|hence)(?:\s*,\s*|\s+))?(?:the\s+)?(?:final\s+)?answer\b"
+                     r"(?:\s+is)?\s*[:=]?\s*)", re.IGNORECASE)
 _HOPE = re.compile(r"I hope it is correct\.?$", re.IGNORECASE)
 
 
 def answer_prefix(text: str) -> str:
-    """"The answer is", "Final answer:", "So the answer is" and Minerva's "... I hope it is correct." go."""
+    """"The answer is", "Final answer:", "So the answer is", GSM8K's "####" and Minerva's "... I hope it is
+    correct." go."""
     text, hoped = _HOPE.subn("", text)
     if hoped:
         text = text.rstrip(" .")
@@ -187,7 +188,7 @@ _NUMBER = (r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/\d+)?"
 _MAX_WORDY_CHARS = 200  # longer text is prose, not an answer with a unit: left to the parser
 _WORD = r"[A-Za-z]+'?[A-Za-z]*(?:\^\{?[23]\}?)?"  # a word, or a unit with an exponent: cm^2, m^{3}
 _WORDS_AROUND = re.compile(rf"^(?P<pre>(?:{_WORD}[ ,:]+)*)(?P<num>(?:{_NUMBER})(?:\\%)?)"
-                           rf"(?P<post>(?:(?:[ /.-]|\^\\circ)+{_WORD})*)(?:\^\\circ)?$")
+                           rf"(?P<post>(?:(?:[ /.()-]|\^\\circ)+{_WORD})*)\)?(?:\^\\circ)?$")
 _KEEP_WORDS = frozenset(
     # names a LaTeX parser reads as mathematics
     "pi sqrt infty inf infinity sin cos tan cot sec csc log ln exp mod "
@@ -224,7 +225,7 @@ def words_around_number(text: str) -> str:
     if m is None or not (m["pre"] or m["post"]):
         return text
     words = re.findall(r"[A-Za-z]+'?[A-Za-z]*", (m["pre"] + " " + m["post"]).replace("^\\circ", " "))
-    if m["post"] and not re.match(r"\s|/|\^\\circ", m["post"]):
+    if m["post"] and not re.match(r"\s|/|\^\\circ", m["post"]):  # "18 (dollars)" has its space
         return text  # "5cm", "2x": no space before the first word
     if any(w.lower() in _KEEP_WORDS or (len(w) == 1 and w not in _ONE_LETTER_UNITS) for w in words):
         return text

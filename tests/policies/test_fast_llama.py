@@ -75,10 +75,21 @@ def test_unsupported_variants_decode_through_transformers(tok):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch):
+def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch, monkeypatch):
     """A sample taken one step per call: each call's contexts are the last call's contexts plus one
     of their sampled steps (a beam's kept prefixes). Inside reuse_prefixes only the new tokens are
-    encoded, and every call's text is what it is without reuse."""
+    encoded, and every call's text is what it is without reuse. New KV buffers start as NaN, so a
+    masked column that was never written (contexts reuse different lengths) would show."""
+    from pav.policies.fast_gpt2 import KVBuffer
+
+    real_init = KVBuffer.__init__
+
+    def poisoned(self, *a, **k):
+        real_init(self, *a, **k)
+        for x in (*self.keys, *self.values):
+            x.fill_(float("nan"))
+
+    monkeypatch.setattr(KVBuffer, "__init__", poisoned)
     model = tiny_gpt2(len(tok), seed=2, eos_token_id=tok.eos_token_id) if arch == "gpt2" else _model(tok, arch, 2)
     policy = HFPolicy(model, tok, "t", batch_size=8)
 

@@ -244,6 +244,8 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]],
     buf = fast.buffer(g, cached + width)
     reused = torch.arange(cached, device=policy.device)[None, :] >= cached - torch.tensor(
         [n for n, _ in hits], device=policy.device)[:, None]  # (G, C) True where stored KV lies
+    for x in (*buf.keys, *buf.values):  # masked columns are still read: they must be finite
+        x[:, :, :cached].zero_()
     for row, (n, parts) in enumerate(hits):
         if n:
             write_parts(parts, buf.keys, buf.values, row, cached)

@@ -115,7 +115,7 @@ def _stage(config: str, run: str, stage: str, preset: Optional[str], quick: bool
     with _errors_as_one_line():
         cfg = _resolve(_attr(config), stage, preset, quick, set_)
         if show_config:
-            return _print_settings(cfg)
+            return _print_settings(cfg, _sources(type(cfg), f"{stage}_quick" if quick else preset, set_))
         if out is not None and not str(out).strip():
             raise ValueError("--out is empty; name a folder for the run")
         summary = _attr(run)(cfg, out, overwrite, show_progress=_show_progress(quiet))
@@ -352,7 +352,7 @@ def serve(preset: Optional[str] = PRESET, set_: list[str] = SET, show_config: bo
     with _errors_as_one_line():
         cfg = _resolve(_attr("pav.serve.stage:ServeConfig"), "serve", preset, False, set_)
         if show_config:
-            return _print_settings(cfg)
+            return _print_settings(cfg, _sources(type(cfg), preset, set_))
         _attr("pav.serve.stage:run_serve")(cfg)
 
 
@@ -368,9 +368,24 @@ def _toml_literal(value) -> str:
     return tomli_w.dumps({"v": value}).strip()[len("v = "):]
 
 
-def _print_settings(cfg) -> None:
-    """A table on a terminal; elsewhere one `key = value  # help` line per knob (valid TOML, so a
-    preset can start from it)."""
+def _sources(cls: type, preset: Optional[str], set_: list[str]) -> dict[str, str]:
+    """Where each knob's value comes from: ``--set``, ``preset`` (it differs from the default) or ``default``."""
+    from pav.core.config import flatten, parse_cli_overrides, resolve
+
+    default = flatten(cls())
+    given = flatten(resolve(cls, preset)) if preset else default
+    sets = parse_cli_overrides(set_)
+    return {k: "--set" if _under(k, sets) else "preset" if given[k] != v else "default" for k, v in default.items()}
+
+
+def _under(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def _print_settings(cfg, sources: dict[str, str]) -> None:
+    """The knobs the command reads, section by section, with the source of each value (default,
+    preset, --set): a table on a terminal; elsewhere one `key = value  # help [source]` line per
+    knob under a `# [section]` line (valid TOML, so a preset can start from it)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -382,26 +397,37 @@ def _print_settings(cfg) -> None:
     for key, tp, value, help_ in describe(cfg):
         mine = {k: v for k, v in options.items() if k.startswith(key + ".")}
         rows += [(k, t, v, h) for k, (t, v, h) in mine.items()] if mine else [(key, tp, values[key], help_)]
-    if not sys.stdout.isatty():
-        for key, _tp, value, help_ in rows:
-            typer.echo(f"{key} = {_toml_literal(value)}" + (f"  # {help_}" if help_ else ""))
-        return
-
-    table = Table("setting", "type", "value", "help")
+    rows.sort(key=lambda r: "." in r[0])  # top-level knobs first, then the sections in declared order
+    tty, table, section = sys.stdout.isatty(), Table("setting", "type", "value", "source", "help"), ""
     for key, tp, value, help_ in rows:
-        table.add_row(key, tp, repr(value), help_)
-    Console().print(table)
+        source = sources.get(key) or ("--set" if _under(key, [k for k, s in sources.items() if s == "--set"])
+                                      else "default")  # a task option: its table's
+        if key.split(".")[0] != section and "." in key:
+            section = key.split(".")[0]
+            table.add_section()
+            if not tty:
+                typer.echo(f"# [{section}]")
+        if tty:
+            table.add_row(key, tp, repr(value), source, help_)
+        else:
+            typer.echo(f"{key} = {_toml_literal(value)}  # {help_ + ' ' if help_ else ''}[{source}]")
+    if tty:
+        Console().print(table)
 
 
 def _print_checks(checks: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    rows = [(c["name"], "—" if c["value"] is None else f"{c['value']:.4g}", c["target"],
+             "—" if c["passed"] is None else ("yes" if c["passed"] else "no")) for c in checks]
+    if not sys.stdout.isatty():  # one plain line per check, not a box whose cells wrap
+        for name, value, goal, met in rows:
+            typer.echo(f"{name}: {value} (goal {goal}; met: {met})")
+        return
     table = Table("target", "measured", "goal", "met")
-    for c in checks:
-        v = c["value"]
-        table.add_row(c["name"], "—" if v is None else f"{v:.4g}", c["target"],
-                      "—" if c["passed"] is None else ("yes" if c["passed"] else "no"))
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
 
 

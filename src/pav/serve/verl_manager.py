@@ -8,9 +8,10 @@ step (`pav.serve.adapters.steps_with_token_ends`) and scores the steps with the 
 (`pav.serve.graded`). Its ``reward_score`` is a `DenseReward`: a float, the sum of the step rewards,
 that also carries each step's reward and token. ``assemble_rm_scores`` (verl's hook for the
 ``rm_scores`` tensor) puts each step's effective reward Q̂^π + α·Â^μ on the token that completes
-that step, so token-level estimators (GAE, REINFORCE++) see dense rewards; where verl streams rewards
-during rollout it places the float on the last token instead, and an outcome-level estimator (GRPO
-sums the token rewards) sees the same number either way.
+that step, so token-level estimators (GAE, REINFORCE++) see dense rewards. verl 0.9 calls that hook
+only on its batch reward path (`RewardLoopManager.compute_rm_score`); where it streams rewards during
+rollout (its default without a colocated reward model) it places the float on the last token itself.
+An outcome-level estimator (GRPO sums the token rewards) sees the same number on either path.
 
 Settings live in the trainer config's ``reward.pav`` section (``+reward.pav.verifier=runs/pqv``;
 also ``alpha`` 0.5, ``k`` 4, ``orm``, ``task.source``/``task.options`` for grading ground truths,

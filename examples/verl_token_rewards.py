@@ -8,6 +8,9 @@ effective reward Q̂^π + α·Â^μ on the token that completes that step. Insid
 
     rewards = token_level_rewards(scorer, tokenizer, prompts, data.batch["responses"],
                                   data.batch["attention_mask"][:, -L:], alpha=0.5)
+
+verl 0.9 users need not write that manager: `pav.serve.verl_manager` registers one named ``pav``
+(docs/integrations.md has the config lines).
 """
 
 from __future__ import annotations

@@ -240,6 +240,24 @@ def test_fuzzed_bodies_never_get_a_5xx(scorer, body, route):
     assert res.status_code < 500, (body, res.text)
 
 
+@settings(max_examples=300, deadline=None)
+@given(queries=st.lists(TEXT | JSON, max_size=3), prompts=st.lists(TEXT | JSON, max_size=3),
+       labels=st.none() | st.lists(st.none() | TEXT | st.integers() | JSON, max_size=3),
+       tail=st.sampled_from(["", "<eos>", "<eos><pad>", " <eos>\n"]))
+def test_the_openrlhf_parser_accepts_or_says_why(queries, prompts, labels, tail):
+    """Any JSON the route can be sent is parsed into non-blank steps or refused with a BadRequest, nothing else."""
+    from pav.serve.openrlhf import BadRequest, parse
+
+    queries = [q + tail if isinstance(q, str) else q for q in queries]
+    try:
+        parsed = parse(queries, prompts, labels, "\n", ["<eos>", "<pad>"])
+    except BadRequest as exc:
+        assert str(exc)
+        return
+    assert len(parsed.steps) == len(queries) == len(parsed.golds)
+    assert all(st and all(s.strip() and "\n" not in s and not s.endswith("<eos>") for s in st) for st in parsed.steps)
+
+
 class Picky:
     """A scorer that fails on one prompt, to show a bad request fails alone."""
 

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pav.cli import DEBUG_ENV, _errors_as_one_line, app
+from pav.core.rundir import write_run_tag
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def runs(tmp_path, monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     for name, stage, complete in (("labelrun", "label", True), ("unfinished", "label", False), ("done", "sft", True)):
         (tmp_path / name).mkdir()
-        (tmp_path / name / ".pav_run").write_text(f"{stage}\n")
+        write_run_tag(tmp_path / name, stage)
         if complete:
             (tmp_path / name / "COMPLETE").write_text("x\n")
     (tmp_path / "empty.jsonl").write_text("")
@@ -97,7 +98,7 @@ def test_show_config_on_a_pipe_is_toml_a_preset_can_start_from(runs):
 
     shown = CliRunner().invoke(app, ["rl", "--show-config"])
     assert shown.exit_code == 0
-    assert "iterations = 300  # policy updates" in shown.stdout.splitlines()
+    assert "iterations = 300  # policy updates [default]" in shown.stdout.splitlines()
     values = tomllib.loads(shown.stdout)
     (runs / "rl.toml").write_text(shown.stdout)
     again = CliRunner().invoke(app, ["rl", "--preset", "rl.toml", "--show-config"])

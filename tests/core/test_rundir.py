@@ -23,7 +23,7 @@ def test_mark_complete_writes_summary_then_marker(tmp_path):
     run_dir = prepare_run_dir(tmp_path / "run", "label")
     mark_complete(run_dir, {"label/n": 3})
     assert is_complete(run_dir)
-    assert json.loads((run_dir / "summary.json").read_text()) == {"label/n": 3}
+    assert json.loads((run_dir / "summary.json").read_text()) == {"schema_version": 2, "stage": "label", "label/n": 3}
     assert sorted(p.name for p in run_dir.iterdir()) == [".pav_run", "COMPLETE", "summary.json"]
 
 

@@ -72,13 +72,15 @@ def test_export_cli_writes_one_row_per_labelled_solution(task, expert, tmp_path)
     from pav.rollouts.label import LabelSettings, Sampling, label_problems
 
     SAMPLING = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=200)
-    from pav.rollouts.stage import PROBLEMS_FILE
+    from pav.core.labelrun import PROBLEMS_FILE
+    from pav.core.rundir import mark_complete, prepare_run_dir
 
     problems = task.problems(5, seed=4)
-    run = tmp_path / "labels"
+    run = prepare_run_dir(tmp_path / "labels", "label")
     label_problems(expert, expert, task, problems, run, LabelSettings(**vars(SAMPLING), n_cov=2, n_mc=4, strategy="all"), seed=1, shard_size=5,
                    show_progress=False)
     write_jsonl(run / PROBLEMS_FILE, problems)
+    mark_complete(run, {})
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run([sys.executable, "-m", "pav.cli", "export-labels", "--quiet", "--set", f"labels={run}",
                           "--set", "mode=soft", "--out", "out"], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -92,7 +94,7 @@ def test_export_cli_writes_one_row_per_labelled_solution(task, expert, tmp_path)
     assert summary["rows"] == 10 and summary["steps"] == sum(len(r["labels"]) for r in rows)
     bad = subprocess.run([sys.executable, "-m", "pav.cli", "export-labels", "--set", f"labels={tmp_path}",
                           "--out", "x"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert bad.returncode == 2 and "not a label run" in bad.stderr
+    assert bad.returncode == 2 and "not a pav run directory" in bad.stderr
 
 
 def test_the_export_loads_with_datasets_in_trls_stepwise_types(tmp_path):

@@ -110,16 +110,31 @@ def type_name(tp: Any) -> str:
     return repr(tp).replace("typing.", "").replace("NoneType", "None")
 
 
+def set_by_stage(cls: type, prefix: str = "") -> tuple[str, ...]:
+    """Keys a config sets itself before its stage reads them (class attribute ``SET_BY_STAGE``,
+    e.g. the demo's own task section replaces each stage's), nested configs' included: no knob,
+    so `describe` leaves them out and `resolve` refuses an override of one."""
+    keys = [prefix + k for k in getattr(cls, "SET_BY_STAGE", ())]
+    for f, tp in _knob_fields(cls):
+        if _is_section(tp):
+            keys += set_by_stage(tp, f"{prefix}{f.name}.")
+    return tuple(keys)
+
+
+def _under(key: str, prefixes: Sequence[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
 def describe(cfg_or_type: Any) -> list[tuple[str, str, str, str]]:
-    """Rows ``(key, type, value, help)`` for a ``--show-config`` table.
+    """Rows ``(key, type, value, help)`` for a ``--show-config`` table: the knobs the command reads.
 
     Given a config instance the value column shows its values; given a type, the defaults.
     """
     cfg = cfg_or_type() if isinstance(cfg_or_type, type) else cfg_or_type
-    values = flatten(cfg)
+    values, hidden = flatten(cfg), set_by_stage(type(cfg))
     return [
         (key, type_name(tp), repr(values[key]), f.metadata.get("help", ""))
-        for key, (f, tp) in _flat_fields(type(cfg)).items()
+        for key, (f, tp) in _flat_fields(type(cfg)).items() if not _under(key, hidden)
     ]
 
 
@@ -423,6 +438,14 @@ def resolve(cls: type[C], preset: str | Path | Mapping[str, Any] | None = None,
             overrides: Mapping[str, Any] | Sequence[str] | None = None) -> C:
     """defaults -> preset (name, path or mapping) -> CLI overrides (mapping or ``key=value`` list)."""
     cfg = cls()
+    hidden = set_by_stage(cls)
+    for source, given in (("preset", preset), ("--set", overrides)):
+        if isinstance(given, (str, Path)) and source == "preset":
+            given = load_preset(given)
+        keys = _flatten_mapping(given) if isinstance(given, Mapping) else parse_cli_overrides(given or [])
+        taken = [k for k in keys if _under(k, hidden)]
+        if taken:
+            raise ConfigError(f"{source}: {taken[0]} is set by the command itself (see --show-config for its knobs)")
     if preset is not None:
         values = preset if isinstance(preset, Mapping) else load_preset(preset)
         try:

@@ -17,6 +17,7 @@ followed.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 import shutil
@@ -32,6 +33,8 @@ RUN_TAG = ".pav_run"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
 RUNS_ROOT_ENV = "PAV_RUNS_ROOT"
+RUN_SCHEMA_VERSION = 2  # of the run tag and summary.json; 1: the tag held the stage name alone, the summary a bare dict
+COMMANDS = {"import": "import-labels", "export": "export-labels", "verifier": "train-verifier"}  # stage tag -> command
 
 
 class RunExistsError(ValueError):
@@ -40,6 +43,10 @@ class RunExistsError(ValueError):
 
 class UnfinishedRunError(ValueError):
     """A command was asked to read a run that has not finished."""
+
+
+class RunFormatError(ValueError):
+    """A directory that is not the kind of pav run a command reads, or a run of another schema."""
 
 
 class UnsafePathError(ValueError):
@@ -92,6 +99,65 @@ def readable_run(path: str | Path, what: str) -> Path:
     return run
 
 
+def write_run_tag(run_dir: Path, stage: str) -> None:
+    """The tag that marks ``run_dir`` as a pav run of ``stage`` and of this schema."""
+    (run_dir / RUN_TAG).write_text(json.dumps({"stage": stage, "schema_version": RUN_SCHEMA_VERSION}) + "\n",
+                                   encoding="utf-8")
+
+
+def run_tag(path: str | Path) -> tuple[str | None, int | None]:
+    """(stage, schema version) a run directory's tag records; (None, None) when it has no tag."""
+    tag = Path(path) / RUN_TAG
+    if not tag.is_file():
+        return None, None
+    text = tag.read_text(encoding="utf-8").strip()
+    try:
+        data = json.loads(text)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return text, 1  # schema 1: the stage name alone
+    return data.get("stage"), data.get("schema_version")
+
+
+def _command(stage: str) -> str:
+    base = stage.split("-")[0] if stage.startswith(("verifier-", "rl-")) else stage
+    return f"`pav {COMMANDS.get(base, base)}`"
+
+
+def check_run(path: str | Path, what: str, stages: tuple[str, ...], kind: str) -> Path:
+    """``path`` if it is a finished run of one of ``stages`` (a tag ``verifier-pqv`` is of stage
+    ``verifier``) written with this schema; else one line saying what it is and what was expected
+    (``kind``: what such a run is called, e.g. "label")."""
+    run = readable_run(path, what)
+    stage, schema = run_tag(run)
+    expected = " or ".join(_command(s) for s in stages) + " run directory"
+    if stage is None:
+        raise RunFormatError(f"{what}: {path} is not a pav run directory (no {RUN_TAG} file); expected a {expected}")
+    if not any(stage == s or stage.startswith(f"{s}-") for s in stages):
+        raise RunFormatError(f"{what}: {path} is a {_command(stage)} run, not a {kind} run (expected a {expected})")
+    if schema != RUN_SCHEMA_VERSION:
+        age = "an older" if isinstance(schema, int) and schema < RUN_SCHEMA_VERSION else "another"
+        raise RunFormatError(f"{what}: {path} is a {_command(stage)} run of schema {schema}, written by {age} pav; "
+                             f"this pav reads schema {RUN_SCHEMA_VERSION}: rerun {_command(stage)} to write it again")
+    return run
+
+
+def read_summary(run_dir: str | Path, what: str) -> dict[str, Any]:
+    """The summary `mark_complete` wrote, without its stage and schema fields; a one-line
+    `RunFormatError` for a summary of another schema (an older pav's is a bare dict: schema 1)."""
+    path = Path(run_dir) / SUMMARY_FILE
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFormatError(f"{what}: {path} cannot be read as a pav summary ({exc})") from None
+    schema = record.get("schema_version", 1) if isinstance(record, dict) else None
+    if schema != RUN_SCHEMA_VERSION:
+        raise RunFormatError(f"{what}: {run_dir} holds a run summary of schema {schema}, written by another pav; this "
+                             f"pav reads schema {RUN_SCHEMA_VERSION}: rerun it (--overwrite) to write it again")
+    return {k: v for k, v in record.items() if k not in ("schema_version", "stage")}
+
+
 def _default_run_dir(stage: str) -> Path:
     base = Path("runs") / f"{stage}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     run_dir, n = base, 1
@@ -128,7 +194,7 @@ def prepare_run_dir(out: str | Path | None, stage: str, overwrite: bool = False)
         else:
             logger.warning("reusing the unfinished run directory %s", run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_TAG).write_text(f"{stage}\n", encoding="utf-8")
+    write_run_tag(run_dir, stage)
     return run_dir
 
 
@@ -158,9 +224,11 @@ def _produced_nothing(run_dir: Path) -> bool:
 
 
 def mark_complete(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
-    """Write ``summary.json`` (if given) and then, last, the ``COMPLETE`` marker."""
+    """Write ``summary.json`` (if given) and then, last, the ``COMPLETE`` marker. The summary is
+    recorded with the run's stage and schema version, which `read_summary` checks."""
     run_dir = Path(run_dir)
     if summary is not None:
-        write_json(run_dir / SUMMARY_FILE, summary)
+        stage, _ = run_tag(run_dir)
+        write_json(run_dir / SUMMARY_FILE, {"schema_version": RUN_SCHEMA_VERSION, "stage": stage, **summary})
     with atomic_open(run_dir / COMPLETE, "w") as f:
         f.write(f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")

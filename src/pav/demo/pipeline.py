@@ -39,7 +39,7 @@ from typing import Any, Literal
 from pav.core.config import knob
 from pav.core.io import write_json
 from pav.core.jobs import Job, run_jobs
-from pav.core.rundir import SUMMARY_FILE, is_complete, mark_complete, start_run
+from pav.core.rundir import is_complete, mark_complete, read_summary, start_run
 from pav.rl.compare import RLCompareConfig
 from pav.rl.stage import RLConfig
 from pav.rollouts.expert import EXPERT
@@ -57,6 +57,10 @@ TIMINGS_FILE = "stages.json"
 
 @dataclass(frozen=True)
 class DemoConfig:
+    SET_BY_STAGE = ("sft.task", "label.task", "label.policy", "label.prover", "prover_label.task",
+                    "prover_label.policy", "prover_label.prover", "search.task", "search.policy", "search.verifier",
+                    "search.orm", "search.workers", "rl.workers", "rl.rl.task", "rl.rl.policy", "rl.rl.rft_labels",
+                    "rl.rl.verifier", "rl.rl.prover")  # the demo's own task, runs and workers (pav.demo.pipeline)
     task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task, used by every stage")
     sft: SFTConfig = knob(SFTConfig(threads=2), "base policy (`pav sft`)")
     label: LabelConfig = knob(LabelConfig(problems=300, n_cov=8, n_mc=4, threads=2),
@@ -145,7 +149,7 @@ def job_verifier(progress, cfg: DemoConfig, root: str, name: str) -> dict[str, A
     out, c = Path(root) / name, verifier_config(cfg, Path(root), name)
     if is_complete(out):
         progress(c.train.steps)
-        return json.loads((out / SUMMARY_FILE).read_text())
+        return read_summary(out, "demo")
     return run_train_verifier(c, out, show_progress=False, progress=progress)
 
 
@@ -212,7 +216,7 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
         folder = root / stage.name
         header = f"[{i}/{len(STAGES)}] {stage.title}"
         if is_complete(folder):
-            summaries[stage.name] = json.loads((folder / SUMMARY_FILE).read_text())
+            summaries[stage.name] = read_summary(folder, "demo")
             timings.setdefault(stage.name, {"seconds": None})["cached"] = True
             _announce(f"{header}: finished earlier, reusing {folder}", show_progress)
             continue
@@ -222,7 +226,7 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
         timings[stage.name] = {"seconds": time.perf_counter() - t0, "cached": False}
         write_json(root / TIMINGS_FILE, timings)
     summary = write_report(cfg, root, [(st.name, st.title) for st in STAGES], summaries, timings)
-    mark_complete(root)
+    mark_complete(root, summary)  # summary.json, then the COMPLETE marker
     log.info("demo: all stages done in %.0f s this run -> %s", time.perf_counter() - start, root / "report.html")
     if show_progress:
         _print_table(summary)

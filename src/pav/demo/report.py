@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from pav.core.config import flatten
-from pav.core.io import write_json
 from pav.rl.report import ratio_text
 from pav.search.report import efficiency_text
 
@@ -65,16 +64,15 @@ def _time(seconds: float | None) -> str:
 def label_statistics(cfg, root: Path, label_summary: dict[str, Any]) -> dict[str, Any]:
     """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run
     (mean Â^π by step kind is the label stage's own, ``label_summary``)."""
-    from pav.core.io import read_jsonl
-    from pav.core.records import Problem
-    from pav.rollouts.stage import PROBLEMS_FILE, advantage_by_step_kind
+    from pav.core.labelrun import read_problems
+    from pav.rollouts.stage import advantage_by_step_kind
     from pav.rollouts.views import label_arrays, read_labels
     from pav.tasks.modreach import ModReach
 
     k = cfg.search.k
     labels = read_labels(root / "labels")
     base, prover = label_arrays(labels), label_arrays(labels, k=k)
-    problems = read_jsonl(root / "labels" / PROBLEMS_FILE, Problem)
+    problems = read_problems(root / "labels")
     task = ModReach(cfg.task)
     adv_base = base["adv"][np.isfinite(base["adv"])]
     adv_prover = prover["adv"][np.isfinite(prover["adv"])]
@@ -282,7 +280,7 @@ def plot_labels(stats: dict[str, Any], path: Path) -> None:
 
 def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any]],
                  timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """summary.json, report.md, report.html and the demo's figures; returns the summary.
+    """report.md, report.html and the demo's figures; returns the summary (the caller writes summary.json).
     ``stages``: (folder name, title) of each stage in pipeline order."""
     search, rl = summaries["search"], summaries["rl"]
     labels = label_statistics(cfg, root, summaries["labels"])
@@ -302,7 +300,6 @@ def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict
         "rl": rl,
         "settings": flatten(cfg),
     }
-    write_json(root / "summary.json", summary)
     text = markdown_report(cfg, summary)
     (root / "report.md").write_text(text, encoding="utf-8")
     (root / "report.html").write_text(html_report(text, root), encoding="utf-8")

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from pav.core.io import write_json
 from pav.core.jobs import run_jobs
 from pav.core.rundir import mark_complete, start_run
 from pav.didactic.experiments import DidacticConfig, didactic_jobs, summarize
@@ -29,11 +28,10 @@ def run_didactic(cfg: DidacticConfig, out: str | Path | None, overwrite: bool = 
     summary["fig3b_reading"] = describe_sweep(summary["fig3b"])
     checks = check_targets(cfg, summary)
     summary["checks"] = checks
-    write_json(run_dir / "summary.json", summary)
     from pav.didactic.report import write_report
 
     write_report(summary, checks, run_dir)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     targets = [c for c in checks if c["passed"] is not None]
     log.info("didactic: %d/%d targets met in %.0f s; report: %s", sum(c["passed"] for c in targets), len(targets),
              summary["wall_seconds"], run_dir / "report.md")

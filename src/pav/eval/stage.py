@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pav.core.config import knob
-from pav.core.io import atomic_open, write_json
+from pav.core.io import atomic_open
 from pav.core.records import SCHEMA_VERSION
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
@@ -82,8 +82,7 @@ def run_eval_policy(cfg: EvalPolicyConfig, out: str | Path | None, overwrite: bo
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= cfg.samples} | {cfg.samples})
     table = metrics_table(summary, ks)
     (run_dir / "report.md").write_text(f"# {cfg.policy} on {task.name} ({cfg.split})\n\n{table}\n", encoding="utf-8")
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     print(table)
     log.info("eval-policy: pass@1 %.3f ± %.3f over %d problems × %d samples; no answer %.3f, blank step %.3f "
              "(%.0f s) -> %s", summary["pass@1"], summary["pass@1_se"], summary["problems"], cfg.samples,

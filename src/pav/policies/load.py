@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pav.core.rundir import RUN_TAG, readable_run
+from pav.core.rundir import RUN_TAG, readable_run, run_tag
 from pav.policies.base import PolicyLoadError
 from pav.policies.gguf import is_gguf, local_model_dir
 from pav.policies.options import LoadOptions
@@ -33,7 +33,7 @@ def resolve_model_dir(name: str) -> str:
     if (path / "policy").is_dir():
         return str(readable_run(path, "policy") / "policy")
     if (path / RUN_TAG).is_file() and not (path / "config.json").is_file():
-        stage = (path / RUN_TAG).read_text(encoding="utf-8").strip() or "pav"
+        stage = run_tag(path)[0] or "pav"
         raise PolicyLoadError(f"{name} is a {stage} run, which holds no policy: pass a `pav sft` or `pav rl` "
                               "run, a model directory or a hub name")
     if not path.exists() and not HUB_NAME.fullmatch(name):

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from pav.core.config import knob
-from pav.core.io import write_json
 from pav.core.jobs import Job, run_jobs
 from pav.core.metrics import read_metrics
 from pav.core.rundir import mark_complete, start_run
@@ -48,6 +47,7 @@ GOALS = {"sample_efficiency": 6.0, "gain": 0.06}
 
 @dataclass(frozen=True)
 class RLCompareConfig:
+    SET_BY_STAGE = ("rl.reward", "rl.seed")  # each arm's, from `rewards` and `seeds`
     rl: RLConfig = knob(RLConfig(), "settings shared by every arm (reward and seed are set per arm)")
     rewards: tuple[str, ...] = knob(("orm", "pav"), "rewards to compare; the first is the reference (ORM-RL)")
     seeds: tuple[int, ...] = knob((0, 1, 2), "seeds; each reward runs once per seed")
@@ -153,9 +153,8 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
         jobs += [Job(f"start_s{s}", job_start, 1, {**common, "seed": s, "start": start}, after) for s in cfg.seeds]
     results = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
     summary = summarize(cfg, results)
-    write_json(run_dir / "summary.json", summary)
     write_report(summary, run_dir)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     for row in summary["comparisons"]:
         log.info("rl-compare: %s vs %s: sample efficiency %s, final accuracy gain %+.1f points -> %s", row["reward"],
                  summary["reference"], ratio_text(row, digits=1), 100 * row["gain"], run_dir)

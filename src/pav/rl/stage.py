@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pav.core.config import knob
-from pav.core.io import read_jsonl, write_json
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
@@ -95,15 +94,15 @@ def rft(cfg: RLConfig, out_dir: Path) -> Path:
 
     import torch
 
-    from pav.core.records import Problem, Solution
+    from pav.core.labelrun import check_label_run, read_problems, read_solutions
     from pav.policies.hf import save_policy
     from pav.policies.load import load_model
     from pav.sft.train import Example, SFTSchedule, train_lm
     from pav.tasks.base import join_steps
 
-    problems = {p.problem_id: p for p in read_jsonl(Path(cfg.rft_labels) / "problems.jsonl", Problem)}
-    correct = [s for f in sorted((Path(cfg.rft_labels) / "solutions").glob("shard-*.jsonl"))
-               for s in read_jsonl(f, Solution) if s.outcome == 1.0]
+    labels = check_label_run(cfg.rft_labels, "rft_labels")
+    problems = {p.problem_id: p for p in read_problems(labels)}
+    correct = [s for s in read_solutions(labels) if s.outcome == 1.0]
     if not correct:
         raise ValueError(f"{cfg.rft_labels} holds no correct seed solution to fine-tune on")
     model, tokenizer = load_model(cfg.policy, cfg.load)
@@ -248,8 +247,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
                "start_heldout_accuracy": start_acc, "final": final, "last": last,
                "samples": cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem,
                "start_policy": start_dir}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("rl %s: held-out accuracy %.3f -> %.3f after %d samples; pass@%d %.3f -> %s", cfg.reward, start_acc,
              final["pass@1"], summary["samples"], max(k for k in PASS_AT if k <= cfg.final_samples),
              final[f"pass@{max(k for k in PASS_AT if k <= cfg.final_samples)}"], run_dir)

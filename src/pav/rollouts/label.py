@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pav.core.io import write_jsonl, write_parquet
+from pav.core.labelrun import shard_paths, stale_temps
 from pav.core.records import Problem, Solution, StepLabel
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
@@ -183,10 +184,6 @@ def _prefixes_to_label(
     return done
 
 
-def shard_paths(out: Path, shard: int) -> tuple[Path, Path]:
-    return out / "solutions" / f"shard-{shard:05d}.jsonl", out / "labels" / f"shard-{shard:05d}.parquet"
-
-
 def write_shard(out: Path, shard: int, solutions: list[Solution], labels: list[StepLabel]) -> None:
     """Atomically write a shard; the labels file is written last and marks the shard done."""
     sol_path, lab_path = shard_paths(out, shard)
@@ -198,7 +195,7 @@ def write_shard(out: Path, shard: int, solutions: list[Solution], labels: list[S
 
 def remove_stale_temps(out: Path) -> None:
     """Delete temp files of shard writes cut short by a kill (their shards are redone)."""
-    for stale in [*out.glob("labels/.shard-*.tmp"), *out.glob("solutions/.shard-*.tmp")]:
+    for stale in stale_temps(out):
         stale.unlink(missing_ok=True)
 
 

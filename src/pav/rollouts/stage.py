@@ -11,7 +11,8 @@ from typing import Any, Literal
 import numpy as np
 
 from pav.core.config import knob
-from pav.core.io import write_json, write_jsonl
+from pav.core.io import write_jsonl
+from pav.core.labelrun import check_label_run, problems_path, read_problems, read_solutions, shard_paths
 from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.expert import EXPERT, ExpertPolicy
 from pav.rollouts.label import LabelSettings, label_problems
@@ -24,9 +25,6 @@ from pav.tasks.build import (REJECTS_FILE, TASK_HELP, TaskConfig, build_task, ch
                               with_absolute_options, with_prompt, with_tokenizer)
 
 log = logging.getLogger(__name__)
-
-PROBLEMS_FILE = "problems.jsonl"
-
 
 @dataclass(frozen=True)
 class LabelConfig:
@@ -69,20 +67,16 @@ class LabelConfig:
 def advantage_by_step_kind(task: Task, problems, run_dir: Path, labels, adv: np.ndarray) -> dict[str, Any]:
     """Mean Â (Eq. 2 on Q̂) and its standard error for each kind of step the checker names
     (tasks whose checker names kinds of steps, i.e. have ``analyse``; else {})."""
-    from pav.core.io import read_jsonl
-    from pav.core.records import Solution
-
     if not hasattr(task, "analyse"):
         return {}
     by_key = {(lab.solution_id, lab.prefix_len): a for lab, a in zip(labels, adv)}
     by_id = {p.problem_id: p for p in problems}
     kinds: dict[str, list[float]] = {}
-    for path in sorted((run_dir / "solutions").glob("shard-*.jsonl")):
-        for sol in read_jsonl(path, Solution):
-            for h, info in enumerate(task.analyse(by_id[sol.problem_id], sol.steps).steps, start=1):
-                a = by_key.get((sol.solution_id, h))
-                if a is not None and np.isfinite(a):
-                    kinds.setdefault(info.label, []).append(float(a))
+    for sol in read_solutions(run_dir):
+        for h, info in enumerate(task.analyse(by_id[sol.problem_id], sol.steps).steps, start=1):
+            a = by_key.get((sol.solution_id, h))
+            if a is not None and np.isfinite(a):
+                kinds.setdefault(info.label, []).append(float(a))
     return {k: {"n": len(v), "mean": float(np.mean(v)),
                 "se": float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else None}
             for k, v in sorted(kinds.items())}
@@ -144,7 +138,7 @@ def _label_with_jobs(cfg: LabelConfig, problems: list, run_dir: Path, show_progr
     import time
 
     from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
-    from pav.rollouts.label import remove_stale_temps, shard_paths
+    from pav.rollouts.label import remove_stale_temps
 
     start = time.perf_counter()
     remove_stale_temps(run_dir)
@@ -176,7 +170,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     start = time.perf_counter()
     policy, rollout_policy, task = labelling_components(cfg, rejects_dir=run_dir)
     problems = [with_prompt(p, task) for p in task.problems(cfg.problems, cfg.seed, cfg.split)]
-    write_jsonl(run_dir / PROBLEMS_FILE, problems)  # later stages read problems and prompts from here
+    write_jsonl(problems_path(run_dir), problems)  # later stages read problems and prompts from here
     if cfg.executor == "local" and cfg.workers == 0:
         totals = label_problems(policy, rollout_policy, task, problems, run_dir, _settings(cfg), cfg.seed,
                                 cfg.shard_size, show_progress)
@@ -190,8 +184,7 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
                "mean_q": float(arr["q"].mean()) if len(labels) else None,
                "adv_by_step_kind": advantage_by_step_kind(task, problems, run_dir, labels, arr["adv"]),
                "wall_seconds": time.perf_counter() - start}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("label: %d records, %d prefixes and %d rollouts this run, %d tokens generated, %.0f s, mean |Â| %s -> %s",
              len(labels), totals["prefixes"], totals["rollouts"], totals["tokens_generated"], summary["wall_seconds"],
              "n/a" if summary["mean_abs_adv"] is None else f"{summary['mean_abs_adv']:.3f}", run_dir)
@@ -211,18 +204,15 @@ class ExportConfig:
 def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = False,
                show_progress: bool = True) -> dict[str, Any]:
     """A label run → ``stepwise.jsonl`` (one row per labelled solution, `pav.rollouts.export`)."""
-    from pav.core.io import atomic_open, read_jsonl
-    from pav.core.records import Problem, Solution
+    from pav.core.io import atomic_open
     from pav.rollouts.export import stepwise_rows
 
     if not cfg.labels:
         raise ValueError("export-labels needs --set labels=LABEL_RUN")
-    src = Path(cfg.labels)
-    if not (src / PROBLEMS_FILE).is_file():
-        raise FileNotFoundError(f"{src} is not a label run (no {PROBLEMS_FILE})")
+    src = check_label_run(cfg.labels)
     run_dir = start_run(out, "export", cfg, overwrite)
-    prompts = {p.problem_id: prompt_of(p) for p in read_jsonl(src / PROBLEMS_FILE, Problem)}
-    solutions = [s for path in sorted((src / "solutions").glob("shard-*.jsonl")) for s in read_jsonl(path, Solution)]
+    prompts = {p.problem_id: prompt_of(p) for p in read_problems(src)}
+    solutions = read_solutions(src)
     rows = list(stepwise_rows(read_labels(src), solutions, prompts, target=cfg.target, mode=cfg.mode,
                               threshold=cfg.threshold, k=cfg.k or None))
     with atomic_open(run_dir / "stepwise.jsonl") as f:
@@ -231,8 +221,7 @@ def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = Fals
     summary = {"format": cfg.format, "rows": len(rows), "steps": len(flat), "solutions": len(solutions),
                "mean_label": float(np.mean(flat)) if flat else None,  # hard labels: the share of True
                "file": str(run_dir / "stepwise.jsonl")}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("export-labels: %d solutions, %d steps -> %s", len(rows), len(flat), run_dir / "stepwise.jsonl")
     return summary
 
@@ -263,15 +252,14 @@ def run_import(cfg: ImportConfig, out: str | Path | None, overwrite: bool = Fals
     run_dir = start_run(out, "import", cfg, overwrite)
     render = lambda question: cfg.plain_template.replace("{question}", question)  # noqa: E731
     rows = list(import_records(records, cfg.format, cfg.source, render, cfg.soft_rollouts))
-    write_jsonl(run_dir / PROBLEMS_FILE, [p for p, _, _ in rows])
+    write_jsonl(problems_path(run_dir), [p for p, _, _ in rows])
     write_shard(run_dir, 0, [s for _, s, _ in rows], [lab for _, _, labs in rows for lab in labs])
     labels = read_labels(run_dir)
     q = label_arrays(labels)["q"] if labels else np.array([])
     summary = {"format": cfg.format, "source": cfg.source, "records": len(records), "solutions": len(rows),
                "step_labels": len(labels), "skipped_records": len(records) - len(rows),
                "mean_q": float(q.mean()) if q.size else None}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("import-labels: %d %s records -> %d solutions, %d step labels (mean Q̂ %s) -> %s", len(records),
              cfg.format, len(rows), len(labels), "n/a" if summary["mean_q"] is None else f"{summary['mean_q']:.3f}",
              run_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pav.core.io import read_parquet
+from pav.core.labelrun import label_files
 from pav.core.records import StepLabel
 from pav.rollouts.estimates import best_of_k, q_hat, wilson_interval
 
@@ -18,7 +19,7 @@ from pav.rollouts.estimates import best_of_k, q_hat, wilson_interval
 def read_labels(run_dir: str | Path) -> list[StepLabel]:
     """All step labels of a labelling run, shard by shard in order (only finished shards exist)."""
     out: list[StepLabel] = []
-    for path in sorted((Path(run_dir) / "labels").glob("shard-*.parquet")):
+    for path in label_files(run_dir):
         out.extend(read_parquet(path, StepLabel))
     return out
 

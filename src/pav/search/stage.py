@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pav.core.config import knob
-from pav.core.io import atomic_open, write_json
+from pav.core.io import atomic_open
 from pav.core.jobs import Executor, Job, run_jobs, with_absolute_paths
 from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
@@ -233,9 +233,8 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
                                                       "alpha": alpha, "k": k}))
     results = {**first, **reused, **run_jobs(second, run_dir / "jobs", executor, show_progress)}
     summary = summarize(cfg, alpha, results)
-    write_json(run_dir / "summary.json", summary)
     write_report(summary, run_dir)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     h = summary["headline"]
     log.info("search: PAV beam vs ORM best-of-%d: compute-efficiency %s, mean accuracy gain at equal compute %s -> %s",
              max(cfg.ns), efficiency_text(h),

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from pav.core.config import knob
-from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
@@ -142,8 +141,7 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     gate = check_gate(quality, cfg.gate) if is_builtin(cfg.task) else {"passed": None, "reasons": ["the gate is for the built-in task"]}
     summary = {"train_seconds": train_seconds, "final_loss": losses[-1], "policy_dir": str(run_dir / "policy"),
                "heldout": quality, "gate": gate}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     _log_summary(summary)
     return summary
 
@@ -183,10 +181,10 @@ def check_gate(quality: dict[str, Any], gate: GateConfig) -> dict[str, Any]:
     elif not p64 >= gate.pass64_min:
         reasons.append(f"pass@64 {p64:.3f} below {gate.pass64_min}")
     return {"passed": not reasons, "reasons": reasons}
+
+
 def _measured(x: float) -> str:
     return "n/a (not measurable at this size)" if math.isnan(x) else f"{x:.3f}"
-
-
 
 
 def _log_summary(s: dict[str, Any]) -> None:

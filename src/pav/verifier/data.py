@@ -47,8 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pav.core.io import read_jsonl
 from pav.core.records import Problem, RecordError, Solution, StepLabel, check_schema_version
+from pav.core.labelrun import label_files, read_problems, read_solutions
 from pav.core.rundir import readable_run
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class VerifierExample:
 def load_examples(run_dir: str | Path, view: Literal["pqv", "orm"] = "pqv"
                   ) -> tuple[list[VerifierExample], dict[str, int]]:
     """Examples of a label run and the count of rejected label rows per reason."""
-    run_dir = readable_run(run_dir, "labels")
+    run_dir = readable_run(run_dir, "labels")  # the stages check it is a label run of this schema
     problems, task = _rebuild_problems(run_dir)
     solutions = _read_solutions(run_dir)
     if view == "orm":
@@ -117,10 +117,7 @@ def _rebuild_problems(run_dir: Path) -> tuple[dict[str, Problem], Any]:
     a label run stored, or the built-in task's for older runs)."""
     from pav.tasks.build import prompt_of
 
-    path = run_dir / "problems.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {run_dir} a `pav label` run directory?")
-    return {p.problem_id: p for p in read_jsonl(path, Problem)}, SimpleNamespace(prompt=prompt_of)
+    return {p.problem_id: p for p in read_problems(run_dir)}, SimpleNamespace(prompt=prompt_of)
 
 
 def label_run_delimiter(run_dir: str | Path) -> str:
@@ -136,11 +133,7 @@ def label_run_delimiter(run_dir: str | Path) -> str:
 
 def _read_solutions(run_dir: Path) -> dict[str, Solution]:
     """Solutions of finished shards (those whose labels file exists), by solution_id."""
-    out: dict[str, Solution] = {}
-    for path in sorted((run_dir / "solutions").glob("shard-*.jsonl")):
-        if (run_dir / "labels" / f"{path.stem}.parquet").exists():
-            out.update((s.solution_id, s) for s in read_jsonl(path, Solution))
-    return out
+    return {s.solution_id: s for s in read_solutions(run_dir, finished=True)}
 
 
 def _read_label_rows(run_dir: Path) -> tuple[list[StepLabel], Counter[str]]:
@@ -149,7 +142,7 @@ def _read_label_rows(run_dir: Path) -> tuple[list[StepLabel], Counter[str]]:
 
     rows: list[StepLabel] = []
     rejected: Counter[str] = Counter()
-    for path in sorted((run_dir / "labels").glob("shard-*.parquet")):
+    for path in label_files(run_dir):
         table = pq.read_table(path)
         meta = table.schema.metadata or {}
         version = meta.get(b"pav.schema_version", b"").decode()

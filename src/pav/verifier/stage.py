@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pav.core.config import knob
-from pav.core.io import atomic_open, read_jsonl, write_json
+from pav.core.io import atomic_open, read_jsonl
+from pav.core.labelrun import check_label_run, read_solutions
 from pav.core.records import SCHEMA_VERSION, Problem, Solution
-from pav.core.rundir import mark_complete, readable_run, start_run
+from pav.core.rundir import mark_complete, start_run
 from pav.policies.load import resolve_model_dir
 from pav.policies.options import LoadOptions
 from pav.tasks.math_task import MathTaskConfig
@@ -57,7 +58,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
         raise ValueError("train-verifier needs --set labels=LABEL_RUN and --set backbone=POLICY_RUN_OR_MODEL")
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("the verifier stages")
-    readable_run(cfg.labels, "labels"), resolve_model_dir(cfg.backbone)  # fail before the run directory is made
+    check_label_run(cfg.labels), resolve_model_dir(cfg.backbone)  # fail before the run directory is made
     ranks = Ranks(cpu=cfg.load.resolved_device() == "cpu")  # one process, or one of `accelerate launch`'s (pav.verifier.distributed)
     if ranks.world > 1 and out is None:
         raise ValueError("a multi-process train-verifier needs --out DIR (every process must write to the same run)")
@@ -76,8 +77,7 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
         return summary
     summary.update(view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"),
                    processes=ranks.world)
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     return summary
 
 
@@ -125,8 +125,7 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
                    "outcome": sc.outcome}
             f.write(json.dumps(row) + "\n")  # NaN marks steps past the verifier's window
     summary = {"solutions": len(solutions), "scores": str(run_dir / "scores.jsonl")}
-    write_json(run_dir / "summary.json", summary)
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("score: %d solutions -> %s", len(solutions), run_dir / "scores.jsonl")
     return summary
 
@@ -165,10 +164,10 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
     verifier_dir(cfg.verifier)  # a missing or unfinished run stops here, before the run directory is made
     if cfg.processbench:
         return _eval_processbench(cfg, start_run(out, "eval-processbench", cfg, overwrite))
+    check_label_run(cfg.labels)
     run_dir = start_run(out, "eval-verifier", cfg, overwrite)
     _, heldout = split_heldout(load_examples(cfg.labels, "pqv")[0], cfg.heldout_fraction)
-    outcomes = {s.solution_id: s.outcome for p in sorted((Path(cfg.labels) / "solutions").glob("shard-*.jsonl"))
-                for s in read_jsonl(p, Solution)}
+    outcomes = {s.solution_id: s.outcome for s in read_solutions(cfg.labels)}
     values = load_verifier(cfg.verifier, cfg.load).prefix_values([e.prompt for e in heldout], [e.steps for e in heldout],
                                                        cfg.batch_size)
     exact_values = _exact_values(cfg.labels)
@@ -190,9 +189,8 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
         f.writelines(json.dumps({k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()}) + "\n"
                      for r in rows)
     plot_quality(quality, run_dir / "verifier_quality.png")
-    write_json(run_dir / "summary.json", quality)
     (run_dir / "report.md").write_text(_quality_markdown(quality), encoding="utf-8")
-    mark_complete(run_dir)
+    mark_complete(run_dir, quality)
     log.info("eval-verifier: %d held-out prefixes, MSE %.4f (MC noise %.4f, constant %.4f), AUROC complete %s -> %s",
              quality["prefixes"], quality["mse"], quality["mc_noise"], quality["mse_constant"],
              "n/a" if quality["auroc_complete"] is None else f"{quality['auroc_complete']:.3f}", run_dir)
@@ -242,14 +240,13 @@ def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]
     with atomic_open(run_dir / "predictions.jsonl") as f:
         f.writelines(json.dumps({"id": it.item_id, "label": it.label, "predicted": p, "values": v.tolist()}) + "\n"
                      for it, p, v in zip(items, preds, values))
-    write_json(run_dir / "summary.json", summary)
     f3 = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     (run_dir / "report.md").write_text(
         f"# ProcessBench: {cfg.processbench}\n\n{summary['metric']}.\n\n"
         f"| items | erroneous | correct | acc. erroneous | acc. correct | F1 (threshold {cfg.threshold:g}) |\n"
         f"|---|---|---|---|---|---|\n| {len(items)} | {summary['n_erroneous']} | {summary['n_correct']} | "
         f"{f3(summary['acc_erroneous'])} | {f3(summary['acc_correct'])} | {f3(summary['f1'])} |\n", encoding="utf-8")
-    mark_complete(run_dir)
+    mark_complete(run_dir, summary)
     log.info("eval-verifier: ProcessBench F1 %s (harmonic mean of accuracy on erroneous items %s and on correct "
              "items %s; threshold %g), %d items -> %s", f3(summary["f1"]), f3(summary["acc_erroneous"]),
              f3(summary["acc_correct"]), cfg.threshold, len(items), run_dir)

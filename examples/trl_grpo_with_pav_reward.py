@@ -38,13 +38,15 @@ def main() -> None:
     policy = args.policy or str(tiny_qwen2(work / "policy", [p + f"{2 * i + 2}\nThe answer is {2 * i + 2}."
                                                               for i, p in enumerate(prompts)]))
     verifier = args.verifier or ValueVerifier.from_policy(policy, seed=0)
-    reward = PAVReward(verifier, alpha=args.alpha, reduction=args.reduction)
+    tokenizer = AutoTokenizer.from_pretrained(policy)
+    # the policy's tokenizer: a verifier with its vocabulary reads TRL's completion_ids as sampled
+    reward = PAVReward(verifier, alpha=args.alpha, reduction=args.reduction, policy_tokenizer=tokenizer)
     config = trl.GRPOConfig(output_dir=str(work / "grpo"), per_device_train_batch_size=4, num_generations=4,
                             max_completion_length=16, max_steps=args.steps, learning_rate=1e-4, logging_steps=1,
                             report_to=[], use_cpu=True, bf16=False, save_strategy="no", seed=0)
     trainer = trl.GRPOTrainer(model=policy, reward_funcs=[reward], args=config,
                               train_dataset=datasets.Dataset.from_list([{"prompt": p} for p in prompts]),
-                              processing_class=AutoTokenizer.from_pretrained(policy))
+                              processing_class=tokenizer)
     trainer.train()
     for row in trainer.state.log_history:
         key = f"rewards/{reward.__name__}/mean"

@@ -60,7 +60,8 @@ def test_token_level_rewards_sit_on_the_tokens_that_end_each_step(scorer):
 
 def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column(tiny_qwen, tmp_path):
     """TRL passes the dataset's `answer` column to both reward functions: the outcome reward grades it, and
-    PAVReward puts that checked outcome on the final step (built-in task problems, a tiny random policy)."""
+    PAVReward puts that checked outcome on the final step (built-in task problems, a tiny random policy). The
+    verifier shares the policy's vocabulary, so PAVReward reads TRL's completion_ids as sampled."""
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
     from transformers import AutoTokenizer
@@ -71,8 +72,11 @@ def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column
     task = ModReach()
     problems = task.problems(8, seed=0)
     verifier = ValueVerifier.from_policy(str(tiny_qwen), seed=0)
-    reward = PAVReward(verifier, alpha=0.5, reduction="last")
-    calls = []
+    policy_tok = AutoTokenizer.from_pretrained(str(tiny_qwen))
+    reward = PAVReward(verifier, alpha=0.5, reduction="last", policy_tokenizer=policy_tok)
+    scorer, read, calls = reward.scorer, [], []
+    score_ids = scorer.score_ids
+    scorer.score_ids = lambda *a: read.append(1) or score_ids(*a)
 
     def outcome(prompts, completions, answer, **kw):
         return [task.outcome(task.parse_question(p), split_steps(c, "\n")) if a else None
@@ -80,7 +84,8 @@ def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column
 
     def pav(prompts, completions, answer, **kw):
         out = reward(prompts, completions, answer=answer, **kw)
-        calls.append((list(prompts), list(completions), list(answer), out, outcome(prompts, completions, answer)))
+        calls.append((list(prompts), list(completions), list(answer), out, outcome(prompts, completions, answer),
+                      kw["completion_ids"]))
         return out
 
     pav.__name__ = reward.__name__
@@ -91,15 +96,16 @@ def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column
                           max_completion_length=12, max_steps=2, learning_rate=1e-3, logging_steps=1, report_to=[],
                           use_cpu=True, bf16=False, save_strategy="no", seed=0, temperature=1.0)
     trainer = trl.GRPOTrainer(model=str(tiny_qwen), reward_funcs=[outcome, pav], args=args, train_dataset=data,
-                              processing_class=AutoTokenizer.from_pretrained(str(tiny_qwen)))
+                              processing_class=policy_tok)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters())
-    assert len(calls) >= 2
-    scorer = reward.scorer
-    for prompts, completions, answers, got, outcomes in calls:
+    assert len(calls) >= 2 and len(read) == len(calls)  # every call read the sampled ids
+    for prompts, completions, answers, got, outcomes, ids in calls:
         steps = [split_steps(c, "\n") for c in completions]
-        for g, d, st, o in zip(got, scorer.score(prompts, steps), steps, outcomes):
+        read_steps, direct = score_ids(prompts, ids)
+        assert read_steps == steps
+        for g, d, st, o in zip(got, direct, steps, outcomes):
             if not st:
                 assert g == 0.0  # nothing to score: the empty value
                 continue
@@ -109,3 +115,26 @@ def test_grpo_with_pavs_reward_beside_an_outcome_reward_and_a_gold_answer_column
     logged = trainer.state.log_history
     assert sum("rewards/outcome/mean" in h for h in logged) == 2 and sum(f"rewards/{pav.__name__}/mean" in h
                                                                             for h in logged) == 2
+
+
+def test_trl_completion_ids_are_read_as_sampled_only_under_the_verifiers_vocabulary(scorer, monkeypatch):
+    """With the policy's tokenizer given and the verifier's vocabulary, PAVReward scores TRL's
+    completion_ids (same rewards as the text when they encode it); another vocabulary, or ids that do
+    not decode to the completion, fall back to the text."""
+    from pav.policies.tokenizer import BUILTIN_ALPHABET
+    from pav.verifier.scorer import VerifierScorer
+
+    completions = ["0+3=3\n3*2=6\n", "0*2=0\n\n0+3=3", ""]
+    prompts = [PROMPT] * 3
+    text = PAVReward(scorer, reduction="mean")(prompts=prompts, completions=completions)
+    read = []
+    monkeypatch.setattr(scorer, "score_ids", lambda *a: read.append(a) or VerifierScorer.score_ids(scorer, *a))
+    for policy_tok, uses_ids in ((build_char_tokenizer(), True), (build_char_tokenizer(BUILTIN_ALPHABET[::-1]), False)):
+        ids = [policy_tok(c, add_special_tokens=False)["input_ids"] + [policy_tok.eos_token_id] for c in completions]
+        reward = PAVReward(scorer, reduction="mean", policy_tokenizer=policy_tok)
+        assert reward.reads_ids is uses_ids
+        assert reward(prompts=prompts, completions=completions, completion_ids=ids) == text
+        assert len(read) == 1  # read only under the shared vocabulary
+    shared = PAVReward(scorer, reduction="mean", policy_tokenizer=build_char_tokenizer())
+    ids = [shared.tokenizer(c)["input_ids"] for c in completions[::-1]]  # another completion's ids
+    assert shared(prompts=prompts, completions=completions, completion_ids=ids) == text and len(read) == 1

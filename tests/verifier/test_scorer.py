@@ -73,3 +73,33 @@ def test_mixed_scorer_takes_q_base_from_the_pqv_and_best_of_k_of_the_prover_veri
     same = MixedScorer(VerifierScorer(pqv, k=4), VerifierScorer(pqv, k=4)).score(PROMPTS, STEPS)
     for s, a in zip(same, alone):  # the PQV as its own prover verifier: the Best-of-K(π) scores
         np.testing.assert_array_equal(s.effective_reward(0.7), a.effective_reward(0.7))
+
+
+def test_scoring_token_ids_equals_scoring_their_text(tiny_qwen):
+    """`score_ids` reads prompt ids + the completion's own ids (the delimiter's ids after an unterminated
+    final step; EOS and a trailing blank line unread) and gives exactly what scoring the text gives when
+    the ids are the tokenizer's encoding of it: character and byte-level BPE tokenizers, a prover verifier
+    and an ORM, a window that cuts the last steps."""
+    import dataclasses
+
+    from transformers import AutoTokenizer
+
+    from pav.core.steps import split_steps
+
+    completions = ["3+4=7\nans 7\n", "3+4=7\n\nans 7", "3+4=7\nans 7\n\n", "", "3+4=7\n3*2=6\n7*2=4\nans 4"]
+    prompts = [PROMPTS[0]] * len(completions)
+    steps = [split_steps(c, "\n") for c in completions]
+    for tok in (TOK, AutoTokenizer.from_pretrained(tiny_qwen)):
+        def make(seed, max_length=None, tok=tok):
+            return ValueVerifier(tiny_gpt2(len(tok), seed=seed, eos_token_id=tok.eos_token_id), tok,
+                                 max_length=max_length, seed=seed)
+
+        ids = [tok(c, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for c in completions]
+        for scorer in (VerifierScorer(make(0), k=None, prover=make(1), orm=make(2)), VerifierScorer(make(0, 48), k=4)):
+            assert scorer.reads_ids_of(tok)
+            got_steps, got = scorer.score_ids(prompts, ids)
+            assert got_steps == steps
+            for g, want in zip(got, scorer.score(prompts, steps), strict=True):
+                np.testing.assert_equal(dataclasses.astuple(g), dataclasses.astuple(want))  # NaN where cut
+        assert np.isnan(got[-1].q_base[-1])  # the window did cut
+    assert not VerifierScorer(verifier(0), k=4).reads_ids_of(AutoTokenizer.from_pretrained(tiny_qwen))

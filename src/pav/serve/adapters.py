@@ -5,8 +5,11 @@
   rewards Q̂^π + α·Â^μ are reduced (`pav.serve.reduce`; ``min`` by default, the weakest step).
   When the dataset has a gold-answer column (``gold_column``, default ``answer``; TRL passes every
   column to reward functions), the final step carries the checked outcome (`pav.serve.graded`),
-  graded by ``task`` (the built-in task by default). TRL's ``completion_ids`` are not used: the
-  verifier reads text with its own tokenizer, which need not be the policy's.
+  graded by ``task`` (the built-in task by default). Given the policy's tokenizer
+  (``policy_tokenizer``, TRL's ``processing_class``) and a verifier with the same vocabulary, the
+  verifier reads TRL's ``completion_ids`` as they are (`VerifierScorer.score_ids`: the tokens the
+  policy sampled, not a re-tokenisation of their text); otherwise, or when the ids do not decode to
+  the completion's text, it reads the text with its own tokenizer, which need not be the policy's.
   Plain-text and conversational (list of messages) prompts and completions are both accepted;
   conversational prompts are rendered with the verifier's chat template.
 - `token_level_rewards`: the dense form verl's token-level reward tensor expects: (B, L) over
@@ -54,21 +57,28 @@ class PAVReward:
 
     def __init__(self, verifier: Any, *, alpha: float = 0.5, k: int = 4, reduction: str = "min",
                  delimiter: str | None = None, orm: str = "", batch_size: int = 32, gold_column: str = "answer",
-                 task: Any = None) -> None:
+                 task: Any = None, policy_tokenizer: Any = None) -> None:
         if reduction not in REDUCTIONS:
             raise ValueError(f"unknown reduction {reduction!r}; choose one of {', '.join(REDUCTIONS)}")
         self.scorer = load_scorer(verifier, k=k, orm=orm, batch_size=batch_size)
         pqv = getattr(self.scorer, "pqv", None)
         self.delimiter = delimiter or getattr(pqv, "delimiter", "\n")
         self.tokenizer = getattr(pqv, "tokenizer", None)
+        self.reads_ids = (policy_tokenizer is not None and hasattr(self.scorer, "score_ids")
+                          and self.delimiter == pqv.delimiter and self.scorer.reads_ids_of(policy_tokenizer))
         self.alpha, self.reduction, self.gold_column = alpha, reduction, gold_column
         self._task_spec, self._task = task, None
         self.__name__ = f"pav_{reduction}"  # TRL logs each reward function under its __name__
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         texts = [self._prompt_text(p) for p in prompts]
-        steps = [split_steps(_completion_text(c), self.delimiter) for c in completions]
-        scores = self.scorer.score(texts, steps)
+        completions = [_completion_text(c) for c in completions]
+        ids = kwargs.get("completion_ids")
+        if self.reads_ids and ids is not None and self.tokenizer.batch_decode(ids, skip_special_tokens=True) == completions:
+            steps, scores = self.scorer.score_ids(texts, ids)  # the policy's own tokens, as sampled
+        else:
+            steps = [split_steps(c, self.delimiter) for c in completions]
+            scores = self.scorer.score(texts, steps)
         golds = kwargs.get(self.gold_column)  # TRL passes every dataset column by name
         if golds is not None:
             outcomes = [checked_outcome(self.task, t, st, g) for t, st, g in zip(texts, steps, golds, strict=True)]
@@ -123,7 +133,9 @@ def token_level_rewards(scorer: Any, tokenizer: Any, prompts: Sequence[str], res
 def steps_with_token_ends(tokenizer: Any, ids: list[int], delimiter: str) -> tuple[list[str], list[int | None]]:
     """The non-blank steps of the response ``ids`` and, per step, the index of the token that completes
     it (the token covering its delimiter, or the last token of a final step without one)."""
-    text, char_end = _decode_with_offsets(tokenizer, ids)
+    from pav.verifier.model import decode_with_offsets
+
+    text, char_end = decode_with_offsets(tokenizer, ids)
     steps, rest = core_steps.complete_steps(text, delimiter)  # a blank line starts the next step
     token_ends, at = [], 0
     for step in steps:
@@ -133,17 +145,6 @@ def steps_with_token_ends(tokenizer: Any, ids: list[int], delimiter: str) -> tup
         steps.append(rest)
         token_ends.append(_token_at(char_end, at + len(rest)))
     return steps, token_ends
-
-
-def _decode_with_offsets(tokenizer: Any, ids: list[int]) -> tuple[str, list[int]]:
-    """The decoded text and, per token, the character where its text ends."""
-    pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in ids]
-    text = "".join(pieces)
-    if text == tokenizer.decode(ids, skip_special_tokens=True):
-        return text, list(np.cumsum([len(p) for p in pieces]))
-    # a character split across tokens (byte-level BPE): decode growing prefixes instead
-    return tokenizer.decode(ids, skip_special_tokens=True), [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True))
-                                                             for t in range(len(ids))]
 
 
 def _token_at(char_end: list[int], char: int) -> int | None:

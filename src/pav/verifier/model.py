@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from pav.core.io import write_json
+from pav.core.steps import complete_steps
 from pav.policies.tokenizer import check_encodable, encode_plain
 from pav.tasks.base import join_steps
 
@@ -99,12 +100,44 @@ def encode_solutions(tokenizer: Any, prompts: Sequence[str], steps_list: Sequenc
                      max_length: int | None = None) -> list[Encoded]:
     """`encode_solution` of many solutions, tokenised in one call of the tokenizer (its Rust batch
     path: per-text calls cost most of the verifier's host time in a batched beam search)."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("step positions need a fast tokenizer (character offsets)")
     all_ends = [prefix_char_ends(p, s, delimiter) for p, s in zip(prompts, steps_list, strict=True)]
     if not all_ends:
         return []
     texts = [p + join_steps(s, delimiter) for p, s in zip(prompts, steps_list)]
+    return [_encoded(ids, spans, ends, max_length) for (ids, spans), ends in zip(_ids_and_spans(tokenizer, texts), all_ends)]
+
+
+def encode_completions(tokenizer: Any, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]], delimiter: str,
+                       max_length: int | None = None) -> list[tuple[list[str], Encoded]]:
+    """The steps and `Encoded` form of sampled completions given as token ids of ``tokenizer``'s own
+    vocabulary, without tokenising their text again: the prompt's ids, then the completion's ids (its
+    steps by `pav.core.steps.split_steps` of their decoded text), with the delimiter's ids after a
+    final step that lacks one, as `encode_solutions` appends it. Where the completion's ids are the
+    tokenizer's encoding of its text, this equals ``encode_solutions(prompts, steps)`` (tested); ids
+    after the last step (an EOS, a trailing blank line) are not read."""
+    delim_ids = tokenizer.encode(delimiter, add_special_tokens=False)
+    out = []
+    for (p_ids, p_spans), prompt, ids in zip(_ids_and_spans(tokenizer, list(prompts)), prompts, completion_ids,
+                                              strict=True):
+        ids = list(ids)
+        text, char_end = decode_with_offsets(tokenizer, ids)
+        steps, rest = complete_steps(text, delimiter)
+        if rest.strip():  # a final step without its delimiter: read at the delimiter's tokens, as the text path is
+            steps.append(rest)
+            n = next(t for t, e in enumerate(char_end) if e >= len(text)) + 1  # no EOS before the delimiter
+            delim_end = [len(text) + e for e in decode_with_offsets(tokenizer, delim_ids)[1]]
+            ids, char_end = ids[:n] + delim_ids, char_end[:n] + delim_end
+        keep = max((t + 1 for t, (lo, hi) in enumerate(p_spans) if hi > lo), default=0)  # no trailing special token
+        starts = [0, *char_end[:-1]]
+        spans = p_spans[:keep] + [(len(prompt) + lo, len(prompt) + hi) for lo, hi in zip(starts, char_end)]
+        out.append((steps, _encoded(p_ids[:keep] + ids, spans, prefix_char_ends(prompt, steps, delimiter), max_length)))
+    return out
+
+
+def _ids_and_spans(tokenizer: Any, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+    """Token ids (special tokens added) and character spans of each text, in one tokenizer call."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("step positions need a fast tokenizer (character offsets)")
     try:
         plain = encode_plain(tokenizer, texts)
         if plain is not None:
@@ -115,7 +148,18 @@ def encode_solutions(tokenizer: Any, prompts: Sequence[str], steps_list: Sequenc
     except Exception:  # tokenizers raises a bare Exception for a character outside a WordLevel vocabulary
         check_encodable(tokenizer, texts)  # that case as one line naming the characters
         raise
-    return [_encoded(list(ids), [tuple(x) for x in spans], ends, max_length) for (ids, spans), ends in zip(pairs, all_ends)]
+    return [(list(ids), [tuple(x) for x in spans]) for ids, spans in pairs]
+
+
+def decode_with_offsets(tokenizer: Any, ids: Sequence[int]) -> tuple[str, list[int]]:
+    """The decoded text of ``ids`` (special tokens skipped) and, per token, the character where its text ends."""
+    pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in ids]
+    text = "".join(pieces)
+    if text == tokenizer.decode(ids, skip_special_tokens=True):
+        return text, [int(e) for e in np.cumsum([len(p) for p in pieces])]
+    # a character split across tokens (byte-level BPE), or a decoder that strips a leading space: decode prefixes
+    return tokenizer.decode(ids, skip_special_tokens=True), [len(tokenizer.decode(ids[: t + 1], skip_special_tokens=True))
+                                                             for t in range(len(ids))]
 
 
 def _encoded(ids: list[int], spans: list[tuple[int, int]], ends: list[int], max_length: int | None) -> Encoded:
@@ -236,6 +280,10 @@ class ValueVerifier(torch.nn.Module):
     def encode_many(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[Encoded]:
         """`encode` of each solution, in one tokenizer call."""
         return encode_solutions(self.tokenizer, prompts, steps_list, self.delimiter, self.max_length)
+
+    def encode_ids(self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]]) -> list[tuple[list[str], Encoded]]:
+        """`encode_completions` of completions given as this verifier's token ids: (steps, encoded) each."""
+        return encode_completions(self.tokenizer, prompts, completion_ids, self.delimiter, self.max_length)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 positions: torch.Tensor) -> torch.Tensor:

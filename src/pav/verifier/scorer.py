@@ -18,14 +18,14 @@ Steps the verifier cannot see (cut by its max length) get NaN, never a shifted v
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from pav.rollouts.estimates import advantages_from_prefix_values, best_of_k, effective_reward
-from pav.verifier.model import ValueVerifier
+from pav.verifier.model import Encoded, ValueVerifier
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,32 @@ class VerifierScorer:
         self.pqv, self.k, self.prover, self.orm, self.batch_size = pqv, k, prover, orm, batch_size
 
     def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
-        n_steps = [len(s) for s in steps_list]
-        tokens = np.zeros(len(n_steps), dtype=np.int64)
+        return self._score(len(prompts), lambda model: model.encode_many(prompts, steps_list))
+
+    def reads_ids_of(self, tokenizer: Any) -> bool:
+        """Whether `score_ids` may take ``tokenizer``'s ids: every model has its vocabulary (and the PQV's delimiter)."""
+        vocab = tokenizer.get_vocab()
+        return all(m.tokenizer.get_vocab() == vocab and m.delimiter == self.pqv.delimiter
+                   for m in (self.pqv, self.prover, self.orm) if m is not None)
+
+    def score_ids(self, prompts: Sequence[str], completion_ids: Sequence[Sequence[int]]
+                  ) -> tuple[list[list[str]], list[StepScores]]:
+        """(steps, scores) of completions given as token ids, read without tokenising their text again
+        (`pav.verifier.model.encode_completions`; the ids' tokenizer must pass `reads_ids_of`)."""
+        pqv = self.pqv.encode_ids(prompts, completion_ids)
+
+        def encode(model: ValueVerifier) -> list[Encoded]:
+            return [e for _, e in (pqv if model is self.pqv else model.encode_ids(prompts, completion_ids))]
+
+        return [steps for steps, _ in pqv], self._score(len(prompts), encode)
+
+    def _score(self, n: int, encode: Callable[[ValueVerifier], list[Encoded]]) -> list[StepScores]:
+        tokens = np.zeros(n, dtype=np.int64)
 
         def values(model: ValueVerifier) -> list[np.ndarray]:  # (H + 1,) each
-            encoded = model.encode_many(prompts, steps_list)
+            encoded = encode(model)
             tokens[:] += [len(e.input_ids) for e in encoded]
-            return _full(model.values_of(encoded, self.batch_size), n_steps)
+            return _full(model.values_of(encoded, self.batch_size), [e.n_prefixes - 1 for e in encoded])
 
         v_pi = values(self.pqv)
         if self.prover is not None:

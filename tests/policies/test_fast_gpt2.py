@@ -264,7 +264,7 @@ def test_repacking_splits_contexts_and_keeps_every_rollout(tok, model, monkeypat
         return real(self, contexts, slots, rows_per_context, filled)
 
     monkeypatch.setattr(fast_decode.PrefixGrid, "compact", spy)
-    kw = dict(until="solution", max_steps=3, max_new_tokens=24)
+    kw = dict(until="solution", max_steps=2, max_new_tokens=24)
     seeds = list(range(21, 21 + len(CONTEXTS)))  # keyed noise: the same draws on both paths
     fast = HFPolicy(model, tok, "tiny", batch_size=64).sample(CONTEXTS, 9, seed=seeds, **kw)
     slow = HFPolicy(model, tok, "tiny", batch_size=64, fast=False).sample(CONTEXTS, 9, seed=seeds, **kw)

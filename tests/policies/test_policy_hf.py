@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 from pav.policies import Generation, Policy, PolicyLoadError, build_char_tokenizer  # noqa: E402
 from pav.policies.hf import HFPolicy, load_causal_lm, save_policy, sinusoidal_positions, tiny_gpt2  # noqa: E402
+from pav.core.steps import complete_steps  # noqa: E402
 from pav.policies.fast_gpt2 import FastGPT2  # noqa: E402
 
 torch.set_num_threads(1)
@@ -61,6 +62,9 @@ def _reference(model, tok, context, *, until, max_steps, max_new_tokens, is_fina
             ch = tok.decode([t])
             text += ch
             if ch != "\n":
+                line += ch
+                continue
+            if not line.strip():  # a blank line is no step: it starts the next one (pav.core.steps)
                 line += ch
                 continue
             n_steps += 1
@@ -154,14 +158,15 @@ def test_step_mode_stops_exactly_at_the_first_delimiter(tok):
     batch = _sampled(tok, until="step", max_steps=1, max_new_tokens=4)
     kinds = set()
     for g in (g for row in batch.generations for g in row):
+        steps, rest = complete_steps(g.text, "\n")  # a blank line is no step (pav.core.steps)
         if g.n_tokens == len(g.text) + 1:  # ended by eos
-            assert g.finished and "\n" not in g.text
+            assert g.finished and not steps
             kinds.add("eos")
         elif g.finished:
-            assert g.text.endswith("\n") and g.text.count("\n") == 1 and g.n_tokens == len(g.text)
+            assert len(steps) == 1 and rest == "" and g.n_tokens == len(g.text)
             kinds.add("step")
         else:
-            assert "\n" not in g.text and g.n_tokens == len(g.text) == 4
+            assert not steps and g.n_tokens == len(g.text) == 4
             kinds.add("cut")
     assert {"step", "cut"} <= kinds
 
@@ -173,7 +178,7 @@ def test_solution_mode_stops_at_a_final_step(tok):
     batch = _sampled(tok, until="solution", max_steps=3, max_new_tokens=30, is_final_step=final)
     kinds, n_lines = set(), 0
     for g in (g for row in batch.generations for g in row):
-        lines = g.text.split("\n")[:-1]  # completed step lines
+        lines, _ = complete_steps(g.text, "\n")  # completed steps (a blank line is none)
         n_lines += len(lines)
         assert not any(line.startswith("b") for line in lines[:-1])
         if g.n_tokens == len(g.text) + 1:
@@ -197,7 +202,7 @@ def test_multi_character_delimiter():
     gens = [g for row in policy.sample(["a\n", "b"], 32, until="step", max_steps=1, max_new_tokens=12,
                                        seed=0).generations for g in row]
     ends = [g for g in gens if g.finished and g.n_tokens == len(g.text)]
-    assert ends and all(g.text.endswith("a\n") and g.text.count("a\n") == 1 for g in ends)
+    assert ends and all(g.text.endswith("a\n") and len(complete_steps(g.text, "a\n")[0]) == 1 for g in ends)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -293,6 +293,7 @@ class HFPolicy:
         self._has_delim, self._banned = self._has_delim.to(self.device), self._banned.to(self.device)
         self._cache_arg = cache_argument(self.model)
         self._prefix_store: PrefixStore | None = None  # set inside reuse_prefixes()
+        self._fast_cache: tuple[tuple, FastGPT2 | FastLlama] | None = None  # (weights stamp, fast path)
         self._backend_decode = plain_decoder(tokenizer)  # None: decode through the tokenizer
         # (V,) on the host: tokens after which the fast path looks at a row (it keeps its tokens there)
         self._flagged = self._has_delim.cpu().clone()
@@ -333,7 +334,7 @@ class HFPolicy:
         keys_of = self._row_keys(contexts, seed, n, unique) if keyed else None  # (rows_of[u], 2) each, on the host
         order = sorted(range(len(unique)), key=lambda u: len(ids[u]))  # similar lengths share a prefill
         per_unique: list[list[Generation]] = [[] for _ in unique]
-        fast = next((path(self.model) for path in FAST_PATHS if path.supports(self.model)), None) if self.fast else None
+        fast = self._fast_path()
         reuse = self._prefix_store if fast is not None else None  # inside reuse_prefixes(): the last call's rows
         keep = PrefixStore() if reuse is not None and until == "step" else None
         was_training = self.model.training
@@ -376,6 +377,19 @@ class HFPolicy:
         logger.debug("%s: %d contexts x %d, %d prompt + %d generated tokens in %.2f s", self.policy_id,
                      len(contexts), n, batch.prompt_tokens, batch.generated_tokens, batch.seconds)
         return batch
+
+    def _fast_path(self) -> FastGPT2 | FastLlama | None:
+        """The model's fast forward (`FAST_PATHS`), or None. Built again only when a weight changed
+        (a new tensor, or an in-place update, which moves its version counter; a write through
+        ``.data`` does not, so build a new HFPolicy after one), since building one copies
+        fused weights (tens of ms on SmolLM2-135M, per call of a step-at-a-time loop)."""
+        cls = next((c for c in FAST_PATHS if c.supports(self.model)), None) if self.fast else None
+        if cls is None:
+            return None
+        stamp = (cls, *((p.data_ptr(), p._version) for p in self.model.parameters()))
+        if self._fast_cache is None or self._fast_cache[0] != stamp:
+            self._fast_cache = (stamp, cls(self.model))
+        return self._fast_cache[1]
 
     @contextlib.contextmanager
     def reuse_prefixes(self) -> Iterator[None]:

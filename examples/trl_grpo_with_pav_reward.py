@@ -3,6 +3,10 @@
     pip install -e ".[dev]"        # trl and datasets
     python examples/trl_grpo_with_pav_reward.py [--verifier runs/pqv] [--policy DIR] [--steps 2]
 
+``--verifier`` is a `pav train-verifier` run on a model with a general tokenizer (your model's): the
+texts here are English, and the built-in demo's verifier reads only the built-in task's alphabet
+(it refuses other text with one line naming the characters).
+
 With no arguments it builds a tiny random Qwen2 policy and a verifier on its backbone, so it runs
 anywhere in seconds; with a trained verifier (`pav train-verifier`) and your policy it is the real
 recipe. TRL takes one reward per completion: `PAVReward` reduces each completion's step rewards
@@ -19,7 +23,8 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policy", default="", help="a policy directory (default: a tiny random Qwen2)")
-    parser.add_argument("--verifier", default="", help="a `pav train-verifier` run (default: an untrained head)")
+    parser.add_argument("--verifier", default="",
+                        help="a `pav train-verifier` run on a general-tokenizer model (default: an untrained head)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--alpha", type=float, default=0.5)
     parser.add_argument("--reduction", default="min", choices=["min", "last", "mean", "sum", "outcome"])

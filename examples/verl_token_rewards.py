@@ -2,6 +2,10 @@
 
     python examples/verl_token_rewards.py [--verifier runs/pqv]
 
+``--verifier`` is a `pav train-verifier` run on a model with a general tokenizer (your model's): the
+texts here are English, and the built-in demo's verifier reads only the built-in task's alphabet
+(it refuses other text with one line naming the characters).
+
 verl keeps sampled responses as right-padded token ids (B, L) with a mask; a custom reward manager
 returns a (B, L) reward tensor. `pav.serve.adapters.token_level_rewards` fills it with each step's
 effective reward Q̂^π + α·Â^μ on the token that completes that step. Inside a verl reward manager:
@@ -22,7 +26,8 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--verifier", default="", help="a `pav train-verifier` run (default: a tiny untrained one)")
+    parser.add_argument("--verifier", default="",
+                        help="a `pav train-verifier` run on a general-tokenizer model (default: a tiny untrained one)")
     parser.add_argument("--alpha", type=float, default=0.5)
     args = parser.parse_args()
 

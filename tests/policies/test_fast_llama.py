@@ -75,7 +75,8 @@ def test_unsupported_variants_decode_through_transformers(tok):
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch, monkeypatch):
+@pytest.mark.parametrize("rollouts", [1, 3])  # 1: one buffer per row (parts chain across calls); 3: a shared-prefix grid
+def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch, rollouts, monkeypatch):
     """A sample taken one step per call: each call's contexts are the last call's contexts plus one
     of their sampled steps (a beam's kept prefixes). Inside reuse_prefixes only the new tokens are
     encoded, and every call's text is what it is without reuse. New KV buffers start as NaN, so a
@@ -97,11 +98,11 @@ def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_s
         contexts, texts, encoded = list(CONTEXTS), [], 0
         with policy.reuse_prefixes() if reuse else contextlib.nullcontext():
             for depth in range(4):
-                batch = policy.sample(contexts, 3, until="step", max_steps=1, max_new_tokens=6,
+                batch = policy.sample(contexts, rollouts, until="step", max_steps=1, max_new_tokens=6,
                                       seed=[100 * depth + i for i in range(len(contexts))])
                 texts.append(batch.texts)
                 encoded += batch.prompt_tokens
-                contexts = [c + row[depth % 3] for c, row in zip(contexts, batch.texts)]
+                contexts = [c + row[depth % rollouts] for c, row in zip(contexts, batch.texts)]
         return texts, encoded
 
     plain, encoded_plain = run(False)

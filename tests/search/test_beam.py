@@ -131,7 +131,7 @@ def test_beam_search_extends_the_kept_prefixes_and_chooses_what_re_encoding_choo
     scorer = VerifierScorer(ValueVerifier(tiny_gpt2(len(tok), seed=4, eos_token_id=tok.eos_token_id), tok, seed=4), k=4)
     task = ModReach()
     problems = task.problems(6, seed=1, split="heldout")
-    settings = BeamSettings(width=4, candidates=3, alpha=0.5, max_steps=5, step_tokens=8, temperature=1.0, top_p=1.0,
+    settings = BeamSettings(width=4, candidates=3, alpha=0.5, max_steps=5, step_tokens=16, temperature=1.0, top_p=1.0,
                             dedup=True)
     encoded = []
     real = HFPolicy.sample

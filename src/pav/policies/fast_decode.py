@@ -93,7 +93,9 @@ class _Cohort:
         else:  # long contexts: transformers' attention does not materialise the scores
             cache, logits, mask = policy._prefill(seqs)
             prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
+            hits, cached = [(0, ())] * len(seqs), 0
         self.ids, self.keep = ids, keep
+        self.hits, self.cached = {u: h for (u, _, _), h in zip(units, hits)}, cached  # stored KV each context reused
         counts = [c for _, _, c in units]
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
@@ -185,11 +187,12 @@ class _Cohort:
         u = self.owner[self.slot_row[i]][0]
         ids = (*self.ids[u], *self.tokens[i, :t].tolist())
         grid = self.grid
-        if grid.flat is not None:  # one buffer per row: the copy is the row's whole sequence
-            end = grid.P + t
-            part = Part([k[i, :, :end].clone() for k in grid.flat.keys], [v[i, :, :end].clone() for v in grid.flat.values],
-                        grid.flat.valid(i, end))
-            self.keep.put(ids, (part,))
+        if grid.flat is not None:  # one buffer per row: copy what this call added, refer to what it reused
+            n_hit, reused = self.hits[u]
+            start, end = (self.cached if n_hit else 0), grid.P + t
+            part = Part([k[i, :, start:end].clone() for k in grid.flat.keys],
+                        [v[i, :, start:end].clone() for v in grid.flat.values], grid.flat.valid(i, end)[start:])
+            self.keep.put(ids, (*reused, part))
             return
         g, r = divmod(i, self.per)
         prefix = Part([k[g] for k in grid.prefix_keys], [v[g] for v in grid.prefix_values], grid.prefix_valid[g])

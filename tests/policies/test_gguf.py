@@ -7,8 +7,6 @@ llama.cpp's converter lays out a Hugging Face Llama (q/k rows permuted for its r
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -168,21 +166,25 @@ def test_a_gguf_file_cut_short_is_refused_before_conversion(gguf_file, tmp_path,
         converted_dir(cut)
 
 
-def pav(*args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "pav.cli", *args, "--quiet"], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+def pav(*args, cwd, monkeypatch):
+    """The real CLI, in this process (``cwd``: where it runs); the result's exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from pav.cli import app
+
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, [*args, "--quiet"])
 
 
-def test_eval_policy_runs_the_chat_path_on_a_gguf_file(gguf_file, tmp_path):
+def test_eval_policy_runs_the_chat_path_on_a_gguf_file(gguf_file, tmp_path, monkeypatch):
     """eval-policy on the GGUF file with a task that ships in the box: chat template, a system turn, two
     worked examples in the prompt; the random model writes blank lines, none of which becomes a step."""
     path, _, _ = gguf_file
     res = pav("eval-policy", "--out", "eval", "--set", f"policy={path}",
               "--set", "task.source=pav.tasks.deepmind:make_task", "--set", "task.options.shots=2",
               "--set", "task.options.system=You are careful.", "--set", "problems=3", "--set", "samples=4",
-              "--set", "max_new_tokens=40", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
+              "--set", "max_new_tokens=40", cwd=tmp_path, monkeypatch=monkeypatch)
+    assert res.exit_code == 0, res.output[-3000:]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["task"] == "deepmind:arithmetic/add_sub_multiple:easy"
     rows = [json.loads(line) for line in (tmp_path / "eval" / "samples.jsonl").read_text().splitlines()]
@@ -209,11 +211,11 @@ def test_chat_prompts_of_a_gguf_tokenizer_hold_the_system_turn_and_worked_exampl
     assert task.split_steps("1 + 2 = 3\n\n\nThe answer is 3.\n") == ["1 + 2 = 3", "\n\nThe answer is 3."]
 
 
-def test_eval_policy_refuses_a_missing_or_corrupt_gguf_with_one_line(tmp_path):
+def test_eval_policy_refuses_a_missing_or_corrupt_gguf_with_one_line(tmp_path, monkeypatch):
     (tmp_path / "corrupt.gguf").write_bytes(b"GGUF\x03\x00\x00\x00\x07")
     for name, message in (("missing.gguf", "no such GGUF file"), ("corrupt.gguf", "could not read GGUF file")):
         res = pav("eval-policy", "--out", f"eval-{name}", "--set", f"policy={tmp_path / name}",
-                  "--set", "task.source=pav.tasks.deepmind:make_task", cwd=tmp_path)
-        assert res.returncode == 2, res.stderr[-2000:]
+                  "--set", "task.source=pav.tasks.deepmind:make_task", cwd=tmp_path, monkeypatch=monkeypatch)
+        assert res.exit_code == 2, res.output[-2000:]
         assert res.stderr.strip().count("\n") == 0 and message in res.stderr
         assert not (tmp_path / f"eval-{name}").exists()

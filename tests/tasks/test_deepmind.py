@@ -62,7 +62,7 @@ def _fold(first, rest):
     return text, value
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_expression(2), st.sampled_from(["What is {}?", "Calculate {}.", "Evaluate {}.", "{}"]))
 def test_the_demonstrator_evaluates_any_add_sub_expression(expression, phrasing):
     text, value = expression

@@ -110,3 +110,17 @@ def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_s
     assert reused == plain
     assert encoded_reused < 0.6 * encoded_plain
     assert policy._prefix_store is None  # freed when the block ends
+
+
+def test_the_cache_goes_under_the_name_the_forward_takes():
+    """transformers renamed ``past_key_values`` to ``cache``; the sampler reads the signature."""
+    from pav.policies.hf import cache_argument
+
+    class Old(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs): ...
+
+    class New(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs): ...
+
+    assert cache_argument(Old()) == "past_key_values"
+    assert cache_argument(New()) == "cache"

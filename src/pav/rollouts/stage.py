@@ -87,7 +87,7 @@ _LOADED: dict[tuple, tuple[Any, Any, Task]] = {}  # per process: (policy, rollou
 
 def labelling_components(cfg: LabelConfig, rejects_dir: Path | None = None) -> tuple[Any, Any, Task]:
     """(policy π, rollout policy, task) of ``cfg``, loaded once per process (workers reuse them)."""
-    key = (cfg.policy, cfg.prover, weights_stamp(cfg.policy), weights_stamp(cfg.prover), cfg.batch_size,
+    key = (cfg.policy, cfg.prover, weights_stamp(cfg.policy), weights_stamp(cfg.prover) if cfg.prover != EXPERT else (), cfg.batch_size,
            repr(cfg.load), repr(cfg.task))  # a policy retrained in place is loaded again
     if key not in _LOADED:
         task = build_task(cfg.task, rejects_dir=rejects_dir, check=False)  # read once; rejects listed in rejects_dir

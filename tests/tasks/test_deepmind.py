@@ -107,3 +107,18 @@ def test_it_is_a_task_plug_in_and_refuses_bad_options():
         build_task(task_config(SOURCE, module="arithmetic/nope"))
     with pytest.raises(ValueError, match="no demonstrator for arithmetic/mul"):
         task.demonstrate(task.problems(1, 0)[0], random.Random(0))
+
+
+@pytest.mark.parametrize("preset, config", [
+    ("smollm2_sft", "pav.sft.stage:SFTConfig"), ("smollm2_eval", "pav.eval.stage:EvalPolicyConfig"),
+    ("smollm2_label", "pav.rollouts.stage:LabelConfig"), ("smollm2_search", "pav.search.stage:SearchConfig"),
+])
+def test_the_smollm2_presets_resolve_to_this_task(preset, config):
+    import importlib
+
+    from pav.core.config import resolve
+
+    module, name = config.split(":")
+    cfg = resolve(getattr(importlib.import_module(module), name), preset)
+    assert cfg.task.source == SOURCE and cfg.task.options["module"] == "arithmetic/add_sub_multiple"
+    build_task(cfg.task, check=False)  # the options are the factory's

@@ -130,13 +130,18 @@ def real_section(model: str, quick: bool, threads: int) -> list[dict]:
     name = Path(model).name
     for r in rows:
         r.update(model=name, threads=threads)
-    by_batch = {}
+    return with_ratios(rows)
+
+
+def with_ratios(rows: list[dict]) -> list[dict]:
+    """Each real-model row's tok/s over its group's first row: pav whole at the same batch, or pav's
+    labelling for the labelling rows."""
+    groups: dict = {}
     for r in rows:
-        by_batch.setdefault((r["batch"], r["case"].split(":")[0] == "label"), []).append(r)
-    for group in by_batch.values():
-        ref = group[0]["tok_s"]  # pav whole (or pav labelling): the ratio's denominator
+        groups.setdefault("label" if r["case"].startswith("label") else r["batch"], []).append(r)
+    for group in groups.values():
         for r in group:
-            r["ratio"] = f"{r['tok_s'] / ref:.2f}"
+            r["ratio"] = f"{r['tok_s'] / group[0]['tok_s']:.2f}"
     return rows
 
 

@@ -80,12 +80,13 @@ def _kill_and_resume(args: list[str], cwd: Path, name: str, ckpt: str, targets: 
 SFT = ["sft", "--quiet", "--set", "eval_problems=2", "--set", "eval_samples=2"]
 
 
-def test_sft_killed_once_resumes_to_the_uninterrupted_parameters(sft_quick, tmp_path):
-    whole, _ = sft_quick  # `pav sft --quick`: 20 steps; checkpoints do not change what is trained
-    args = ["sft", "--quick", "--quiet", "--set", "checkpoint_every=2"]
+def test_sft_killed_once_resumes_to_the_uninterrupted_parameters(tmp_path):
+    args = [*SFT, "--set", "steps=20", "--set", "checkpoint_every=2"]
+    res = _pav([*args, "--out", "whole"], tmp_path)  # checkpoints do not change what is trained
+    assert res.returncode == 0, res.stderr[-3000:]
     landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(1).randrange(2, 16, 2)], seed=1)
     assert 2 <= landed[0] <= 20
-    _assert_same_params(whole, tmp_path / "killed")
+    _assert_same_params(tmp_path / "whole", tmp_path / "killed")
 
 
 @pytest.mark.slow

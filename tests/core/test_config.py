@@ -4,7 +4,7 @@ from __future__ import annotations  # annotations are strings: get_type_hints mu
 
 import dataclasses
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pytest
 
@@ -253,3 +253,23 @@ def test_derived_values_follow_nested_overrides_and_are_not_knobs(tmp_path):
         apply_overrides(cfg, {"lr_per_iteration": "1"})
     save_config(cfg, tmp_path / "c.toml")
     assert "lr_per_iteration" not in (tmp_path / "c.toml").read_text()
+
+
+@dataclasses.dataclass(frozen=True)
+class FactoryConfig:
+    source: str = knob("a:make", "a factory")
+    options: dict[str, Any] = knob({}, "its keyword arguments")
+
+
+@dataclasses.dataclass(frozen=True)
+class WithFactory:
+    task: FactoryConfig = knob(FactoryConfig(), "the task")
+
+
+def test_another_source_starts_its_options_afresh():
+    preset = {"task": {"options": {"level": 1, "size": 2}}}
+    assert resolve(WithFactory, preset, ["task.options.size=3"]).task.options == {"level": 1, "size": "3"}
+    assert resolve(WithFactory, preset, ["task.source=a:make"]).task.options == {"level": 1, "size": 2}  # same factory
+    other = resolve(WithFactory, preset, ["task.options.n=2", "task.source=b:make"]).task
+    assert other == FactoryConfig("b:make", {"n": "2"})  # the preset's options were for a:make
+    assert resolve(WithFactory, {"task": {"source": "b:make", "options": {"n": 1}}}).task.options == {"n": 1}

@@ -8,7 +8,10 @@ keys. Every override goes through ``dataclasses.replace`` so the config's ``__po
 validation reruns. ``None`` is spelled ``none`` on the command line and in saved TOML (TOML has no
 null), so an ``Optional[str]`` knob cannot hold the literal string "none". A ``dict[str, Any]`` knob
 is a free table (``task.options``): any key below it is accepted and kept as given (a command-line
-string or a TOML value), for the code that reads the table to check and convert.
+string or a TOML value), for the code that reads the table to check and convert. A free table
+``X.options`` holds the keyword arguments of the factory ``X.source`` names, so an override that
+changes ``X.source`` starts ``X.options`` empty: a preset's options for the built-in task are not
+handed to a user's task (``--quick --set task.source=mytask:make_task``).
 """
 
 from __future__ import annotations
@@ -301,6 +304,10 @@ def apply_overrides(cfg: C, overrides: Mapping[str, Any]) -> C:
     fields = _flat_fields(type(cfg))
     values = flatten(cfg)
     typed: dict[str, Any] = {}
+    for key in [k for k in flat if k.rpartition(".")[2] == "source"]:
+        options = key[: -len("source")] + "options"
+        if options in fields and _is_table(fields[options][1]) and flat[key] != values[key]:
+            typed[options] = {}  # another factory: options given for the one it replaces do not apply to it
     for key in list(flat):
         table = _table_of(key, fields)
         if table is not None:  # task.options.modulus=7: one entry of a free table, kept as given

@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 
+def remove_cut_writes(root: Path) -> None:
+    """Delete the ``.tmp-*`` folders under ``root`` that a kill left mid-write (call on resume)."""
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def write_dir_atomically(dst: Path, fill: Callable[[Path], Any]) -> None:
     """``fill`` a temp folder beside ``dst``, fsync every file, then rename it to ``dst``."""
     dst.parent.mkdir(parents=True, exist_ok=True)

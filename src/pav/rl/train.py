@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pav.core.checkpoint import flatten_optimizer, unflatten_optimizer, write_dir_atomically
+from pav.core.checkpoint import flatten_optimizer, remove_cut_writes, unflatten_optimizer, write_dir_atomically
 from pav.core.io import write_json
 from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.records import Problem
@@ -213,6 +213,7 @@ def resume(run_dir: Path, learner: Learner) -> int:
     """Load the newest checkpoint (if any); the iteration to continue from. Metrics past it are dropped."""
     from safetensors.torch import load_file, load_model
 
+    remove_cut_writes(run_dir / CHECKPOINTS)
     found = sorted((run_dir / CHECKPOINTS).glob("it-*"), reverse=True) if (run_dir / CHECKPOINTS).is_dir() else []
     if not found:
         return 0

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from pav.core.checkpoint import checkpoint_dirs, flatten_optimizer, prune, unflatten_optimizer, write_dir_atomically
+from pav.core.checkpoint import (checkpoint_dirs, flatten_optimizer, prune, remove_cut_writes, unflatten_optimizer,
+                                 write_dir_atomically)
 from pav.core.io import write_json
 from pav.core.schedule import warmup_cosine
 
@@ -157,6 +158,7 @@ def resume(root: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> li
     steps it holds ([] when there is none)."""
     from safetensors.torch import load_file, load_model
 
+    remove_cut_writes(root)
     found = checkpoint_dirs(root, "step")
     if not found:
         return []

@@ -105,6 +105,7 @@ def test_rft_fine_tunes_on_the_correct_seed_solutions_only(tmp_path):
 
     from pav.core.io import write_jsonl
     from pav.core.records import Solution
+    from pav.core.rundir import mark_complete, write_run_tag
     from pav.policies.hf import load_causal_lm, save_policy
     from pav.rl.stage import RLConfig, rft
     from pav.tasks.build import builtin_task
@@ -117,6 +118,8 @@ def test_rft_fine_tunes_on_the_correct_seed_solutions_only(tmp_path):
     good = [Solution(p.problem_id, f"{p.problem_id}/s0", tuple(task.demonstrate(p, rng)), "x", 1.0) for p in problems]
     bad = [Solution(p.problem_id, f"{p.problem_id}/s1", ("0+0=9", "ans 1"), "x", 0.0) for p in problems]
     write_jsonl(tmp_path / "labels" / "solutions" / "shard-00000.jsonl", good + bad)
+    write_run_tag(tmp_path / "labels", "label")  # a finished label run, as rft reads only those
+    mark_complete(tmp_path / "labels")
     save_policy(tiny_gpt2(len(TOK), seed=1, eos_token_id=TOK.eos_token_id), TOK, tmp_path / "start")
     cfg = RLConfig(task=builtin_task(task.cfg), policy=str(tmp_path / "start"), rft_labels=str(tmp_path / "labels"), rft_steps=30,
                    rft_lr=3e-3)

@@ -437,15 +437,17 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 
 def load_config(cls: type[C], path: str | Path) -> C:
-    """Read a config saved by ``save_config``; keys missing from the file keep their defaults."""
-    return resolve(cls, preset=Path(path))
+    """Read a config saved by ``save_config``; keys missing from the file keep their defaults. A saved
+    config holds the keys its command set itself too, so they are read, not refused."""
+    return resolve(cls, preset=Path(path), saved=True)
 
 
 def resolve(cls: type[C], preset: str | Path | Mapping[str, Any] | None = None,
-            overrides: Mapping[str, Any] | Sequence[str] | None = None) -> C:
-    """defaults -> preset (name, path or mapping) -> CLI overrides (mapping or ``key=value`` list)."""
+            overrides: Mapping[str, Any] | Sequence[str] | None = None, saved: bool = False) -> C:
+    """defaults -> preset (name, path or mapping) -> CLI overrides (mapping or ``key=value`` list).
+    Keys the command sets itself are refused, except in a config the command saved (``saved``)."""
     cfg = cls()
-    hidden = set_by_stage(cls)
+    hidden = set() if saved else set_by_stage(cls)
     for source, given in (("preset", preset), ("--set", overrides)):
         if isinstance(given, (str, Path)) and source == "preset":
             given = load_preset(given)

@@ -228,8 +228,7 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
     summary = write_report(cfg, root, [(st.name, st.title) for st in STAGES], summaries, timings)
     mark_complete(root, summary)  # summary.json, then the COMPLETE marker
     log.info("demo: all stages done in %.0f s this run -> %s", time.perf_counter() - start, root / "report.html")
-    if show_progress:
-        _print_table(summary)
+    _print_table(summary)  # the results, on a terminal or not (progress bars are what show_progress gates)
     return summary
 
 

@@ -1,6 +1,7 @@
 """The DeepMind mathematics-dataset task (`pav.tasks.deepmind`): splits, prompts, grading, demonstrator."""
 
 import random
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import strategies as st
 
 from pav.core.records import Problem
 from pav.tasks.build import build_task, task_config
-from pav.tasks.deepmind import make_task, same_answer, work_add_sub
+from pav.tasks.deepmind import make_task, work_add_sub
+from pav.tasks.math_task import MathTaskConfig, render_prompt
 
 SOURCE = "pav.tasks.deepmind:make_task"
 
@@ -72,11 +74,22 @@ def test_the_demonstrator_evaluates_any_add_sub_expression(expression, phrasing)
 
 
 @pytest.mark.parametrize("stated, gold, same", [
-    ("5", "5", True), ("-5", "5", False), ("05", "5", True), ("-3/4", "-3/4", True), ("-0.75", "-3/4", True),
-    ("6/8", "3/4", True), ("x + 1", "x + 1", True), ("x+1", "x + 1", False), ("", "0", False),
+    ("5", "5", True), ("-5", "5", False), ("05", "5", True), ("12", "-12", False), ("-3/4", "-3/4", True),
+    ("-0.75", "-3/4", True), ("6/8", "3/4", True), ("111.8", "559/5", True),
+    ("-0.0416666666667", "-1/24", True), ("-0.04167", "-1/24", False),  # a rational gold: math-verify's 6 places, no rounding
+    ("x+1", "x + 1", True), ("-2*x**3 + 5", "5 - 2*x**3", True),
 ])
-def test_answers_compare_as_numbers_when_both_parse(stated, gold, same):
-    assert same_answer(stated, gold) is same
+def test_outcome_grades_equivalent_forms_with_math_verify(task, stated, gold, same):
+    assert task.outcome(Problem("p", "q", gold, {}), [f"The answer is {stated}."]) == float(same)
+
+
+def test_a_fraction_module_question_accepts_its_decimal_equivalent():
+    task = make_task(module="arithmetic/div", grader_workers=1)
+    problem = next(p for p in task.problems(50, 0) if "/" in p.answer)
+    decimal = f"{float(Fraction(problem.answer)):.13g}"
+    assert task.outcome(problem, [f"The answer is {problem.answer}."]) == 1.0
+    assert task.outcome(problem, [f"The answer is {decimal}."]) == 1.0
+    assert task.outcome(problem, [f"The answer is {float(Fraction(problem.answer)) + 0.01:.13g}."]) == 0.0
 
 
 def test_outcome_reads_the_stated_answer_and_blank_lines_are_not_steps(task):
@@ -98,6 +111,29 @@ def test_plain_prompts_show_the_worked_examples_and_end_with_the_delimiter():
     assert prompt.startswith(f"Question: {q1}\n{task.cfg.instruction}\nAnswer:\n" + "\n".join(s1) + "\n\n")
     assert prompt.endswith(f"Question: {problem.question}\n{task.cfg.instruction}\nAnswer:\n")
     assert q2 in prompt and q1 != problem.question
+
+
+@pytest.mark.parametrize("template, shots, system, instruction", [
+    ("plain", 0, "", "One operation per line."), ("plain", 2, "You are a calculator.", ""),
+    ("chat", 0, "You are a calculator.", ""), ("chat", 2, "", "One operation per line."),
+])
+def test_prompts_are_the_problem_set_tasks_rendering(template, shots, system, instruction):
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from pav.policies.tiny import CHAT_TEMPLATE
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"<unk>": 0}, unk_token="<unk>")))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    task = make_task(template=template, shots=shots, system=system, instruction=instruction)
+    task.bind_tokenizer(tokenizer)
+    style = MathTaskConfig(template=template, system=system, instruction="", plain_template="Question: {question}\nAnswer:\n")
+    ask = lambda q: f"{q}\n{instruction}".strip()  # noqa: E731
+    examples = [(ask(q), steps) for q, steps in task.examples()]
+    for problem in task.problems(5, 0, "heldout"):
+        assert task.prompt(problem) == render_prompt(ask(problem.question), style, tokenizer, "\n", examples)
+    if template == "chat":
+        assert task.prompt(problem).startswith(f"<|im_start|>system\n{system}" if system else "<|im_start|>user\n")
 
 
 def test_it_is_a_task_plug_in_and_refuses_bad_options():

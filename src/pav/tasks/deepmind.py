@@ -13,8 +13,9 @@ generators are seeded, so problems are reproducible:
   one) with an optional system prompt and ``shots`` worked examples as earlier user/assistant turns;
   ``plain`` writes the same examples as "Question:/Answer:" blocks.
 - Steps are lines; a blank line never becomes a step (`pav.core.steps`, the rule every sampler applies). The step stating "The answer is X" (or
-  ``\\boxed{X}``) ends a solution; X is compared with the gold answer exactly, as numbers when both
-  parse as fractions or decimals (this module's answers are integers and fractions), else as text.
+  ``\\boxed{X}``) ends a solution; X is graded against the gold answer by math-verify in worker
+  processes (`pav.tasks.grader`, as the problem-set task grades), so ``-1/24``, ``559/5``, decimals and
+  polynomials match their equivalent forms; the ``grader_*`` knobs are the problem-set task's.
   Nothing the model writes is evaluated.
 - The demonstrator (SFT data, few-shot examples) exists for ``arithmetic/add_sub_multiple``: it works
   the expression innermost parentheses first, left to right, one operation per step
@@ -32,7 +33,6 @@ import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from functools import lru_cache
 from typing import Any, Callable, Literal
 
@@ -41,13 +41,15 @@ from pav.core.records import Problem
 from pav.core.steps import split_steps
 from pav.tasks.base import Split
 from pav.tasks.math_data import stated_answer
+from pav.tasks.grader import MathGrader
+from pav.tasks.math_task import GraderConfig, MathTaskConfig, render_prompt, start_grader
 
 LEVELS = {"easy": 0, "medium": 1, "hard": 2}  # the dataset's train-easy/-medium/-hard entropy bands
 SHOTS_SEED = 10_007  # the few-shot examples' draw (train split), fixed so every prompt shows the same ones
 
 
 @dataclass(frozen=True)
-class DeepMindConfig:
+class DeepMindConfig(GraderConfig):
     module: str = knob("arithmetic/add_sub_multiple", "the generator, 'area/name' (e.g. arithmetic/mul, "
                                                       "numbers/gcd); demonstrations exist for arithmetic/add_sub_multiple")
     difficulty: Literal["easy", "medium", "hard"] = knob("easy", "the dataset's train-easy/-medium/-hard band")
@@ -92,6 +94,10 @@ class DeepMindTask:
         self._generate = _generator(area, name, cfg.difficulty)
         self._tokenizer: Any = None
         self._examples: list[tuple[str, list[str]]] | None = None
+        self._grader: MathGrader | None = None
+        # math_task's rendering, with the instruction already in each question
+        self._style = MathTaskConfig(template=cfg.template, system=cfg.system, instruction="",
+                                     plain_template="Question: {question}\nAnswer:\n")
 
     # -- problems and prompts
 
@@ -124,24 +130,9 @@ class DeepMindTask:
         stored = problem.meta.get("prompt")
         if isinstance(stored, str):
             return stored
-        examples = self.examples()
-        user = lambda q: f"{q}\n{self.cfg.instruction}".strip()  # noqa: E731
-        chat = self.cfg.template == "chat" or (self.cfg.template == "auto"
-                                               and getattr(self._tokenizer, "chat_template", None))
-        if chat:
-            if not getattr(self._tokenizer, "chat_template", None):
-                raise ValueError("template=chat needs a tokenizer with a chat template")
-            turns = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
-            for question, steps in examples:
-                turns += [{"role": "user", "content": user(question)},
-                          {"role": "assistant", "content": "\n".join(steps)}]
-            turns.append({"role": "user", "content": user(problem.question)})
-            text = self._tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
-        else:
-            blocks = [f"Question: {user(q)}\nAnswer:\n" + "\n".join(s) + "\n\n" for q, s in examples]
-            text = (self.cfg.system + "\n\n" if self.cfg.system else "") + "".join(blocks) + \
-                f"Question: {user(problem.question)}\nAnswer:\n"
-        return text if text.endswith("\n") else text.rstrip("\n") + "\n"
+        ask = lambda q: f"{q}\n{self.cfg.instruction}".strip()  # noqa: E731  # the instruction shows in plain prompts too
+        examples = [(ask(q), steps) for q, steps in self.examples()]
+        return render_prompt(ask(problem.question), self._style, self._tokenizer, self.step_delimiter, examples)
 
     def examples(self) -> list[tuple[str, list[str]]]:
         """The ``shots`` worked examples every prompt shows: (question, demonstrator steps)."""
@@ -167,7 +158,14 @@ class DeepMindTask:
 
     def outcome(self, problem: Problem, steps: Sequence[str]) -> float:
         answer = self.answer(steps)
-        return 0.0 if answer is None else float(same_answer(answer, problem.answer))
+        return 0.0 if answer is None else float(self.grader.grade(answer, problem.answer).correct)
+
+    @property
+    def grader(self) -> MathGrader:
+        """math-verify in worker processes (`pav.tasks.grader`), started on first use and closed at exit."""
+        if self._grader is None:
+            self._grader = start_grader(self.cfg)
+        return self._grader
 
     def demonstrate(self, problem: Problem, rng: random.Random) -> list[str]:
         if self.cfg.module != "arithmetic/add_sub_multiple":
@@ -234,22 +232,7 @@ def _number(x: int) -> str:
     return str(x)
 
 
-# -- grading
-
-
-def same_answer(stated: str, gold: str) -> bool:
-    """Whether ``stated`` is ``gold``: equal as numbers when both parse (``-3/4``, ``0.5``), else equal text."""
-    a, b = _as_number(stated), _as_number(gold)
-    if a is not None and b is not None:
-        return a == b
-    return " ".join(stated.split()).rstrip(".") == " ".join(gold.split())
-
-
-def _as_number(text: str) -> Fraction | None:
-    try:
-        return Fraction(text.strip().replace(" ", ""))
-    except (ValueError, ZeroDivisionError):
-        return None
+# -- splits
 
 
 def _is_heldout(question: str, fraction: float) -> bool:

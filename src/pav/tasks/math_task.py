@@ -49,7 +49,20 @@ SHOTS_SEED = 10_007  # the order few-shot examples are drawn in from the trainin
 
 
 @dataclass(frozen=True)
-class MathTaskConfig(MathDataConfig):
+class GraderConfig:
+    """The grading knobs of a task graded by `MathGrader` (see `start_grader`)."""
+
+    grader_workers: int = knob(2, "math-verify worker processes")
+    grader_deadline: float = knob(5.0, "seconds before a grading call is cut off (ungraded-timeout)")
+    grader_percent: PercentPolicy = knob(AnswerPolicy.percent, "50% against a gold without %: 50 or 0.5 (either), "
+                                         "0.5 only (fraction), 50 only (number)")
+    grader_irrational: IrrationalPolicy = knob(AnswerPolicy.irrational, "a decimal against an irrational gold "
+                                               "(6.2832 vs 2\\pi): the value rounded to the decimal's places, 3+ "
+                                               "significant digits (rounded), or math-verify's 6 places only (exact)")
+
+
+@dataclass(frozen=True)
+class MathTaskConfig(MathDataConfig, GraderConfig):
     template: Literal["auto", "chat", "plain"] = knob("auto", "prompt: the tokenizer's chat template (chat), "
                                                       "plain_template (plain), chat when the tokenizer has one (auto)")
     plain_template: str = knob("Question: {question}\nAnswer:\n", "plain prompt; {question} is the question")
@@ -62,13 +75,6 @@ class MathTaskConfig(MathDataConfig):
     delimiter: Literal["newline", "blank-line"] = knob("newline", "steps are lines, or paragraphs")
     max_steps: int = knob(16, "samplers stop a solution after this many steps")
     max_step_chars: int = knob(400, "samplers cut a step that reaches this many characters")
-    grader_workers: int = knob(2, "math-verify worker processes")
-    grader_deadline: float = knob(5.0, "seconds before a grading call is cut off (ungraded-timeout)")
-    grader_percent: PercentPolicy = knob(AnswerPolicy.percent, "50% against a gold without %: 50 or 0.5 (either), "
-                                         "0.5 only (fraction), 50 only (number)")
-    grader_irrational: IrrationalPolicy = knob(AnswerPolicy.irrational, "a decimal against an irrational gold "
-                                               "(6.2832 vs 2\\pi): the value rounded to the decimal's places, 3+ "
-                                               "significant digits (rounded), or math-verify's 6 places only (exact)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -102,6 +108,15 @@ def render_prompt(question: str, cfg: MathTaskConfig, tokenizer: Any, delimiter:
         shown = [cfg.plain_template.replace("{question}", q) + join_steps(steps, delimiter) + "\n" for q, steps in examples]
         text = (cfg.system + "\n\n" if cfg.system else "") + "".join(shown) + cfg.plain_template.replace("{question}", question)
     return text if text.endswith(delimiter) else text.rstrip("\n") + delimiter
+
+
+def start_grader(cfg: GraderConfig) -> MathGrader:
+    """A `MathGrader` under ``cfg``'s grader_workers, grader_deadline, grader_percent and
+    grader_irrational knobs, closed at exit."""
+    policy = AnswerPolicy(percent=cfg.grader_percent, irrational=cfg.grader_irrational)
+    grader = MathGrader(cfg.grader_workers, cfg.grader_deadline, policy=policy)
+    atexit.register(grader.close)
+    return grader
 
 
 class MathTask:
@@ -187,9 +202,7 @@ class MathTask:
     def grader(self) -> MathGrader:
         """The task's worker pool, started on first use and closed at exit."""
         if self._grader is None:
-            policy = AnswerPolicy(percent=self.cfg.grader_percent, irrational=self.cfg.grader_irrational)
-            self._grader = MathGrader(self.cfg.grader_workers, self.cfg.grader_deadline, policy=policy)
-            atexit.register(self._grader.close)
+            self._grader = start_grader(self.cfg)
         return self._grader
 
     def demonstrate(self, problem: Problem, rng: random.Random) -> list[str]:

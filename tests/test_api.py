@@ -72,6 +72,8 @@ def test_label_returns_the_records_pav_label_writes(demo_like, tmp_path):
     import pav
     from pav.rollouts.views import read_labels
 
-    records = pav.label(demo_like / "sft", problems=6, n_cov=2, n_mc=4, shard_size=3, out=tmp_path / "api")
+    quick_task = {"options": {"d_min": 1, "d_max": 1, "n_ops": 2}}  # label_quick's easy built-in task
+    records = pav.label(demo_like / "sft", problems=6, n_cov=2, n_mc=4, shard_size=3, task=quick_task,
+                        out=tmp_path / "api")
     assert records == read_labels(demo_like / "labels")  # the same job as `pav label --quick`
     assert records and all(0 <= r.n_correct <= r.n_rollouts for r in records)

@@ -14,7 +14,6 @@ policy=$1 verifier=$2 logs=${3:-.}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 log=$logs/gpu_check.log
 runs=$(mktemp -d)
-export PAV_RUNS_ROOT=$runs
 device=${DEVICE:-cuda}
 cuda="--set load.device=$device"
 

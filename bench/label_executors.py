@@ -10,7 +10,6 @@ processes with the same number of workers (cluster start-up included and separat
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +22,7 @@ def label(out: Path, policy: str, problems: int, extra: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "pav.cli", "label", "--quiet", "--set", f"policy={policy}", "--set",
                     f"problems={problems}", "--set", "shard_size=10", "--out", str(out), *extra],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                   env={**os.environ, "PAV_RUNS_ROOT": str(out.parent)})  # runs go to a temporary folder
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return time.perf_counter() - start
 
 

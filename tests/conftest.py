@@ -5,15 +5,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Tests write their runs in pytest's temporary folders, so the runs root (`pav.core.rundir`) is the
-# system's temporary folder; subprocesses inherit it.
-os.environ.setdefault("PAV_RUNS_ROOT", tempfile.gettempdir())
 
 DATA = Path(__file__).parent / "data"
 GSM8K_TINY = DATA / "gsm8k_tiny.jsonl"

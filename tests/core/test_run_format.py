@@ -23,7 +23,6 @@ def _one_line_exit_2(argv: list[str], message: str) -> str:
 @pytest.fixture
 def runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PAV_RUNS_ROOT", str(tmp_path))
     old = tmp_path / "old-labels"  # a label run of schema 1: the tag held the stage name alone
     old.mkdir()
     (old / ".pav_run").write_text("label\n")

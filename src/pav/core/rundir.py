@@ -6,12 +6,8 @@ folder first so nothing stale survives. To avoid wiping a folder that is not a r
 contents are only deleted when the folder carries the ``.pav_run`` tag that ``prepare_run_dir``
 writes, or a ``COMPLETE`` marker.
 
-Where a command may write is fenced at the command line (`checked_out_path`): ``--out`` must stay
-inside the runs root, the folder named by ``PAV_RUNS_ROOT`` or else the current folder. A path
-with a ``..`` part is always refused, and an absolute path only when it lies outside the root, so
-a typo or a name taken from elsewhere cannot write over another folder. The check is lexical:
-a symbolic link inside the root (``runs -> /scratch/runs``) is the user's own choice and is
-followed.
+``--out`` is the user's own choice and may name any folder; code that takes paths from others
+(`pav serve`) fences them itself.
 """
 
 from __future__ import annotations
@@ -32,7 +28,6 @@ COMPLETE = "COMPLETE"
 RUN_TAG = ".pav_run"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.toml"
-RUNS_ROOT_ENV = "PAV_RUNS_ROOT"
 RUN_SCHEMA_VERSION = 2  # of the run tag and summary.json; 1: the tag held the stage name alone, the summary a bare dict
 COMMANDS = {"import": "import-labels", "export": "export-labels", "verifier": "train-verifier"}  # stage tag -> command
 
@@ -47,37 +42,6 @@ class UnfinishedRunError(ValueError):
 
 class RunFormatError(ValueError):
     """A directory that is not the kind of pav run a command reads, or a run of another schema."""
-
-
-class UnsafePathError(ValueError):
-    """An output path that climbs out of, or lies outside, the runs root."""
-
-
-def runs_root() -> Path:
-    """The folder every command-line run is written under: ``$PAV_RUNS_ROOT``, else the current one."""
-    return Path(os.path.abspath(os.environ.get(RUNS_ROOT_ENV) or os.curdir))
-
-
-def checked_out_path(out: str | Path | None, root: str | Path | None = None) -> Path | None:
-    """``out`` if a command may write there, else `UnsafePathError` (nothing has been written yet).
-
-    Refused: any ``..`` part, and an absolute path outside ``root`` (default `runs_root`). A
-    relative path is taken relative to the current folder, which must itself lie in the root.
-    """
-    if out is None:
-        return None
-    path = Path(out)
-    root = Path(os.path.abspath(root)) if root is not None else runs_root()
-    hint = f"runs are written under the runs root {root} (${RUNS_ROOT_ENV}, default: the current folder)"
-    if not str(out).strip():
-        raise UnsafePathError("--out is empty")
-    if ".." in path.parts:
-        raise UnsafePathError(f"--out {out} climbs out with '..'; {hint}; name a folder inside it")
-    full = Path(os.path.abspath(path))
-    if full != root and root not in full.parents:
-        where = "is an absolute path outside it" if path.is_absolute() else "resolves outside it"
-        raise UnsafePathError(f"--out {out} {where}; {hint}; use a path inside it or set {RUNS_ROOT_ENV}")
-    return path
 
 
 def is_complete(run_dir: str | Path) -> bool:

@@ -120,7 +120,7 @@ def _stage(config: str, run: str, stage: str, preset: Optional[str], quick: bool
             raise ValueError("--out is empty; name a folder for the run")
         summary = _attr(run)(cfg, out, overwrite, show_progress=_show_progress(quiet))
     if checks:
-        _print_checks(summary["checks"])
+        _print_checks(summary.checks)
 
 
 def _attr(path: str):

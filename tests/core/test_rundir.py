@@ -7,6 +7,9 @@ import re
 import pytest
 
 from pav.core.rundir import RunExistsError, is_complete, mark_complete, prepare_run_dir
+from pav.rollouts.export import ExportSummary
+
+SUMMARY = ExportSummary(format="trl-stepwise", rows=3, steps=7, solutions=3, mean_label=None, file="x.jsonl")
 
 
 def test_default_location(tmp_path, monkeypatch):
@@ -20,10 +23,12 @@ def test_default_location(tmp_path, monkeypatch):
 
 
 def test_mark_complete_writes_summary_then_marker(tmp_path):
-    run_dir = prepare_run_dir(tmp_path / "run", "label")
-    mark_complete(run_dir, {"label/n": 3})
+    run_dir = prepare_run_dir(tmp_path / "export", "export")
+    mark_complete(run_dir, SUMMARY)
     assert is_complete(run_dir)
-    assert json.loads((run_dir / "summary.json").read_text()) == {"schema_version": 2, "stage": "label", "label/n": 3}
+    assert json.loads((run_dir / "summary.json").read_text()) == {
+        "schema_version": 2, "stage": "export", "format": "trl-stepwise", "rows": 3, "steps": 7, "solutions": 3,
+        "mean_label": None, "file": "x.jsonl"}
     assert sorted(p.name for p in run_dir.iterdir()) == [".pav_run", "COMPLETE", "summary.json"]
 
 
@@ -42,7 +47,7 @@ def test_overwrite_clears_everything(tmp_path, caplog):
     (run_dir / "old.jsonl").write_text("stale")
     (run_dir / "ckpt").mkdir()
     (run_dir / "ckpt" / "w.bin").write_text("stale")
-    mark_complete(run_dir, {"x": 1})
+    mark_complete(run_dir)
     with caplog.at_level(logging.WARNING, logger="pav.core.rundir"):
         again = prepare_run_dir(run_dir, "label", overwrite=True)
     assert again == run_dir and not is_complete(run_dir)

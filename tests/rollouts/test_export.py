@@ -80,7 +80,7 @@ def test_export_cli_writes_one_row_per_labelled_solution(task, expert, tmp_path)
     label_problems(expert, expert, task, problems, run, LabelSettings(**vars(SAMPLING), n_cov=2, n_mc=4, strategy="all"), seed=1, shard_size=5,
                    show_progress=False)
     write_jsonl(run / PROBLEMS_FILE, problems)
-    mark_complete(run, {})
+    mark_complete(run)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     res = subprocess.run([sys.executable, "-m", "pav.cli", "export-labels", "--quiet", "--set", f"labels={run}",
                           "--set", "mode=soft", "--out", "out"], cwd=tmp_path, env=env, capture_output=True, text=True)

@@ -6,23 +6,34 @@ folder first so nothing stale survives. To avoid wiping a folder that is not a r
 contents are only deleted when the folder carries the ``.pav_run`` tag that ``prepare_run_dir``
 writes, or a ``COMPLETE`` marker.
 
+``summary.json`` is a stage's summary record: a frozen dataclass of the stage's library module
+(`pav.sft.train.SFTSummary`, `pav.rollouts.label.LabelSummary`, ...) whose ``STAGES`` names the run
+tags it belongs to. `mark_complete` writes it beside the stage and the schema version;
+`read_summary` reads it back as that record, or says in one line what the file is instead. A
+record's fields are the top level of the file; nested values (curves, tables) are plain JSON.
+
 ``--out`` is the user's own choice and may name any folder; code that takes paths from others
 (`pav serve`) fences them itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 import os
 import shutil
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pav.core.io import atomic_open, write_json
 
 logger = logging.getLogger(__name__)
+
+S = TypeVar("S")  # a stage's summary record
 
 COMPLETE = "COMPLETE"
 RUN_TAG = ".pav_run"
@@ -107,19 +118,69 @@ def check_run(path: str | Path, what: str, stages: tuple[str, ...], kind: str) -
     return run
 
 
-def read_summary(run_dir: str | Path, what: str) -> dict[str, Any]:
-    """The summary `mark_complete` wrote, without its stage and schema fields; a one-line
-    `RunFormatError` for a summary of another schema (an older pav's is a bare dict: schema 1)."""
+def summary_fields(record: Any) -> dict[str, Any]:
+    """A summary record as the JSON object ``summary.json`` holds, without the stage and schema
+    fields: its fields in order, the dict a record names in ``REST`` spread out in its place."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name == getattr(record, "REST", None):
+            out.update(getattr(record, f.name))
+        else:
+            out[f.name] = getattr(record, f.name)
+    return out
+
+
+def read_summary(run_dir: str | Path, what: str, record_type: type[S]) -> S:
+    """The ``record_type`` record `mark_complete` wrote into ``run_dir``, checked on the way in: this
+    schema (an older pav's summary is a bare dict: schema 1), one of the record's ``STAGES``, every
+    field present and of its type, no other key. Anything else is a one-line `RunFormatError`
+    saying what the file is and what was expected."""
     path = Path(run_dir) / SUMMARY_FILE
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunFormatError(f"{what}: {path} cannot be read as a pav summary ({exc})") from None
-    schema = record.get("schema_version", 1) if isinstance(record, dict) else None
+    schema = data.get("schema_version", 1) if isinstance(data, dict) else None
     if schema != RUN_SCHEMA_VERSION:
         raise RunFormatError(f"{what}: {run_dir} holds a run summary of schema {schema}, written by another pav; this "
                              f"pav reads schema {RUN_SCHEMA_VERSION}: rerun it (--overwrite) to write it again")
-    return {k: v for k, v in record.items() if k not in ("schema_version", "stage")}
+    expected = " or ".join(dict.fromkeys(_command(s) for s in record_type.STAGES))
+    stage = data.get("stage")
+    if stage not in record_type.STAGES:
+        raise RunFormatError(f"{what}: {path} is the summary of a {_command(str(stage))} run, not of a {expected} run")
+    data = {k: v for k, v in data.items() if k not in ("schema_version", "stage")}
+    hints, rest = typing.get_type_hints(record_type), getattr(record_type, "REST", None)
+    names = [f.name for f in dataclasses.fields(record_type)]
+    problems = [f"no {n}" for n in names if n not in data and n != rest]
+    if rest:
+        data[rest] = {k: data.pop(k) for k in list(data) if k not in names}
+    problems += [f"unknown key {k}" for k in data if k not in names]
+    problems += [f"{n} {why}" for n in names if n in data and (why := _type_error(data[n], hints[n]))]
+    if rest:
+        value_type = typing.get_args(hints[rest])[1]
+        problems += [f"{k} {why}" for k, v in data[rest].items() if (why := _type_error(v, value_type))]
+    if problems:
+        raise RunFormatError(f"{what}: {path} is not a {expected} summary of schema {RUN_SCHEMA_VERSION} "
+                             f"({'; '.join(problems[:3])}); rerun {expected} (--overwrite) to write it again")
+    return record_type(**data)
+
+
+def _type_error(value: Any, tp: Any) -> str | None:
+    """Why a JSON value is not of the annotation ``tp`` (the outer type only: a ``dict[str, Any]``
+    is any object); None when it is."""
+    if tp is Any:
+        return None
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        ok = any(_type_error(value, t) is None for t in typing.get_args(tp))
+    else:
+        base = typing.get_origin(tp) or tp
+        ok = (value is None if base is type(None) else not isinstance(value, bool) and isinstance(value, (int, float))
+              if base is float else not isinstance(value, bool) and isinstance(value, int) if base is int
+              else isinstance(value, base))
+    if ok:
+        return None
+    name = getattr(tp, "__name__", None) if typing.get_origin(tp) is None else None
+    return f"is {type(value).__name__ if value is not None else 'null'}, not {name or str(tp).replace('typing.', '')}"
 
 
 def _default_run_dir(stage: str) -> Path:
@@ -187,12 +248,17 @@ def _produced_nothing(run_dir: Path) -> bool:
     return {p.name for p in run_dir.iterdir()} <= {RUN_TAG, CONFIG_FILE}
 
 
-def mark_complete(run_dir: str | Path, summary: dict[str, Any] | None = None) -> None:
-    """Write ``summary.json`` (if given) and then, last, the ``COMPLETE`` marker. The summary is
-    recorded with the run's stage and schema version, which `read_summary` checks."""
+def mark_complete(run_dir: str | Path, summary: Any = None) -> None:
+    """Write ``summary.json`` (if a summary record is given) and then, last, the ``COMPLETE`` marker.
+    The record (a stage's frozen dataclass, e.g. `pav.sft.train.SFTSummary`) must belong to the
+    run's stage; it is written with the stage and the schema version, which `read_summary` checks."""
     run_dir = Path(run_dir)
     if summary is not None:
         stage, _ = run_tag(run_dir)
-        write_json(run_dir / SUMMARY_FILE, {"schema_version": RUN_SCHEMA_VERSION, "stage": stage, **summary})
+        if stage not in summary.STAGES:
+            raise ValueError(f"a {type(summary).__name__} is the summary of a {'/'.join(summary.STAGES)} run; "
+                             f"{run_dir} is a run of {stage}")
+        write_json(run_dir / SUMMARY_FILE, {"schema_version": RUN_SCHEMA_VERSION, "stage": stage,
+                                            **summary_fields(summary)})
     with atomic_open(run_dir / COMPLETE, "w") as f:
         f.write(f"{dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}\n")

@@ -17,7 +17,8 @@ outputs of the stages before it:
 
 then ``summary.json``, ``report.md``, ``report.html`` and the figures at the top (`pav.demo.report`).
 
-Caching: a stage whose folder holds a finished run (``COMPLETE``) is skipped and its summary read;
+Caching: a stage whose folder holds a finished run (``COMPLETE``) is skipped and its summary record
+read (`pav.core.rundir.read_summary`: checked, typed; the verifiers stage reads each verifier's);
 an unfinished one is continued, since every stage resumes on its own (label shards, verifier
 checkpoints, cached search and RL jobs). The demo's ``task`` replaces each stage's own ``task``
 and the pipeline fills in every path a stage reads (``policy``, ``labels``, ``verifier``, ...)
@@ -41,14 +42,19 @@ from pav.core.io import write_json
 from pav.core.jobs import Job, run_jobs
 from pav.core.rundir import is_complete, mark_complete, read_summary, start_run
 from pav.rl.compare import RLCompareConfig
+from pav.rl.report import RLCompareSummary
 from pav.rl.stage import RLConfig
 from pav.rollouts.expert import EXPERT
+from pav.rollouts.label import LabelSummary
 from pav.rollouts.stage import LabelConfig
+from pav.search.report import SearchSummary
 from pav.search.stage import SearchConfig
 from pav.sft.stage import SFTConfig
+from pav.sft.train import SFTSummary
 from pav.tasks.build import builtin_task
 from pav.tasks.modreach import ModReachConfig
-from pav.verifier.train import VerifierTrainConfig
+from pav.verifier.quality import QualitySummary
+from pav.verifier.train import VerifierSummary, VerifierTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,27 +111,29 @@ def on_device(cfg: DemoConfig, stage_cfg: Any) -> Any:
 class Stage:
     name: str  # the folder of its run, under the demo's run directory
     title: str
-    run: Callable[[DemoConfig, Path, bool], dict[str, Any]]  # (cfg, demo run dir, show) -> summary
+    run: Callable[[DemoConfig, Path, bool], Any]  # (cfg, demo run dir, show) -> its summary record
+    record: type | None  # the record its summary.json holds (None: the verifiers', `read_verifiers`)
 
 
-def _sft(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _sft(cfg: DemoConfig, root: Path, show: bool) -> SFTSummary:
     from pav.sft.stage import run_sft
 
     return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=builtin_task(cfg.task))), root / "sft", show_progress=show)
 
 
-def _label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _label(cfg: DemoConfig, root: Path, show: bool) -> LabelSummary:
     from pav.rollouts.stage import run_label
 
     c = dataclasses.replace(cfg.label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover="")
     return run_label(on_device(cfg, c), root / "labels", show_progress=show)
 
 
-def _prover_label(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _prover_label(cfg: DemoConfig, root: Path, show: bool) -> LabelSummary | str:
+    """The prover's label run; without one (rl_prover = policy), why not."""
     from pav.rollouts.stage import run_label
 
     if cfg.rl_prover != "expert":
-        return {"skipped": f"rl_prover={cfg.rl_prover}"}
+        return f"rl_prover={cfg.rl_prover}"
     c = dataclasses.replace(cfg.prover_label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover=EXPERT)
     return run_label(on_device(cfg, c), root / "prover-labels", show_progress=show)
 
@@ -149,23 +157,32 @@ def job_verifier(progress, cfg: DemoConfig, root: str, name: str) -> dict[str, A
     out, c = Path(root) / name, verifier_config(cfg, Path(root), name)
     if is_complete(out):
         progress(c.train.steps)
-        return read_summary(out, "demo")
-    return run_train_verifier(c, out, show_progress=False, progress=progress)
+    else:
+        run_train_verifier(c, out, show_progress=False, progress=progress)
+    return {"run": str(out)}  # its summary is the run's own (`read_verifiers`)
 
 
-def _verifiers(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _verifier_names(cfg: DemoConfig) -> list[str]:
+    return ["prover-pav", "pqv", "orm"] if cfg.rl_prover == "expert" else ["pqv", "orm"]
+
+
+def _verifiers(cfg: DemoConfig, root: Path, show: bool) -> dict[str, VerifierSummary]:
     """PQV, ORM and the RL prover's PAV, two at a time (the longest first); the stage's own folder
-    only caches the jobs' summaries."""
-    names = ["prover-pav", "pqv", "orm"] if cfg.rl_prover == "expert" else ["pqv", "orm"]
+    holds only the jobs' cache and its COMPLETE marker."""
     jobs = [Job(name, job_verifier, verifier_config(cfg, root, name).train.steps,
-                {"cfg": cfg, "root": str(root), "name": name}) for name in names]
+                {"cfg": cfg, "root": str(root), "name": name}) for name in _verifier_names(cfg)]
     out = root / "verifiers"
-    results = run_jobs(jobs, out / "jobs", min(cfg.workers, 2), show)
-    mark_complete(out, results)
-    return results
+    run_jobs(jobs, out / "jobs", min(cfg.workers, 2), show)
+    mark_complete(out)
+    return read_verifiers(cfg, root)
 
 
-def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def read_verifiers(cfg: DemoConfig, root: Path) -> dict[str, VerifierSummary]:
+    """The summary of each verifier run of the demo, by name."""
+    return {name: read_summary(root / name, "demo", VerifierSummary) for name in _verifier_names(cfg)}
+
+
+def _eval(cfg: DemoConfig, root: Path, show: bool) -> QualitySummary:
     from pav.verifier.stage import EvalVerifierConfig, run_eval_verifier
 
     c = EvalVerifierConfig(labels=str(root / "labels"), verifier=str(root / "pqv"),
@@ -174,7 +191,7 @@ def _eval(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     return run_eval_verifier(on_device(cfg, c), root / "pqv-eval", show_progress=show)
 
 
-def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _search(cfg: DemoConfig, root: Path, show: bool) -> SearchSummary:
     from pav.search.stage import run_search
 
     c = dataclasses.replace(cfg.search, task=builtin_task(cfg.task), policy=str(root / "sft"), verifier=str(root / "pqv"),
@@ -182,7 +199,7 @@ def _search(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
     return run_search(on_device(cfg, c), root / "search", show_progress=show)
 
 
-def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
+def _rl(cfg: DemoConfig, root: Path, show: bool) -> RLCompareSummary:
     from pav.rl.compare import run_rl_compare
 
     labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
@@ -193,30 +210,32 @@ def _rl(cfg: DemoConfig, root: Path, show: bool) -> dict[str, Any]:
 
 
 STAGES = (
-    Stage("sft", "base policy π (SFT)", _sft),
-    Stage("labels", "Monte-Carlo progress labels", _label),
-    Stage("prover-labels", "progress labels of the RL prover", _prover_label),
-    Stage("verifiers", "PQV, ORM and prover PAV training", _verifiers),
-    Stage("pqv-eval", "verifier calibration", _eval),
-    Stage("search", "test-time search", _search),
-    Stage("rl", "online RL", _rl),
+    Stage("sft", "base policy π (SFT)", _sft, SFTSummary),
+    Stage("labels", "Monte-Carlo progress labels", _label, LabelSummary),
+    Stage("prover-labels", "progress labels of the RL prover", _prover_label, LabelSummary),
+    Stage("verifiers", "PQV, ORM and prover PAV training", _verifiers, None),
+    Stage("pqv-eval", "verifier calibration", _eval, QualitySummary),
+    Stage("search", "test-time search", _search, SearchSummary),
+    Stage("rl", "online RL", _rl, RLCompareSummary),
 )
 
 
 def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
-             show_progress: bool = True) -> dict[str, Any]:
-    """Run (or continue) every stage, then write the report; returns the demo's summary."""
+             show_progress: bool = True):
+    """Run (or continue) every stage, then write the report; returns the demo's summary
+    (`pav.demo.report.DemoSummary`)."""
     from pav.demo.report import write_report
 
     root = start_run(out, "demo", cfg, overwrite)
     timings = _read_timings(root)
-    summaries: dict[str, dict[str, Any]] = {}
+    summaries: dict[str, Any] = {}  # stage name -> its summary record
     start = time.perf_counter()
     for i, stage in enumerate(STAGES, start=1):
         folder = root / stage.name
         header = f"[{i}/{len(STAGES)}] {stage.title}"
         if is_complete(folder):
-            summaries[stage.name] = read_summary(folder, "demo")
+            summaries[stage.name] = (read_summary(folder, "demo", stage.record) if stage.record
+                                     else read_verifiers(cfg, root))
             timings.setdefault(stage.name, {"seconds": None})["cached"] = True
             _announce(f"{header}: finished earlier, reusing {folder}", show_progress)
             continue
@@ -245,16 +264,16 @@ def _announce(text: str, show: bool) -> None:
         Console(stderr=True).rule(f"[bold]{text}")
 
 
-def _print_table(summary: dict[str, Any]) -> None:
+def _print_table(summary) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
     stages = Table("stage", "time", "result", title="pav demo: stages")
-    for row in summary["stages"]:
+    for row in summary.stages:
         stages.add_row(row["title"], row["time"], row["result"])
     console.print(stages)
     head = Table("measured", "here", "paper", title="headline")
-    for row in summary["headline"]:
+    for row in summary.headline:
         head.add_row(row["name"], row["here"], row["paper"])
     console.print(head)

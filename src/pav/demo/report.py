@@ -17,12 +17,14 @@ from __future__ import annotations
 import base64
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pav.core.config import flatten
+from pav.core.rundir import summary_fields
 from pav.rl.report import ratio_text
 from pav.search.report import efficiency_text
 
@@ -32,6 +34,23 @@ STEP_KINDS = ("progress", "no_progress", "regress", "error", "after_error", "ans
 
 
 VERIFIER_NAMES = {"pqv": "PQV (Q^π of π)", "orm": "ORM", "prover-pav": "PAV of the RL prover (the task's expert)"}
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """``summary.json`` of a `pav demo` run. Typed at the top level only: each value is plain JSON,
+    copied from the stages' own summary records (`write_report`) or computed here."""
+    STAGES = ("demo",)
+    stages: list[Any]  # one row per stage: name, title, seconds, cached, time, result
+    total_seconds: float
+    headline: list[Any]  # each ratio of the paper: measured here, beside the paper's
+    base_policy: dict[str, Any]  # the SFT summary's held-out numbers and its gate
+    labels: dict[str, Any]  # the label summary's counts and the distributions of Q̂ and Â
+    verifiers: dict[str, Any]  # name -> that verifier run's summary
+    calibration: dict[str, Any]  # the eval-verifier summary
+    search: dict[str, Any]  # the search summary, less its sweeps over provers
+    rl: dict[str, Any]  # the rl-compare summary
+    settings: dict[str, Any]  # the demo's config, flattened
 
 
 def _pts(x: float | None, sd: float | None = None) -> str:
@@ -61,7 +80,7 @@ def _time(seconds: float | None) -> str:
 # ------------------------------------------------------------------------------------- numbers
 
 
-def label_statistics(cfg, root: Path, label_summary: dict[str, Any]) -> dict[str, Any]:
+def label_statistics(cfg, root: Path, label_summary) -> dict[str, Any]:
     """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run
     (mean Â^π by step kind is the label stage's own, ``label_summary``)."""
     from pav.core.labelrun import read_problems
@@ -86,7 +105,7 @@ def label_statistics(cfg, root: Path, label_summary: dict[str, Any]) -> dict[str
         "adv_prover": {"mean_abs": float(np.abs(adv_prover).mean()),
                        "hist": np.histogram(adv_prover, adv_edges)[0].tolist()},
         "adv_edges": adv_edges.tolist(),
-        "by_kind_base": label_summary["adv_by_step_kind"],
+        "by_kind_base": label_summary.adv_by_step_kind,
         "by_kind_prover": advantage_by_step_kind(task, problems, root / "labels", labels, prover["adv"]),
     }
 
@@ -152,36 +171,37 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
     return rows
 
 
-def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any]],
+def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, Any],
                timings: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (folder name, title) of the pipeline: time, reused or not, a one-line result."""
+    """One row per (folder name, title) of the pipeline: time, reused or not, a one-line result
+    (``summaries``: each stage's summary record; a skipped stage's: why)."""
 
-    def result(name: str, s: dict[str, Any]) -> str:
+    def result(name: str, s: Any) -> str:
+        if isinstance(s, str):  # skipped
+            return s
         if name == "sft":
-            q = s["heldout"]
-            gate = "gate passed" if s["gate"]["passed"] else "GATE MISSED: " + "; ".join(s["gate"]["reasons"])
+            q = s.heldout
+            gate = "gate passed" if s.gate["passed"] else "GATE MISSED: " + "; ".join(s.gate["reasons"])
             return f"pass@1 {_num(q['pass@1'])}, pass@64 {_num(q.get('pass@64'))} ({gate})"
         if name == "labels":
-            return (f"{s['records']} prefixes, {s['rollouts']} rollouts, {s['tokens_generated'] / 1e6:.2f} M tokens "
-                    f"generated; mean absolute Â^π {_num(s['mean_abs_adv'])}")
+            return (f"{s.records} prefixes, {s.rollouts} rollouts, {s.tokens_generated / 1e6:.2f} M tokens "
+                    f"generated; mean absolute Â^π {_num(s.mean_abs_adv)}")
         if name == "prover-labels":
-            return s["skipped"] if "skipped" in s else (
-                f"{s['records']} prefixes, {s['rollouts']} rollouts of {s['prover_id']}; mean Q̂^μ {_num(s['mean_q'])}, "
-                f"mean absolute Â^μ {_num(s['mean_abs_adv'])}")
+            return (f"{s.records} prefixes, {s.rollouts} rollouts of {s.prover_id}; mean Q̂^μ {_num(s.mean_q)}, "
+                    f"mean absolute Â^μ {_num(s.mean_abs_adv)}")
         if name == "verifiers":
-            return "; ".join(f"{VERIFIER_NAMES[v]} held-out MSE {_num(s[v].get('heldout_mse'), 4)} (noise floor "
-                             f"{_num(s[v].get('heldout_noise_floor'), 4)})" for v in ("pqv", "orm", "prover-pav") if v in s)
+            return "; ".join(f"{VERIFIER_NAMES[v]} held-out MSE {_num(s[v].heldout_mse, 4)} (noise floor "
+                             f"{_num(s[v].heldout_noise_floor, 4)})" for v in ("pqv", "orm", "prover-pav") if v in s)
         if name == "pqv-eval":
-            auc = s["auroc_complete"]
-            return f"PQV MSE {s['mse']:.4f} vs constant {s['mse_constant']:.4f}; outcome AUROC " + \
+            auc = s.auroc_complete
+            return f"PQV MSE {s.mse:.4f} vs constant {s.mse_constant:.4f}; outcome AUROC " + \
                 ("—" if auc is None else f"{auc:.3f}")
         if name == "search":
-            c = s["curves"]
-            top = lambda m: max(p["accuracy"] for p in c[m])  # noqa: E731
+            top = lambda m: max(p["accuracy"] for p in s.curves[m])  # noqa: E731
             return (f"best accuracy: ORM best-of-N {top('orm'):.3f}, PQV beam {top('pqv_beam'):.3f}, "
-                    f"PAV beam {top('pav_beam'):.3f} (α = {s['alpha']:g})")
+                    f"PAV beam {top('pav_beam'):.3f} (α = {s.alpha:g})")
         if name == "rl":
-            return "; ".join(f"{r} final {d['final_mean']:.3f} ± {d['final_sd']:.3f}" for r, d in s["rewards"].items())
+            return "; ".join(f"{r} final {d['final_mean']:.3f} ± {d['final_sd']:.3f}" for r, d in s.rewards.items())
         return ""
 
     rows = []
@@ -278,32 +298,36 @@ def plot_labels(stats: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------- writing
 
 
-def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict[str, dict[str, Any]],
-                 timings: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict[str, Any],
+                 timings: dict[str, dict[str, Any]]) -> DemoSummary:
     """report.md, report.html and the demo's figures; returns the summary (the caller writes summary.json).
-    ``stages``: (folder name, title) of each stage in pipeline order."""
-    search, rl = summaries["search"], summaries["rl"]
-    labels = label_statistics(cfg, root, summaries["labels"])
-    plot_main(search, rl, root / "demo_main.png")
+    ``stages``: (folder name, title) of each stage in pipeline order; ``summaries``: each stage's
+    summary record (`pav.demo.pipeline.STAGES`). `headline` and the figures read the search and RL
+    summaries as the JSON their files hold."""
+    sft, lab, search, rl = summaries["sft"], summaries["labels"], summaries["search"], summaries["rl"]
+    search_json, rl_json = summary_fields(search), summary_fields(rl)
+    labels = label_statistics(cfg, root, lab)
+    plot_main(search_json, rl_json, root / "demo_main.png")
     plot_labels(labels, root / "labels.png")
     summary = {
         "stages": stage_rows(stages, summaries, timings),
         "total_seconds": sum(t["seconds"] for t in timings.values() if t.get("seconds") is not None),
-        "headline": headline(search, rl),
-        "base_policy": summaries["sft"]["heldout"] | {"gate": summaries["sft"]["gate"]},
-        "labels": {**{k: summaries["labels"][k] for k in ("records", "prefixes", "rollouts", "tokens_generated",
-                                                          "tokens_prompt", "mean_q", "mean_abs_adv")}, **labels},
-        "verifiers": summaries["verifiers"],
-        "calibration": summaries["pqv-eval"],
-        "search": {k: search[k] for k in ("alpha", "alpha_chosen_by", "k", "problems", "val_problems", "ns", "curves",
-                                          "pass_at", "headline", "checks", "alpha_sweep")},
-        "rl": rl,
+        "headline": headline(search_json, rl_json),
+        "base_policy": sft.heldout | {"gate": sft.gate},
+        "labels": {"records": lab.records, "prefixes": lab.prefixes, "rollouts": lab.rollouts,
+                   "tokens_generated": lab.tokens_generated, "tokens_prompt": lab.tokens_prompt, "mean_q": lab.mean_q,
+                   "mean_abs_adv": lab.mean_abs_adv, **labels},
+        "verifiers": {name: summary_fields(v) for name, v in summaries["verifiers"].items()},
+        "calibration": summary_fields(summaries["pqv-eval"]),
+        "search": {k: search_json[k] for k in ("alpha", "alpha_chosen_by", "k", "problems", "val_problems", "ns",
+                                               "curves", "pass_at", "headline", "checks", "alpha_sweep")},
+        "rl": rl_json,
         "settings": flatten(cfg),
     }
     text = markdown_report(cfg, summary)
     (root / "report.md").write_text(text, encoding="utf-8")
     (root / "report.html").write_text(html_report(text, root), encoding="utf-8")
-    return summary
+    return DemoSummary(**summary)
 
 
 def markdown_report(cfg, s: dict[str, Any]) -> str:

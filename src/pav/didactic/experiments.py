@@ -312,15 +312,32 @@ def iterations_to_reach(iterations: list[int], accuracy: list[float], level: flo
     return next((it for it, a in zip(iterations, accuracy) if a >= level), run_length)
 
 
+@dataclass(frozen=True)
+class DidacticSummary:
+    """``summary.json`` of a `pav didactic` run: `summarize`'s numbers, then the stage's. Nested
+    values are plain JSON (one section per figure)."""
+    STAGES = ("didactic",)
+    fig3a: dict[str, Any]
+    fig3b: dict[str, Any]
+    fig3c: dict[str, Any]
+    remark_3_1: dict[str, Any]
+    adv_scale: dict[str, Any]
+    q_base: dict[str, Any] | None  # None with q_base.seeds = 0
+    sft_gamma: float
+    wall_seconds: float
+    fig3b_reading: str
+    checks: list[Any]  # each target with the measured value and whether it passed
+
+
 def summarize(cfg: DidacticConfig, results: dict[str, dict]) -> dict[str, Any]:
     """Every number of the report, each with the paper's value and the target it is checked against."""
     summary = {"fig3a": _summary_fig3a(cfg, results["fig3a"]),
                "fig3b": _summary_fig3b(cfg, results),
                "fig3c": _summary_fig3c(cfg, results),
                "remark_3_1": _summary_remark(results["remark"]),
-               "adv_scale": results["adv_scale"]}
-    if cfg.q_base.seeds:
-        summary["q_base"] = {mode: results[f"q_base_{mode}"] for mode in ("return", "rollouts")}
+               "adv_scale": results["adv_scale"],
+               "q_base": {mode: results[f"q_base_{mode}"] for mode in ("return", "rollouts")} if cfg.q_base.seeds
+               else None}
     return summary
 
 

@@ -42,7 +42,7 @@ def write_report(summary: dict[str, Any], checks: list[dict[str, Any]], run_dir:
     _plot_fig3b(summary, run_dir / "fig3b_prover_strength.png")
     _plot_fig3c(summary, run_dir / "fig3c_pass_at_n.png")
     _plot_remark(summary, run_dir / "remark_3_1_bok.png")
-    if "q_base" in summary:
+    if summary["q_base"]:
         _plot_q_base(summary, run_dir / "q_base_estimators.png")
     (run_dir / "report.md").write_text(_markdown(summary, checks))
 
@@ -187,7 +187,7 @@ def _markdown(s: dict, checks: list[dict[str, Any]]) -> str:
     for mean, d in s["remark_3_1"].items():
         lines.append(f"- mean Q^π = {mean}: Var ratio K=4 / K=1 = {_fmt(d.get('ratio_k4_over_k1'))} "
                      f"(K² = 16); K maximising distinguishability = {d['k_maximising_distinguishability']}.")
-    if "q_base" in s:
+    if s["q_base"]:
         lines += ["", "## Q^π estimator: trajectory return vs Monte-Carlo rollouts", "",
                   "![Q^π estimators](q_base_estimators.png)", ""]
         for mode, d in s["q_base"].items():

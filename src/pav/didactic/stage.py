@@ -11,13 +11,13 @@ import numpy as np
 
 from pav.core.jobs import run_jobs
 from pav.core.rundir import mark_complete, start_run
-from pav.didactic.experiments import DidacticConfig, didactic_jobs, summarize
+from pav.didactic.experiments import DidacticConfig, DidacticSummary, didactic_jobs, summarize
 
 log = logging.getLogger(__name__)
 
 
 def run_didactic(cfg: DidacticConfig, out: str | Path | None, overwrite: bool = False,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True) -> DidacticSummary:
     """Run the stage into a run directory and return its summary (also in summary.json)."""
     run_dir = start_run(out, "didactic", cfg, overwrite)
     start = time.perf_counter()
@@ -31,11 +31,12 @@ def run_didactic(cfg: DidacticConfig, out: str | Path | None, overwrite: bool = 
     from pav.didactic.report import write_report
 
     write_report(summary, checks, run_dir)
-    mark_complete(run_dir, summary)
+    record = DidacticSummary(**summary)
+    mark_complete(run_dir, record)
     targets = [c for c in checks if c["passed"] is not None]
     log.info("didactic: %d/%d targets met in %.0f s; report: %s", sum(c["passed"] for c in targets), len(targets),
              summary["wall_seconds"], run_dir / "report.md")
-    return summary
+    return record
 
 
 def describe_sweep(fig3b: dict[str, Any], margin: float = 0.5) -> str:

@@ -16,6 +16,7 @@ and its standard error is the standard deviation of those values over sqrt(probl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,28 @@ def sample_rows(task: Task, problems: Sequence[Problem], solutions: Sequence[Sol
                      "blank_step": any(not line.strip() for step in s.steps for line in step.split(delim)),
                      "long_step": any(len(step) >= task.max_step_chars for step in s.steps)})
     return rows
+
+
+@dataclass(frozen=True)
+class EvalPolicySummary:
+    """``summary.json`` of a `pav eval-policy` run. pass@k and maj@k (with ``_se``) for k = 1 ..
+    samples_per_problem are top-level keys of the file; the record keeps them in ``metrics``."""
+    STAGES = ("eval-policy",)
+    REST = "metrics"  # the field that holds the file's other keys (`pav.core.rundir.read_summary`)
+    policy: str
+    task: str
+    split: str
+    problems: int
+    samples_per_problem: int
+    metrics: dict[str, float]  # pass@k, pass@k_se, maj@k, maj@k_se
+    mean_steps: float
+    mean_tokens: float
+    no_answer: float
+    blank_step: float
+    long_step: float
+    cut_by_budget: float
+    tokens_generated: int
+    seconds: float
 
 
 def policy_metrics(rows: Sequence[dict[str, Any]], n: int) -> dict[str, Any]:

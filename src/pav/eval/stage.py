@@ -19,8 +19,9 @@ from typing import Any, Literal
 from pav.core.config import knob
 from pav.core.io import atomic_open
 from pav.core.records import SCHEMA_VERSION
-from pav.core.rundir import mark_complete, start_run
+from pav.core.rundir import mark_complete, start_run, summary_fields
 from pav.core.seeding import derive_seed
+from pav.eval.policy import EvalPolicySummary
 from pav.policies.options import LoadOptions
 from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, check_task, with_tokenizer
 
@@ -50,7 +51,7 @@ class EvalPolicyConfig:
 
 
 def run_eval_policy(cfg: EvalPolicyConfig, out: str | Path | None, overwrite: bool = False,
-                    show_progress: bool = True) -> dict[str, Any]:
+                    show_progress: bool = True) -> EvalPolicySummary:
     """Sample, grade, measure; see the module docstring."""
     import torch
 
@@ -77,14 +78,16 @@ def run_eval_policy(cfg: EvalPolicyConfig, out: str | Path | None, overwrite: bo
     with atomic_open(run_dir / SAMPLES_FILE) as f:
         f.writelines(json.dumps({"schema_version": SCHEMA_VERSION, "kind": "eval_sample", **r}, ensure_ascii=False)
                      + "\n" for r in rows)
-    summary = {"policy": cfg.policy, "task": task.name, "split": cfg.split, **policy_metrics(rows, cfg.samples),
-               "tokens_generated": stats.tokens_generated, "seconds": seconds}
+    shape = policy_metrics(rows, cfg.samples)
+    scores = {k: shape.pop(k) for k in list(shape) if k.startswith(("pass@", "maj@"))}
+    summary = EvalPolicySummary(policy=cfg.policy, task=task.name, split=cfg.split, metrics=scores, **shape,
+                                tokens_generated=stats.tokens_generated, seconds=seconds)
     ks = sorted({k for k in (1, 2, 4, 8, 16, 32, 64, 128) if k <= cfg.samples} | {cfg.samples})
-    table = metrics_table(summary, ks)
+    table = metrics_table(summary_fields(summary), ks)
     (run_dir / "report.md").write_text(f"# {cfg.policy} on {task.name} ({cfg.split})\n\n{table}\n", encoding="utf-8")
     mark_complete(run_dir, summary)
     print(table)
     log.info("eval-policy: pass@1 %.3f ± %.3f over %d problems × %d samples; no answer %.3f, blank step %.3f "
-             "(%.0f s) -> %s", summary["pass@1"], summary["pass@1_se"], summary["problems"], cfg.samples,
-             summary["no_answer"], summary["blank_step"], seconds, run_dir)
+             "(%.0f s) -> %s", scores["pass@1"], scores["pass@1_se"], summary.problems, cfg.samples,
+             summary.no_answer, summary.blank_step, seconds, run_dir)
     return summary

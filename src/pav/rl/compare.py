@@ -35,7 +35,8 @@ import numpy as np
 from pav.core.config import knob
 from pav.core.jobs import Job, run_jobs
 from pav.core.metrics import read_metrics
-from pav.core.rundir import mark_complete, start_run
+from pav.core.rundir import mark_complete, start_run, summary_fields
+from pav.rl.report import RLCompareSummary
 from pav.rl.stage import PASS_AT, RLConfig, check_verifiers
 from pav.tasks.build import check_source
 
@@ -78,7 +79,7 @@ def job_arm(progress, cfg: RLCompareConfig, run_dir: str, reward: str, seed: int
 
     arm = dataclasses.replace(cfg.rl, reward=reward, seed=seed, policy=start, rft_labels="")
     out = Path(run_dir) / "arms" / f"{reward}_s{seed}"
-    summary = run_rl(arm, out, show_progress=False, progress=progress)
+    summary = summary_fields(run_rl(arm, out, show_progress=False, progress=progress))  # the job's result: JSON
     rows = read_metrics(out / "metrics.jsonl")
     summary["curve"] = [{"samples": r["rl/samples"], "accuracy": r["rl/heldout_accuracy"]}
                         for r in rows if "rl/heldout_accuracy" in r]
@@ -130,7 +131,7 @@ def coverage(ref_arms: list[dict[str, Any]], arms: list[dict[str, Any]], seeds: 
 
 
 def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool = False,
-                   show_progress: bool = True) -> dict[str, Any]:
+                   show_progress: bool = True) -> RLCompareSummary:
     from pav.rl.report import ratio_text, write_report
 
     if not cfg.rl.policy:
@@ -154,11 +155,12 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
     results = run_jobs(jobs, run_dir / "jobs", cfg.workers, show_progress)
     summary = summarize(cfg, results)
     write_report(summary, run_dir)
-    mark_complete(run_dir, summary)
+    record = RLCompareSummary(**summary)
+    mark_complete(run_dir, record)
     for row in summary["comparisons"]:
         log.info("rl-compare: %s vs %s: sample efficiency %s, final accuracy gain %+.1f points -> %s", row["reward"],
                  summary["reference"], ratio_text(row, digits=1), 100 * row["gain"], run_dir)
-    return summary
+    return record
 
 
 def _top_share(runs: list[dict[str, Any]]) -> float:

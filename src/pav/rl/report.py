@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,26 @@ PLOT_LABELS = {"orm": "ORM-RL (outcome only)", "pav": r"PAV-RL (outcome + $\alph
                "pqv": r"outcome + $\alpha Q^\pi$", "prover-q": r"outcome + $\alpha Q^\mu$ (App. G)"}
 
 NOT_MEASURABLE = "not measurable at this size"
+
+
+@dataclass(frozen=True)
+class RLCompareSummary:
+    """``summary.json`` of a `pav rl-compare` run (`pav.rl.compare.summarize`); nested values are plain JSON."""
+    STAGES = ("rl-compare",)
+    reference: str  # the first reward (ORM-RL)
+    seeds: list[int]
+    alpha: float
+    k: int
+    verifier: str
+    prover: str
+    baseline: str
+    iterations: int
+    samples_per_iteration: int
+    rewards: dict[str, Any]  # reward -> curves over seeds, final accuracy, Pass@N, KL, entropy
+    start: dict[str, Any] | None  # the start policy's Pass@N (None with start_pass_at off)
+    comparisons: list[Any]  # each reward against the reference: sample efficiency, gain, coverage
+    checks: list[Any]
+    paper: dict[str, str]
 
 
 def ratio_text(comparison: dict, digits: int = 2) -> str:

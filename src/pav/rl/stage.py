@@ -15,7 +15,7 @@ import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pav.core.config import knob
 from pav.core.rundir import mark_complete, start_run
@@ -24,6 +24,9 @@ from pav.core.progress import progress_bar
 from pav.policies.options import LoadOptions
 from pav.rollouts.expert import EXPERT  # `verifier` value: the task's exact expert values instead of a PQV
 from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, is_builtin, prompt_of
+
+if TYPE_CHECKING:
+    from pav.rl.train import RLSummary  # imports torch
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +194,13 @@ def evaluate_start(cfg: RLConfig, policy_dir: str) -> dict[str, Any]:
 
 
 def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True,
-           progress=None) -> dict[str, Any]:
+           progress=None) -> RLSummary:
     """RFT (optional) → RL loop → held-out Pass@N; see the module docstring."""
     import torch
 
     from pav.policies.hf import HFPolicy, save_policy
     from pav.policies.load import load_model, resolve_model_dir
-    from pav.rl.train import Learner, RLSettings, train_rl
+    from pav.rl.train import Learner, RLSettings, RLSummary, train_rl
     from pav.rollouts.evaluate import evaluate_policy
     from pav.verifier.model import ValueVerifier
 
@@ -243,12 +246,11 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
         last = train_rl(learner, task, scorer, settings, run_dir, evaluate, on_iter)
     save_policy(model, tokenizer, run_dir / "policy")
     final = final_evaluation(cfg, policy, task, heldout)
-    summary = {"reward": cfg.reward, "alpha": cfg.alpha, "baseline": cfg.baseline, "seed": cfg.seed,
-               "start_heldout_accuracy": start_acc, "final": final, "last": last,
-               "samples": cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem,
-               "start_policy": start_dir}
+    summary = RLSummary(reward=cfg.reward, alpha=cfg.alpha, baseline=cfg.baseline, seed=cfg.seed,
+                        start_heldout_accuracy=start_acc, final=final, last=last,
+                        samples=cfg.iterations * cfg.problems_per_iter * cfg.samples_per_problem, start_policy=start_dir)
     mark_complete(run_dir, summary)
     log.info("rl %s: held-out accuracy %.3f -> %.3f after %d samples; pass@%d %.3f -> %s", cfg.reward, start_acc,
-             final["pass@1"], summary["samples"], max(k for k in PASS_AT if k <= cfg.final_samples),
+             final["pass@1"], summary.samples, max(k for k in PASS_AT if k <= cfg.final_samples),
              final[f"pass@{max(k for k in PASS_AT if k <= cfg.final_samples)}"], run_dir)
     return summary

@@ -48,6 +48,21 @@ CHECKPOINTS = "checkpoints"
 
 
 @dataclass(frozen=True)
+class RLSummary:
+    """``summary.json`` of a `pav rl` run (read with `pav.core.rundir.read_summary`)."""
+    STAGES = ("rl-orm", "rl-pav", "rl-pqv", "rl-prover-q")  # rl-<reward>
+    reward: str
+    alpha: float
+    baseline: str
+    seed: int
+    start_heldout_accuracy: float
+    final: dict[str, Any]  # held-out Pass@N of the final policy (`pav.rl.stage.final_evaluation`)
+    last: dict[str, Any]  # the last iteration's metrics
+    samples: int  # training samples drawn
+    start_policy: str
+
+
+@dataclass(frozen=True)
 class RLSettings:
     """What the loop reads; no defaults: the `pav rl` stage's config (`pav.rl.stage.RLConfig`) holds
     them, and `of` copies its fields by name (``max_length`` resolved from 0 to the policy's window)."""

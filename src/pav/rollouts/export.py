@@ -17,12 +17,25 @@ policy saw them.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from pav.core.records import Solution, StepLabel
 from pav.rollouts.views import label_arrays
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """``summary.json`` of a `pav export-labels` run."""
+    STAGES = ("export",)
+    format: str
+    rows: int  # one per labelled solution
+    steps: int
+    solutions: int
+    mean_label: float | None  # hard labels: the share of True
+    file: str
 
 
 def stepwise_rows(labels: Sequence[StepLabel], solutions: Sequence[Solution], prompts: Mapping[str, str], *,

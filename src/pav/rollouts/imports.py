@@ -21,12 +21,26 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pav.core.records import Problem, Solution, StepLabel
 
 Format = Literal["trl-stepwise", "prm800k", "processbench"]
 IMPORTED = "imported"  # policy and prover id of imported labels: no pav policy produced them
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """``summary.json`` of a `pav import-labels` run."""
+    STAGES = ("import",)
+    format: str
+    source: str
+    records: int  # read from the source
+    solutions: int
+    step_labels: int
+    skipped_records: int
+    mean_q: float | None
 
 
 class LabelImportError(ValueError):

@@ -28,6 +28,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pav.core.io import write_jsonl, write_parquet
 from pav.core.labelrun import shard_paths, stale_temps
@@ -56,6 +57,27 @@ class LabelSettings(Sampling):
     n_cov: int  # seed solutions per problem
     n_mc: int  # rollouts per prefix
     strategy: str  # "all" | "first_pit"
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """``summary.json`` of a `pav label` run (read with `pav.core.rundir.read_summary`): totals over the
+    shards labelled by the call that finished the run, then numbers of every label on disk."""
+    STAGES = ("label",)
+    shards: int
+    shards_written: int  # by the call that finished the run (fewer after a kill)
+    prefixes: int
+    rollouts: int
+    tokens_generated: int
+    tokens_prompt: int
+    seconds: float  # of labelling in that call
+    records: int  # step labels on disk
+    policy_id: str
+    prover_id: str
+    mean_abs_adv: float | None  # mean |Â^π|; None without labels
+    mean_q: float | None
+    adv_by_step_kind: dict[str, Any]  # kind -> n, mean, se (the built-in task's checker; {} elsewhere)
+    wall_seconds: float
 
 
 @dataclass

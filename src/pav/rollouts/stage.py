@@ -15,7 +15,9 @@ from pav.core.io import write_jsonl
 from pav.core.labelrun import check_label_run, problems_path, read_problems, read_solutions, shard_paths
 from pav.core.rundir import mark_complete, start_run
 from pav.rollouts.expert import EXPERT, ExpertPolicy
-from pav.rollouts.label import LabelSettings, label_problems
+from pav.rollouts.export import ExportSummary
+from pav.rollouts.imports import ImportSummary
+from pav.rollouts.label import LabelSettings, LabelSummary, label_problems
 from pav.rollouts.views import label_arrays, read_labels
 from pav.policies.load import load_policy, resolve_model_dir, weights_stamp
 from pav.policies.options import LoadOptions
@@ -155,7 +157,7 @@ def _label_with_jobs(cfg: LabelConfig, problems: list, run_dir: Path, show_progr
             **{k: sum(results[j.name][k] for j in jobs) for k in keys}, "seconds": time.perf_counter() - start}
 
 
-def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> LabelSummary:
     """Label into a run directory; a killed run continues from its finished shards."""
     import time
 
@@ -179,15 +181,15 @@ def run_label(cfg: LabelConfig, out: str | Path | None, overwrite: bool = False,
     labels = read_labels(run_dir)
     arr = label_arrays(labels)
     adv = arr["adv"][np.isfinite(arr["adv"])]
-    summary = {**totals, "records": len(labels), "policy_id": policy.policy_id, "prover_id": rollout_policy.policy_id,
-               "mean_abs_adv": float(np.abs(adv).mean()) if adv.size else None,
-               "mean_q": float(arr["q"].mean()) if len(labels) else None,
-               "adv_by_step_kind": advantage_by_step_kind(task, problems, run_dir, labels, arr["adv"]),
-               "wall_seconds": time.perf_counter() - start}
+    summary = LabelSummary(**totals, records=len(labels), policy_id=policy.policy_id, prover_id=rollout_policy.policy_id,
+                           mean_abs_adv=float(np.abs(adv).mean()) if adv.size else None,
+                           mean_q=float(arr["q"].mean()) if len(labels) else None,
+                           adv_by_step_kind=advantage_by_step_kind(task, problems, run_dir, labels, arr["adv"]),
+                           wall_seconds=time.perf_counter() - start)
     mark_complete(run_dir, summary)
     log.info("label: %d records, %d prefixes and %d rollouts this run, %d tokens generated, %.0f s, mean |Â| %s -> %s",
-             len(labels), totals["prefixes"], totals["rollouts"], totals["tokens_generated"], summary["wall_seconds"],
-             "n/a" if summary["mean_abs_adv"] is None else f"{summary['mean_abs_adv']:.3f}", run_dir)
+             len(labels), summary.prefixes, summary.rollouts, summary.tokens_generated, summary.wall_seconds,
+             "n/a" if summary.mean_abs_adv is None else f"{summary.mean_abs_adv:.3f}", run_dir)
     return summary
 
 
@@ -202,7 +204,7 @@ class ExportConfig:
 
 
 def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = False,
-               show_progress: bool = True) -> dict[str, Any]:
+               show_progress: bool = True) -> ExportSummary:
     """A label run → ``stepwise.jsonl`` (one row per labelled solution, `pav.rollouts.export`)."""
     from pav.core.io import atomic_open
     from pav.rollouts.export import stepwise_rows
@@ -218,9 +220,8 @@ def run_export(cfg: ExportConfig, out: str | Path | None, overwrite: bool = Fals
     with atomic_open(run_dir / "stepwise.jsonl") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     flat = [v for r in rows for v in r["labels"]]
-    summary = {"format": cfg.format, "rows": len(rows), "steps": len(flat), "solutions": len(solutions),
-               "mean_label": float(np.mean(flat)) if flat else None,  # hard labels: the share of True
-               "file": str(run_dir / "stepwise.jsonl")}
+    summary = ExportSummary(format=cfg.format, rows=len(rows), steps=len(flat), solutions=len(solutions),
+                            mean_label=float(np.mean(flat)) if flat else None, file=str(run_dir / "stepwise.jsonl"))
     mark_complete(run_dir, summary)
     log.info("export-labels: %d solutions, %d steps -> %s", len(rows), len(flat), run_dir / "stepwise.jsonl")
     return summary
@@ -240,7 +241,7 @@ class ImportConfig:
 
 
 def run_import(cfg: ImportConfig, out: str | Path | None, overwrite: bool = False,
-               show_progress: bool = True) -> dict[str, Any]:
+               show_progress: bool = True) -> ImportSummary:
     """Another project's step labels → a label run directory that `pav train-verifier` reads."""
     from pav.rollouts.imports import import_records
     from pav.rollouts.label import write_shard
@@ -256,11 +257,11 @@ def run_import(cfg: ImportConfig, out: str | Path | None, overwrite: bool = Fals
     write_shard(run_dir, 0, [s for _, s, _ in rows], [lab for _, _, labs in rows for lab in labs])
     labels = read_labels(run_dir)
     q = label_arrays(labels)["q"] if labels else np.array([])
-    summary = {"format": cfg.format, "source": cfg.source, "records": len(records), "solutions": len(rows),
-               "step_labels": len(labels), "skipped_records": len(records) - len(rows),
-               "mean_q": float(q.mean()) if q.size else None}
+    summary = ImportSummary(format=cfg.format, source=cfg.source, records=len(records), solutions=len(rows),
+                            step_labels=len(labels), skipped_records=len(records) - len(rows),
+                            mean_q=float(q.mean()) if q.size else None)
     mark_complete(run_dir, summary)
     log.info("import-labels: %d %s records -> %d solutions, %d step labels (mean Q̂ %s) -> %s", len(records),
-             cfg.format, len(rows), len(labels), "n/a" if summary["mean_q"] is None else f"{summary['mean_q']:.3f}",
+             cfg.format, len(rows), len(labels), "n/a" if summary.mean_q is None else f"{summary.mean_q:.3f}",
              run_dir)
     return summary

@@ -6,6 +6,7 @@ given). Compute is generated policy tokens per problem (the paper, §4.1 and App
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,27 @@ from pav.search.compare import efficiency_ratio, gains_at_equal_compute, paired_
 LABELS = {"orm": "ORM best-of-N", "pav_as_orm": "PAV-as-ORM best-of-N", "majority": "majority vote",
           "weighted_majority": "ORM-weighted majority", "pqv_beam": "PQV beam (α = 0)", "pav_beam": "PAV beam"}
 PAPER = {"compute_efficiency": "1.5–5× (Gemma 27B–2B)", "gain": "+8 to +10 points"}
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """``summary.json`` of a `pav search` run (`summarize`); the nested values are plain JSON."""
+    STAGES = ("search",)
+    alpha: float  # of PAV beam search
+    alpha_chosen_by: str
+    alpha_width: int
+    k: int
+    prover: str
+    problems: int
+    val_problems: int
+    ns: list[int]
+    curves: dict[str, Any]  # method -> one point per N: accuracy (± se), compute
+    pass_at: list[Any]
+    headline: dict[str, Any]  # compute-efficiency ratios, gains at equal compute
+    checks: list[Any]
+    alpha_sweep: list[Any]
+    prover_sweep: dict[str, Any]
+    paper: dict[str, str]
 GOALS = {"gain": 0.10, "compute_efficiency": 5.0}
 
 

@@ -37,6 +37,7 @@ from pav.core.records import Problem
 from pav.core.rundir import mark_complete, start_run
 from pav.policies.options import LoadOptions
 from pav.rollouts.expert import EXPERT
+from pav.search.report import SearchSummary
 from pav.tasks.build import (TASK_HELP, TaskConfig, build_task, check_source, check_task, is_builtin,
                              with_absolute_options, with_tokenizer)
 
@@ -187,7 +188,7 @@ def _alpha_name(a: float) -> str:
 
 
 def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = False,
-               show_progress: bool = True) -> dict[str, Any]:
+               show_progress: bool = True) -> SearchSummary:
     from pav.search.report import alpha_margin, alpha_sweep, efficiency_text, paired_points, summarize, write_report
 
     if not (cfg.policy and cfg.verifier):
@@ -234,9 +235,10 @@ def run_search(cfg: SearchConfig, out: str | Path | None, overwrite: bool = Fals
     results = {**first, **reused, **run_jobs(second, run_dir / "jobs", executor, show_progress)}
     summary = summarize(cfg, alpha, results)
     write_report(summary, run_dir)
-    mark_complete(run_dir, summary)
+    record = SearchSummary(**summary)
+    mark_complete(run_dir, record)
     h = summary["headline"]
     log.info("search: PAV beam vs ORM best-of-%d: compute-efficiency %s, mean accuracy gain at equal compute %s -> %s",
              max(cfg.ns), efficiency_text(h),
              "n/a" if h["mean_gain"] is None else f"{100 * h['mean_gain']:+.1f} points", run_dir)
-    return summary
+    return record

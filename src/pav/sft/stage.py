@@ -25,7 +25,7 @@ from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
 from pav.policies.options import LoadOptions
-from pav.sft.train import Example, SFTSchedule, checkpointed_steps, train_lm
+from pav.sft.train import Example, SFTSchedule, SFTSummary, checkpointed_steps, train_lm
 from pav.tasks.base import Task, join_steps
 from pav.tasks.build import TASK_HELP, TaskConfig, build_task, check_source, is_builtin
 
@@ -102,7 +102,7 @@ def emphasis_weights(completion: str, marker: str, weight: float) -> tuple[float
     return tuple(w)
 
 
-def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> dict[str, Any]:
+def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, show_progress: bool = True) -> SFTSummary:
     """Train, save to `<run>/policy`, evaluate on held-out problems, check the gate."""
     import torch
 
@@ -139,8 +139,8 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     quality = evaluate_policy(policy, task, heldout, cfg.eval_samples, (1, 8, 64), derive_seed(cfg.seed, "sft-eval-samples"),
                               max_new_tokens=cfg.eval_max_new_tokens)
     gate = check_gate(quality, cfg.gate) if is_builtin(cfg.task) else {"passed": None, "reasons": ["the gate is for the built-in task"]}
-    summary = {"train_seconds": train_seconds, "final_loss": losses[-1], "policy_dir": str(run_dir / "policy"),
-               "heldout": quality, "gate": gate}
+    summary = SFTSummary(train_seconds=train_seconds, final_loss=losses[-1], policy_dir=str(run_dir / "policy"),
+                         heldout=quality, gate=gate)
     mark_complete(run_dir, summary)
     _log_summary(summary)
     return summary
@@ -187,15 +187,15 @@ def _measured(x: float) -> str:
     return "n/a (not measurable at this size)" if math.isnan(x) else f"{x:.3f}"
 
 
-def _log_summary(s: dict[str, Any]) -> None:
-    q = s["heldout"]
+def _log_summary(s: SFTSummary) -> None:
+    q = s.heldout
     mix = ", ".join(f"{k} {v:.2f}" for k, v in q["step_mix"].items())
     passes = " ".join(f"{k} {_measured(q.get(k, float('nan')))}" for k in ("pass@1", "pass@8", "pass@64"))
-    log.info("sft: %.0f s training, loss %.3f; held-out %s; steps: %s", s["train_seconds"], s["final_loss"], passes, mix)
-    if s["gate"]["passed"] is None:
+    log.info("sft: %.0f s training, loss %.3f; held-out %s; steps: %s", s.train_seconds, s.final_loss, passes, mix)
+    if s.gate["passed"] is None:
         return
-    if s["gate"]["passed"]:
+    if s.gate["passed"]:
         log.info("sft: quality gate passed")
     else:
         log.warning("sft: QUALITY GATE MISSED: %s. The base policy is not the mediocre-but-capable policy later "
-                    "stages assume; try another --set seed=N or more --set steps=N.", "; ".join(s["gate"]["reasons"]))
+                    "stages assume; try another --set seed=N or more --set steps=N.", "; ".join(s.gate["reasons"]))

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,17 @@ from pav.core.io import write_json
 from pav.core.schedule import warmup_cosine
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SFTSummary:
+    """``summary.json`` of a `pav sft` run (read with `pav.core.rundir.read_summary`)."""
+    STAGES = ("sft",)
+    train_seconds: float
+    final_loss: float
+    policy_dir: str
+    heldout: dict[str, Any]  # pass@k, mean_steps and the step mix on held-out problems (`evaluate_policy`)
+    gate: dict[str, Any]  # the quality gate: passed (None off the built-in task) and reasons
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pav.tasks.math_data import MathDataError, read_records
+
+
+@dataclass(frozen=True)
+class ProcessBenchSummary:
+    """``summary.json`` of `pav eval-verifier --processbench`."""
+    STAGES = ("eval-processbench",)
+    items: int
+    threshold: float
+    acc_erroneous: float | None
+    acc_correct: float | None
+    f1: float | None
+    n_erroneous: int
+    n_correct: int
+    f1_by_threshold: dict[str, Any]
+    metric: str  # what F1 means, in words
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ AUROC is the Mann–Whitney statistic with ties counted half.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,22 @@ def auroc(scores: Sequence[float], labels: Sequence[float]) -> float | None:
         i = j + 1
     r_pos = ranks[: len(pos)].sum()
     return float((r_pos - len(pos) * (len(pos) + 1) / 2.0) / (len(pos) * len(neg)))
+
+
+@dataclass(frozen=True)
+class QualitySummary:
+    """``summary.json`` of a `pav eval-verifier` run on held-out labels: `verifier_quality`'s numbers."""
+    STAGES = ("eval-verifier",)
+    prefixes: int
+    mse: float | None  # against Monte-Carlo Q̂ (None: no prefix with more than one rollout)
+    mc_noise: float | None
+    mse_constant: float | None
+    calibration: list[Any]  # reliability diagram: pred, target, count per bin
+    auroc_complete: float | None
+    alpha: float
+    exact: dict[str, Any] | None  # against the expert's exact values (expert-labelled runs only)
+    auroc_by_position: list[Any]
+    fig10: list[Any]
 
 
 def calibration(pred: np.ndarray, target: np.ndarray, bins: int = 10) -> list[dict[str, float]]:

@@ -29,6 +29,14 @@ from pav.verifier.model import Encoded, ValueVerifier
 
 
 @dataclass(frozen=True)
+class ScoreSummary:
+    """``summary.json`` of a `pav score` run."""
+    STAGES = ("score",)
+    solutions: int
+    scores: str  # the scores.jsonl file
+
+
+@dataclass(frozen=True)
 class StepScores:
     """Scores of one solution; arrays are (H,), step h at index h − 1."""
 

@@ -25,7 +25,10 @@ from pav.policies.load import resolve_model_dir
 from pav.policies.options import LoadOptions
 from pav.tasks.math_task import MathTaskConfig
 from pav.verifier.load import load_scorer, load_verifier, verifier_dir
-from pav.verifier.train import VerifierTrainConfig
+from pav.verifier.processbench import ProcessBenchSummary
+from pav.verifier.quality import QualitySummary
+from pav.verifier.scorer import ScoreSummary
+from pav.verifier.train import VerifierSummary, VerifierTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +49,9 @@ class TrainVerifierConfig:
 
 
 def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwrite: bool = False,
-                       show_progress: bool = True, progress=None) -> dict[str, Any]:
-    """Train into a run directory; ``progress(n)``, if given, is told of every optimiser step."""
+                       show_progress: bool = True, progress=None) -> VerifierSummary | dict[str, Any]:
+    """Train into a run directory; ``progress(n)``, if given, is told of every optimiser step. A
+    process of a multi-process run other than the main one returns its rank's numbers."""
     import torch
 
     from pav.verifier.data import label_run_delimiter, load_examples, split_heldout
@@ -75,10 +79,10 @@ def run_train_verifier(cfg: TrainVerifierConfig, out: str | Path | None, overwri
                              ranks=ranks)
     if not ranks.is_main:
         return summary
-    summary.update(view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"),
-                   processes=ranks.world)
-    mark_complete(run_dir, summary)
-    return summary
+    record = VerifierSummary(**summary, view=cfg.view, rejected_labels=rejected, verifier_dir=str(run_dir / "verifier"),
+                             processes=ranks.world)
+    mark_complete(run_dir, record)
+    return record
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class ScoreConfig:
 
 
 def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True) -> ScoreSummary:
     import torch
 
     from pav.tasks.build import prompt_of
@@ -124,7 +128,7 @@ def run_score(cfg: ScoreConfig, out: str | Path | None, overwrite: bool = False,
                    "adv_prover": sc.adv_prover.tolist(), "effective_reward": sc.effective_reward(cfg.alpha).tolist(),
                    "outcome": sc.outcome}
             f.write(json.dumps(row) + "\n")  # NaN marks steps past the verifier's window
-    summary = {"solutions": len(solutions), "scores": str(run_dir / "scores.jsonl")}
+    summary = ScoreSummary(solutions=len(solutions), scores=str(run_dir / "scores.jsonl"))
     mark_complete(run_dir, summary)
     log.info("score: %d solutions -> %s", len(solutions), run_dir / "scores.jsonl")
     return summary
@@ -147,7 +151,7 @@ class EvalVerifierConfig:
 
 
 def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite: bool = False,
-                      show_progress: bool = True) -> dict[str, Any]:
+                      show_progress: bool = True) -> QualitySummary | ProcessBenchSummary:
     """Predictions on held-out labels → quality numbers, a PNG and report.md."""
     import numpy as np
     import torch
@@ -190,13 +194,14 @@ def run_eval_verifier(cfg: EvalVerifierConfig, out: str | Path | None, overwrite
                      for r in rows)
     plot_quality(quality, run_dir / "verifier_quality.png")
     (run_dir / "report.md").write_text(_quality_markdown(quality), encoding="utf-8")
-    mark_complete(run_dir, quality)
+    summary = QualitySummary(**quality)
+    mark_complete(run_dir, summary)
     log.info("eval-verifier: %d held-out prefixes, MSE %.4f (MC noise %.4f, constant %.4f), AUROC complete %s -> %s",
              quality["prefixes"], quality["mse"], quality["mc_noise"], quality["mse_constant"],
              "n/a" if quality["auroc_complete"] is None else f"{quality['auroc_complete']:.3f}", run_dir)
     if quality["exact"]:
         log.info("eval-verifier: %s", _exact_lines(quality["exact"])[0].removeprefix("- "))
-    return quality
+    return summary
 
 
 def _exact_values(labels: str):
@@ -217,7 +222,7 @@ def _exact_values(labels: str):
     return lambda prompt, steps: task.expert_values(task.parse_question(prompt), steps)
 
 
-def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]:
+def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> ProcessBenchSummary:
     """Earliest-error predictions on ProcessBench items → predictions.jsonl, summary.json, report.md."""
     import numpy as np
 
@@ -246,11 +251,12 @@ def _eval_processbench(cfg: EvalVerifierConfig, run_dir: Path) -> dict[str, Any]
         f"| items | erroneous | correct | acc. erroneous | acc. correct | F1 (threshold {cfg.threshold:g}) |\n"
         f"|---|---|---|---|---|---|\n| {len(items)} | {summary['n_erroneous']} | {summary['n_correct']} | "
         f"{f3(summary['acc_erroneous'])} | {f3(summary['acc_correct'])} | {f3(summary['f1'])} |\n", encoding="utf-8")
-    mark_complete(run_dir, summary)
+    record = ProcessBenchSummary(**summary)
+    mark_complete(run_dir, record)
     log.info("eval-verifier: ProcessBench F1 %s (harmonic mean of accuracy on erroneous items %s and on correct "
              "items %s; threshold %g), %d items -> %s", f3(summary["f1"]), f3(summary["acc_erroneous"]),
              f3(summary["acc_correct"]), cfg.threshold, len(items), run_dir)
-    return summary
+    return record
 
 
 def _quality_markdown(q: dict[str, Any]) -> str:

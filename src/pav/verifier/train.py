@@ -85,6 +85,27 @@ _FREE_KNOBS = ("eval_every", "eval_batch_size", "checkpoint_every", "keep_checkp
 
 
 @dataclass(frozen=True)
+class VerifierSummary:
+    """``summary.json`` of a `pav train-verifier` run: `train_verifier`'s numbers, then the stage's."""
+    STAGES = ("verifier-pqv", "verifier-orm")
+    steps: int
+    resumed_from: int  # the step the call that finished the run started from (0: from scratch)
+    final_loss: float | None
+    train_examples: int
+    train_prefixes: int
+    heldout_examples: int
+    heldout_prefixes: int
+    seconds: float
+    heldout_mse: float | None  # None without held-out examples
+    heldout_noise_floor: float | None
+    heldout_mse_constant: float | None
+    view: str
+    rejected_labels: dict[str, int]  # label rows left out, per reason
+    verifier_dir: str
+    processes: int
+
+
+@dataclass(frozen=True)
 class Row:
     """An example ready for the model: ids (T,), positions / targets / weights / n (K,)."""
 
@@ -249,7 +270,7 @@ def _summary(verifier: ValueVerifier, cfg: VerifierTrainConfig, first: int, loss
         "steps": cfg.steps, "resumed_from": first, "final_loss": losses[-1] if losses else None,
         "train_examples": len(kept), "train_prefixes": sum(len(e.prefix_lens) for e in kept),
         "heldout_examples": len(held_rows), "heldout_prefixes": sum(len(r.positions) for r in held_rows),
-        "seconds": seconds,
+        "seconds": seconds, "heldout_mse": None, "heldout_noise_floor": None, "heldout_mse_constant": None,
     }
     if held_rows:
         ev = evaluate(verifier, held_rows, cfg.eval_batch_size)

@@ -369,13 +369,19 @@ def _toml_literal(value) -> str:
 
 
 def _sources(cls: type, preset: Optional[str], set_: list[str]) -> dict[str, str]:
-    """Where each knob's value comes from: ``--set``, ``preset`` (it differs from the default) or ``default``."""
+    """Where each knob's value comes from: ``--set``, ``preset`` (it differs from the default) or
+    ``default``; each option of a task section (``task.options.NAME``) by itself."""
     from pav.core.config import flatten, parse_cli_overrides, resolve
 
     default = flatten(cls())
     given = flatten(resolve(cls, preset)) if preset else default
     sets = parse_cli_overrides(set_)
-    return {k: "--set" if _under(k, sets) else "preset" if given[k] != v else "default" for k, v in default.items()}
+    out = {k: "--set" if _under(k, sets) else "preset" if given[k] != v else "default" for k, v in default.items()}
+    for k, options in flatten(resolve(cls, preset, set_)).items():  # as the run gets them (--set source clears them)
+        for n, v in options.items() if isinstance(options, dict) else ():
+            from_preset = n in given[k] and given[k][n] == v and (n not in default[k] or default[k][n] != v)
+            out[f"{k}.{n}"] = "--set" if _under(f"{k}.{n}", sets) else "preset" if from_preset else "default"
+    return out
 
 
 def _under(key: str, prefixes) -> bool:

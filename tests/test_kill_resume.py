@@ -1,11 +1,12 @@
-"""`pav sft` and `pav rl` killed with SIGKILL mid-run and rerun with the same command end with the
-parameters an uninterrupted run ends with (CPU, same seed).
+"""`pav sft`, `pav train-verifier` and `pav rl` killed with SIGKILL mid-run and rerun with the same
+command end with the parameters an uninterrupted run ends with (CPU, same seed).
 
 A kill lands at a random point: the test waits until the run's newest checkpoint holds at least a
 randomly drawn number of steps (iterations), then waits a random few milliseconds more, so it can
 fall inside a step, inside a checkpoint write or inside the final evaluation. The fast cases kill
-once; the slow ones kill five times in a row before the run is let finish. Run the slow ones with
-``-s`` to see where each kill landed.
+once, on tiny budgets, and run the uninterrupted reference in this process (a fresh interpreter
+spends most of such a run importing torch); the slow ones kill five times in a row before the run is
+let finish. Run the slow ones with ``-s`` to see where each kill landed.
 """
 
 import os
@@ -24,6 +25,16 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_TH
 def _pav(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pav.cli", *args], cwd=cwd, env=ENV, capture_output=True,
                           text=True, timeout=900)
+
+
+def _whole_here(args: list[str], out: Path) -> None:
+    """The uninterrupted run of ``pav <args> --out <out>``, in this process."""
+    from typer.testing import CliRunner
+
+    from pav.cli import app
+
+    res = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert res.exit_code == 0, (res.output[-3000:], res.exception)
 
 
 def _done(checkpoints: Path) -> int:
@@ -47,23 +58,25 @@ def _kill_at(args: list[str], cwd: Path, checkpoints: Path, target: int, rng: ra
     return _done(checkpoints)
 
 
-def _params(run: Path) -> dict:
+def _params(run: Path, model: str) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(run / "policy" / "model.safetensors"))
+    return load_file(str(run / model / "model.safetensors"))
 
 
-def _assert_same_params(a: Path, b: Path) -> float:
+def _assert_same_params(a: Path, b: Path, model: str = "policy") -> float:
+    """Max |difference| of the parameters the two runs saved in ``model/`` (0.0: equal bit for bit)."""
     import torch
 
-    pa, pb = _params(a), _params(b)
+    pa, pb = _params(a, model), _params(b, model)
     assert pa.keys() == pb.keys()
     diff = max(float((pa[k].double() - pb[k].double()).abs().max()) for k in pa)
     assert all(torch.equal(pa[k], pb[k]) for k in pa), f"max |difference| {diff}"
     return diff
 
 
-def _kill_and_resume(args: list[str], cwd: Path, name: str, ckpt: str, targets: list[int], seed: int) -> list[int]:
+def _kill_and_resume(args: list[str], cwd: Path, name: str, ckpt: str, targets: list[int], seed: int,
+                     resumed: str = "resumed from") -> list[int]:
     """Kill ``pav <args> --out <name>`` at each target in turn, then let it finish; where each kill landed."""
     rng = random.Random(seed)
     out = ["--out", name]
@@ -71,7 +84,7 @@ def _kill_and_resume(args: list[str], cwd: Path, name: str, ckpt: str, targets: 
     assert not (cwd / name / "COMPLETE").exists()
     res = _pav([*args, *out], cwd)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "resumed from" in res.stderr  # continued from the newest checkpoint, not from step 0
+    assert resumed in res.stderr  # continued from the newest checkpoint, not from step 0
     assert (cwd / name / "COMPLETE").is_file()
     assert not [p for p in (cwd / name / ckpt).iterdir() if p.name.startswith(".")], "a stale temp checkpoint"
     return landed
@@ -81,11 +94,10 @@ SFT = ["sft", "--quiet", "--set", "eval_problems=2", "--set", "eval_samples=2"]
 
 
 def test_sft_killed_once_resumes_to_the_uninterrupted_parameters(tmp_path):
-    args = [*SFT, "--set", "steps=20", "--set", "checkpoint_every=2"]
-    res = _pav([*args, "--out", "whole"], tmp_path)  # checkpoints do not change what is trained
-    assert res.returncode == 0, res.stderr[-3000:]
-    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(1).randrange(2, 16, 2)], seed=1)
-    assert 2 <= landed[0] <= 20
+    args = [*SFT, "--set", "steps=12", "--set", "batch_size=4", "--set", "checkpoint_every=2"]
+    _whole_here(args, tmp_path / "whole")  # checkpoints do not change what is trained
+    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(1).randrange(2, 10, 2)], seed=1)
+    assert 2 <= landed[0] <= 12
     _assert_same_params(tmp_path / "whole", tmp_path / "killed")
 
 
@@ -101,6 +113,46 @@ def test_sft_killed_five_times_resumes_to_the_uninterrupted_parameters(tmp_path)
           f"max |parameter difference| {diff}")
 
 
+@pytest.fixture(scope="module")
+def labels(sft_quick, tmp_path_factory) -> Path:
+    """`pav label --quick` on the shared `pav sft --quick` policy: what the verifier cases train on."""
+    run, _ = sft_quick
+    root = tmp_path_factory.mktemp("labels")
+    res = _pav(["label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels"], root)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "labels"
+
+
+def _verifier_args(sft: Path, labels: Path, steps: int, every: int) -> list[str]:
+    return ["train-verifier", "--quiet", "--set", f"labels={labels}", "--set", f"backbone={sft}", "--set",
+            "train.batch_size=4", "--set", f"train.steps={steps}", "--set", f"train.checkpoint_every={every}",
+            "--set", f"train.eval_every={steps}"]
+
+
+VERIFIER_RESUMED = "resuming verifier training from"
+
+
+def test_train_verifier_killed_once_resumes_to_the_uninterrupted_parameters(sft_quick, labels, tmp_path):
+    args = _verifier_args(sft_quick[0], labels, 40, 4)
+    _whole_here(args, tmp_path / "whole")
+    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(3).randrange(4, 24, 4)], seed=3,
+                              resumed=VERIFIER_RESUMED)
+    assert 4 <= landed[0] <= 40
+    _assert_same_params(tmp_path / "whole", tmp_path / "killed", "verifier")
+
+
+@pytest.mark.slow
+def test_train_verifier_killed_five_times_resumes_to_the_uninterrupted_parameters(sft_quick, labels, tmp_path):
+    args = _verifier_args(sft_quick[0], labels, 300, 10)
+    res = _pav([*args, "--out", "whole"], tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    targets = sorted(random.Random(7).sample(range(10, 250, 10), 5))
+    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", targets, seed=7, resumed=VERIFIER_RESUMED)
+    diff = _assert_same_params(tmp_path / "whole", tmp_path / "killed", "verifier")
+    print(f"\ntrain-verifier: 300 steps, checkpoint every 10; killed after checkpoints {landed} (targets {targets}); "
+          f"max |parameter difference| {diff}")
+
+
 def _rl_args(run: Path, iterations: int) -> list[str]:
     return ["rl", "--quick", "--quiet", "--set", f"policy={run}", "--set", "reward=orm", "--set",
             f"iterations={iterations}", "--set", "checkpoint_every=1"]
@@ -108,11 +160,10 @@ def _rl_args(run: Path, iterations: int) -> list[str]:
 
 def test_rl_killed_once_resumes_to_the_uninterrupted_parameters(sft_quick, tmp_path):
     run, _ = sft_quick
-    args = _rl_args(run, 6)
-    res = _pav([*args, "--out", "whole"], tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(2).randrange(1, 5)], seed=2)
-    assert 1 <= landed[0] <= 6
+    args = _rl_args(run, 4)
+    _whole_here(args, tmp_path / "whole")
+    landed = _kill_and_resume(args, tmp_path, "killed", "checkpoints", [random.Random(2).randrange(1, 3)], seed=2)
+    assert 1 <= landed[0] <= 4
     _assert_same_params(tmp_path / "whole", tmp_path / "killed")
 
 

@@ -370,17 +370,23 @@ def _toml_literal(value) -> str:
 
 def _sources(cls: type, preset: Optional[str], set_: list[str]) -> dict[str, str]:
     """Where each knob's value comes from: ``--set``, ``preset`` (it differs from the default) or
-    ``default``; each option of a task section (``task.options.NAME``) by itself."""
+    ``default``; each option of a task section (``task.options.NAME``) by itself: ``preset`` when the
+    preset gives it a value other than the default task's (or chose another task)."""
     from pav.core.config import flatten, parse_cli_overrides, resolve
+    from pav.tasks.build import option_knobs
 
     default = flatten(cls())
     given = flatten(resolve(cls, preset)) if preset else default
     sets = parse_cli_overrides(set_)
     out = {k: "--set" if _under(k, sets) else "preset" if given[k] != v else "default" for k, v in default.items()}
+    factory = option_knobs(cls())  # the default task's options: the section's values, else its factory's defaults
     for k, options in flatten(resolve(cls, preset, set_)).items():  # as the run gets them (--set source clears them)
+        source = k.removesuffix("options") + "source"
         for n, v in options.items() if isinstance(options, dict) else ():
-            from_preset = n in given[k] and given[k][n] == v and (n not in default[k] or default[k][n] != v)
-            out[f"{k}.{n}"] = "--set" if _under(f"{k}.{n}", sets) else "preset" if from_preset else "default"
+            key = f"{k}.{n}"
+            unlike = key not in factory or _toml_literal(factory[key][1]) != _toml_literal(v)  # a list is its tuple
+            from_preset = n in given[k] and given[k][n] == v and (given.get(source) != default.get(source) or unlike)
+            out[key] = "--set" if _under(key, sets) else "preset" if from_preset else "default"
     return out
 
 

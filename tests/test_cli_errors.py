@@ -49,6 +49,8 @@ CASES = [
     (["sft", "--quick", "--out", "afile"], "afile is a file"),
     (["sft", "--quick", "--out", "done"], "pass --overwrite"),
     (["sft", "--quick", "--out", " "], "--out is empty"),
+    (["demo", "--set", "task.source=pav.tasks.deepmind:make_task"], "has none: --set rl_prover=policy"),
+    (["demo", "--set", "task.source=no_such_module:make_task"], "task module 'no_such_module' cannot be imported"),
 ]
 
 

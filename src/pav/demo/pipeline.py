@@ -1,4 +1,5 @@
-"""`pav demo`: the whole method on the built-in task in one command (the paper, §3–§5).
+"""`pav demo`: the whole method in one command (the paper, §3–§5), on the built-in task by default
+or on any task and starting model (``--preset smollm2``: SmolLM2-135M-Instruct on DeepMind arithmetic).
 
 Each stage is an ordinary pav stage run in its own folder of the demo's run directory, fed the
 outputs of the stages before it:
@@ -6,8 +7,9 @@ outputs of the stages before it:
 1. ``sft/``       the base policy π (`pav sft`);
 2. ``labels/``    Monte-Carlo Q̂^π of every prefix of π's seed solutions (`pav label`); the
                   Best-of-K prover's Q^μ and A^μ follow from the same counts (Eq. 30);
-3. ``prover-labels/``  the same for the RL prover μ, the task's noisy expert (a policy stronger
-                  than π, as the paper's cross-model provers; `pav label --set prover=expert`);
+3. ``prover-labels/``  the same for the RL prover μ, the built-in task's noisy expert (a policy
+                  stronger than π, as the paper's cross-model provers; `pav label --set prover=expert`);
+                  skipped with ``rl_prover=policy``, which another task needs (it has no expert);
 4. ``pqv/``, ``orm/``, ``prover-pav/``  the PQV (whose Bo-K transform is search's PAV), the ORM and
                   the PAV of the RL prover, trained two at a time, one process each (`pav train-verifier`);
 5. ``pqv-eval/``  the PQV's calibration and outcome AUROC on held-out labels (`pav eval-verifier`);
@@ -51,8 +53,7 @@ from pav.search.report import SearchSummary
 from pav.search.stage import SearchConfig
 from pav.sft.stage import SFTConfig
 from pav.sft.train import SFTSummary
-from pav.tasks.build import builtin_task
-from pav.tasks.modreach import ModReachConfig
+from pav.tasks.build import TaskConfig, check_source, is_builtin
 from pav.verifier.quality import QualitySummary
 from pav.verifier.train import VerifierSummary, VerifierTrainConfig
 
@@ -67,7 +68,8 @@ class DemoConfig:
                     "prover_label.policy", "prover_label.prover", "search.task", "search.policy", "search.verifier",
                     "search.orm", "search.workers", "rl.workers", "rl.rl.task", "rl.rl.policy", "rl.rl.rft_labels",
                     "rl.rl.verifier", "rl.rl.prover")  # the demo's own task, runs and workers (pav.demo.pipeline)
-    task: ModReachConfig = knob(ModReachConfig(), "the built-in ModReach task, used by every stage")
+    task: TaskConfig = knob(TaskConfig(), "the task of every stage: task.source and task.options.* (default: the "
+                                          "built-in ModReach; its options are ModReach's knobs, e.g. task.options.n_ops)")
     sft: SFTConfig = knob(SFTConfig(threads=2), "base policy (`pav sft`)")
     label: LabelConfig = knob(LabelConfig(problems=300, n_cov=8, n_mc=4, threads=2),
                               "progress labels (`pav label`): many seeds, few rollouts each")
@@ -118,13 +120,13 @@ class Stage:
 def _sft(cfg: DemoConfig, root: Path, show: bool) -> SFTSummary:
     from pav.sft.stage import run_sft
 
-    return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=builtin_task(cfg.task))), root / "sft", show_progress=show)
+    return run_sft(on_device(cfg, dataclasses.replace(cfg.sft, task=cfg.task)), root / "sft", show_progress=show)
 
 
 def _label(cfg: DemoConfig, root: Path, show: bool) -> LabelSummary:
     from pav.rollouts.stage import run_label
 
-    c = dataclasses.replace(cfg.label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover="")
+    c = dataclasses.replace(cfg.label, task=cfg.task, policy=str(root / "sft"), prover="")
     return run_label(on_device(cfg, c), root / "labels", show_progress=show)
 
 
@@ -134,7 +136,7 @@ def _prover_label(cfg: DemoConfig, root: Path, show: bool) -> LabelSummary | str
 
     if cfg.rl_prover != "expert":
         return f"rl_prover={cfg.rl_prover}"
-    c = dataclasses.replace(cfg.prover_label, task=builtin_task(cfg.task), policy=str(root / "sft"), prover=EXPERT)
+    c = dataclasses.replace(cfg.prover_label, task=cfg.task, policy=str(root / "sft"), prover=EXPERT)
     return run_label(on_device(cfg, c), root / "prover-labels", show_progress=show)
 
 
@@ -194,7 +196,7 @@ def _eval(cfg: DemoConfig, root: Path, show: bool) -> QualitySummary:
 def _search(cfg: DemoConfig, root: Path, show: bool) -> SearchSummary:
     from pav.search.stage import run_search
 
-    c = dataclasses.replace(cfg.search, task=builtin_task(cfg.task), policy=str(root / "sft"), verifier=str(root / "pqv"),
+    c = dataclasses.replace(cfg.search, task=cfg.task, policy=str(root / "sft"), verifier=str(root / "pqv"),
                             orm=str(root / "orm"), workers=cfg.workers)
     return run_search(on_device(cfg, c), root / "search", show_progress=show)
 
@@ -204,7 +206,7 @@ def _rl(cfg: DemoConfig, root: Path, show: bool) -> RLCompareSummary:
 
     labels = str(root / "labels") if cfg.rl.rl.rft_steps > 0 else ""  # rft_steps = 0: RL starts from π itself
     prover = str(root / "prover-pav") if cfg.rl_prover == "expert" else ""
-    arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=builtin_task(cfg.task), policy=str(root / "sft"), rft_labels=labels,
+    arm = on_device(cfg, dataclasses.replace(cfg.rl.rl, task=cfg.task, policy=str(root / "sft"), rft_labels=labels,
                                              verifier=str(root / "pqv"), prover=prover))
     return run_rl_compare(dataclasses.replace(cfg.rl, rl=arm, workers=cfg.workers), root / "rl", show_progress=show)
 
@@ -226,6 +228,10 @@ def run_demo(cfg: DemoConfig, out: str | Path | None, overwrite: bool = False,
     (`pav.demo.report.DemoSummary`)."""
     from pav.demo.report import write_report
 
+    check_source(cfg.task)  # a task plug-in that cannot be imported stops the demo before any work
+    if cfg.rl_prover == "expert" and not is_builtin(cfg.task):
+        raise ValueError(f"rl_prover=expert is the built-in task's noisy expert; task {cfg.task.source} has none: "
+                         "--set rl_prover=policy")
     root = start_run(out, "demo", cfg, overwrite)
     timings = _read_timings(root)
     summaries: dict[str, Any] = {}  # stage name -> its summary record

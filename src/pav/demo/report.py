@@ -27,6 +27,7 @@ from pav.core.config import flatten
 from pav.core.rundir import summary_fields
 from pav.rl.report import ratio_text
 from pav.search.report import efficiency_text
+from pav.tasks.build import TaskConfig, is_builtin
 
 SEARCH_PAPER = {"compute_efficiency": "1.5–5×", "gain": "+8 to +10 points"}
 RL_PAPER = {"sample_efficiency": "5–6×", "gain": "+6 to +7 points", "pass_at": "higher Pass@N for N ≤ 128"}
@@ -71,6 +72,20 @@ def _num(x: float | None, digits: int = 3) -> str:
     return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
+def _gate(gate: dict[str, Any]) -> str:
+    if gate["passed"] is None:
+        return "— (" + "; ".join(gate["reasons"]) + ")"
+    return "passed" if gate["passed"] else "missed: " + "; ".join(gate["reasons"])
+
+
+def task_name(task: TaskConfig) -> str:
+    """'the built-in ModReach task', or the DeepMind module, or the plug-in's source."""
+    if is_builtin(task):
+        return "the built-in ModReach task"
+    module = task.options.get("module")
+    return f"{task.source.partition(':')[0]} ({module})" if module else task.source
+
+
 def _time(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -86,13 +101,13 @@ def label_statistics(cfg, root: Path, label_summary) -> dict[str, Any]:
     from pav.core.labelrun import read_problems
     from pav.rollouts.stage import advantage_by_step_kind
     from pav.rollouts.views import label_arrays, read_labels
-    from pav.tasks.modreach import ModReach
+    from pav.tasks.build import build_task
 
     k = cfg.search.k
     labels = read_labels(root / "labels")
     base, prover = label_arrays(labels), label_arrays(labels, k=k)
     problems = read_problems(root / "labels")
-    task = ModReach(cfg.task)
+    task = build_task(cfg.task, check=False)  # step kinds come from its checker (``analyse``), when it has one
     adv_base = base["adv"][np.isfinite(base["adv"])]
     adv_prover = prover["adv"][np.isfinite(prover["adv"])]
     edges = np.linspace(0, 1, 21)
@@ -181,8 +196,9 @@ def stage_rows(stages: list[tuple[str, str]], summaries: dict[str, Any],
             return s
         if name == "sft":
             q = s.heldout
-            gate = "gate passed" if s.gate["passed"] else "GATE MISSED: " + "; ".join(s.gate["reasons"])
-            return f"pass@1 {_num(q['pass@1'])}, pass@64 {_num(q.get('pass@64'))} ({gate})"
+            text = f"pass@1 {_num(q['pass@1'])}, pass@64 {_num(q.get('pass@64'))}"
+            return text if s.gate["passed"] is None else text + (
+                " (gate passed)" if s.gate["passed"] else " (GATE MISSED: " + "; ".join(s.gate["reasons"]) + ")")
         if name == "labels":
             return (f"{s.records} prefixes, {s.rollouts} rollouts, {s.tokens_generated / 1e6:.2f} M tokens "
                     f"generated; mean absolute Â^π {_num(s.mean_abs_adv)}")
@@ -257,7 +273,8 @@ def plot_main(search: dict[str, Any], rl: dict[str, Any], path: Path) -> None:
 def plot_labels(stats: dict[str, Any], path: Path) -> None:
     """Q̂^π histogram, Â^π and Â^μ histograms, and mean Â by step kind (± s.e.)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    kinds = [k for k in STEP_KINDS if k in stats["by_kind_base"]]  # none: the task's checker names no kinds of step
+    fig, axes = plt.subplots(1, 3 if kinds else 2, figsize=(14 if kinds else 9.5, 4.2))
     edges = np.array(stats["q_base"]["edges"])
     axes[0].bar(edges[:-1], stats["q_base"]["hist"], width=np.diff(edges), align="edge", color="C0", edgecolor="w")
     axes[0].set_yscale("log")
@@ -276,23 +293,27 @@ def plot_labels(stats: dict[str, Any], path: Path) -> None:
     axes[1].set_ylabel("steps (log)")
     axes[1].set_title("progress under the base policy and the prover", fontsize=10)
     axes[1].legend(fontsize=8, loc="upper left")
-    kinds = [k for k in STEP_KINDS if k in stats["by_kind_base"]]
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if kinds:
+        _plot_kinds(axes[2], stats, kinds)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_kinds(ax, stats: dict[str, Any], kinds: list[str]) -> None:
     x = np.arange(len(kinds))
     for off, key, color, label in ((-0.2, "by_kind_base", "C0", r"$\hat{A}^\pi$"),
                                    (0.2, "by_kind_prover", "C3", rf"$\hat{{A}}^\mu$ (Bo{stats['k']})")):
         d = stats[key]
-        axes[2].bar(x + off, [d[k]["mean"] for k in kinds], width=0.4, color=color, label=label,
-                    yerr=[d[k]["se"] or 0.0 for k in kinds], capsize=2)
-    axes[2].axhline(0, color="k", linewidth=0.6)
-    axes[2].set_xticks(x, [k.replace("_", " ") for k in kinds], rotation=25, fontsize=8)
-    axes[2].set_ylabel("mean advantage (± s.e.)")
-    axes[2].set_title("mean advantage by the kind of step (task's checker)", fontsize=10)
-    axes[2].legend(fontsize=8)
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+        ax.bar(x + off, [d[k]["mean"] for k in kinds], width=0.4, color=color, label=label,
+               yerr=[d[k]["se"] or 0.0 for k in kinds], capsize=2)
+    ax.axhline(0, color="k", linewidth=0.6)
+    ax.set_xticks(x, [k.replace("_", " ") for k in kinds], rotation=25, fontsize=8)
+    ax.set_ylabel("mean advantage (± s.e.)")
+    ax.set_title("mean advantage by the kind of step (task's checker)", fontsize=10)
+    ax.legend(fontsize=8)
 
 
 # ------------------------------------------------------------------------------------- writing
@@ -333,11 +354,14 @@ def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict
 def markdown_report(cfg, s: dict[str, Any]) -> str:
     q, lab, cal, srch, rl = s["base_policy"], s["labels"], s["calibration"], s["search"], s["rl"]
     total = s["total_seconds"]
+    builtin = is_builtin(cfg.task)
     lines = [
-        "# pav demo: rewarding progress on the built-in task", "",
-        "One command ran the whole method of Setlur et al. (arXiv 2410.08146) on ModReach-10, a small "
-        "multi-step task with unrecoverable mistakes and steps that make no progress: a tiny GPT-2 base "
-        "policy π, Monte-Carlo progress labels, a process verifier (PQV, whose Best-of-"
+        f"# pav demo: rewarding progress on {'the built-in task' if builtin else task_name(cfg.task)}", "",
+        "One command ran the whole method of Setlur et al. (arXiv 2410.08146) on "
+        + ("ModReach-10, a small multi-step task with unrecoverable mistakes and steps that make no progress: "
+           "a tiny GPT-2 base policy π" if builtin else
+           f"{task_name(cfg.task)} with the base policy π fine-tuned from {Path(cfg.sft.init).name}")
+        + ", Monte-Carlo progress labels, a process verifier (PQV, whose Best-of-"
         f"{srch['k']} transform gives the PAV's advantages) and an outcome verifier (ORM), then test-time search "
         "and online RL with each. Every number below was measured in this run "
         f"({_time(total)} of stage time); `summary.json` holds them all.", "",
@@ -346,15 +370,15 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         "| measured | here | paper |", "|---|---|---|",
         *[f"| {r['name']} | {r['here']} | {r['paper']} |" for r in s["headline"]], "",
         "The paper's numbers are for Gemma 2B–27B on MATH with a 9B-scale verifier; here everything is a "
-        "tiny model on a CPU, so read the table as a measurement of this run, not as a reproduction.", "",
+        "small model on a CPU, so read the table as a measurement of this run, not as a reproduction.", "",
         "## The pipeline", "",
         "| stage | time | result |", "|---|---|---|",
         *[f"| {r['title']} (`{r['name']}/`) | {r['time']} | {r['result']} |" for r in s["stages"]], "",
         "Key settings (all of them: `config.toml`):", "",
-        f"- task: ModReach, modulus {cfg.task.modulus}, {cfg.task.n_ops} operations, distance "
-        f"{cfg.task.d_min}–{cfg.task.d_max}",
-        f"- base policy: GPT-2, {cfg.sft.model.n_layer} layers × {cfg.sft.model.n_embd} wide, "
-        f"{cfg.sft.steps} SFT steps of batch {cfg.sft.batch_size}",
+        f"- task: {task_name(cfg.task)}" + "".join(f", {k} = {v}" for k, v in cfg.task.options.items()),
+        "- base policy: " + (f"{Path(cfg.sft.init).name}" if cfg.sft.init else
+                             f"GPT-2, {cfg.sft.model.n_layer} layers × {cfg.sft.model.n_embd} wide")
+        + f", {cfg.sft.steps} SFT steps of batch {cfg.sft.batch_size}",
         f"- labels: {cfg.label.problems} training problems, {cfg.label.n_cov} seed solutions each, "
         f"{cfg.label.n_mc} rollouts per prefix; prover μ = Best-of-{srch['k']}(π)",
         f"- verifiers: PQV {cfg.verifier.steps} steps of batch {cfg.verifier.batch_size}, lr {cfg.verifier.lr:g}; "
@@ -371,18 +395,20 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         "## Base policy", "",
         "| pass@1 | pass@8 | pass@64 | mean steps | quality gate |", "|---|---|---|---|---|",
         f"| {_num(q['pass@1'])} | {_num(q.get('pass@8'))} | {_num(q.get('pass@64'))} | "
-        f"{q['mean_steps']:.2f} | {'passed' if q['gate']['passed'] else 'missed: ' + '; '.join(q['gate']['reasons'])} |",
-        "", "Kinds of steps π writes on held-out problems: " +
-        ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in q["step_mix"].items()) + ".", "",
+        f"{q['mean_steps']:.2f} | {_gate(q['gate'])} |", "",
+        *(["Kinds of steps π writes on held-out problems: " +
+           ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in q["step_mix"].items()) + ".", ""]
+          if q["step_mix"] else []),
         "## Progress labels", "",
         f"{lab['records']} labelled prefixes from {lab['rollouts']} rollouts: {lab['tokens_generated'] / 1e6:.2f} M "
         f"tokens generated and {lab['tokens_prompt'] / 1e6:.2f} M prompt tokens encoded. Mean Q̂^π "
         f"{_num(lab['mean_q'])}; mean absolute Â^π {lab['adv_base']['mean_abs']:.3f} and Â^μ "
         f"{lab['adv_prover']['mean_abs']:.3f} under μ = Bo{lab['k']}.", "",
         "![labels](labels.png)", "",
-        "| step kind | n | mean Â^π | mean Â^μ |", "|---|---|---|---|",
-        *[f"| {k.replace('_', ' ')} | {lab['by_kind_base'][k]['n']} | {lab['by_kind_base'][k]['mean']:+.3f} | "
-          f"{lab['by_kind_prover'][k]['mean']:+.3f} |" for k in STEP_KINDS if k in lab["by_kind_base"]], "",
+        *(["| step kind | n | mean Â^π | mean Â^μ |", "|---|---|---|---|",
+           *[f"| {k.replace('_', ' ')} | {lab['by_kind_base'][k]['n']} | {lab['by_kind_base'][k]['mean']:+.3f} | "
+             f"{lab['by_kind_prover'][k]['mean']:+.3f} |" for k in STEP_KINDS if k in lab["by_kind_base"]], ""]
+          if lab["by_kind_base"] else []),
         "## Verifiers", "",
         "| verifier | held-out MSE | Monte-Carlo noise floor | constant predictor |", "|---|---|---|---|",
         *[f"| {name} | {_num(s['verifiers'][v].get('heldout_mse'), 4)} | "

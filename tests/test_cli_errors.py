@@ -68,6 +68,7 @@ def test_a_bad_input_is_one_line_and_exit_2(runs, argv, message):
 
 
 def test_debug_shows_the_traceback(runs, monkeypatch):
+    monkeypatch.setenv(DEBUG_ENV, "0")  # --debug sets it in this process; the test ends with it as it found it
     res = CliRunner().invoke(app, ["--debug", "label", "--set", "policy=./no/such/model"])
     assert res.exit_code != 2 and res.exception is not None  # the exception itself, not a one-liner
     assert "no such model directory" in str(res.exception)

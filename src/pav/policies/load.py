@@ -70,13 +70,22 @@ def load_model(name: str, load: LoadOptions = LoadOptions()) -> tuple[Any, Any]:
     return load_causal_lm(resolve_model_dir(name), **load.load_kwargs())
 
 
+_ENGINES: dict[tuple, Any] = {}  # per process: one vLLM engine per model and settings (a start takes minutes)
+
+
 def load_policy(name: str, batch_size: int, delimiter: str = "\n", load: LoadOptions = LoadOptions()):
-    """A sampler of ``name``: an `HFPolicy` on ``load.device``, or with ``load.backend=vllm`` a `VLLMPolicy`."""
+    """A sampler of ``name``: an `HFPolicy` on ``load.device``, or with ``load.backend=vllm`` a `VLLMPolicy`
+    (started once per process for a given model and settings: every search job of a run reuses it)."""
     if load.backend == "vllm":
         from pav.policies.vllm_backend import VLLMPolicy
 
-        return VLLMPolicy(resolve_model_dir(name), policy_id(name), delimiter=delimiter, dtype=load.dtype,
-                          trust_remote_code=load.trust_remote_code)
+        key = (resolve_model_dir(name), weights_stamp(name), delimiter, load.dtype, load.trust_remote_code,
+               load.max_model_len)
+        if key not in _ENGINES:
+            _ENGINES[key] = VLLMPolicy(key[0], policy_id(name), delimiter=delimiter, dtype=load.dtype,
+                                       trust_remote_code=load.trust_remote_code,
+                                       max_model_len=load.max_model_len or None)
+        return _ENGINES[key]
     from pav.policies.hf import HFPolicy
 
     model, tokenizer = load_model(name, load)

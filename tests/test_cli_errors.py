@@ -26,6 +26,7 @@ def runs(tmp_path, monkeypatch):
             (tmp_path / name / "COMPLETE").write_text("x\n")
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "afile.gguf").write_text("not a model")
     return tmp_path
 
 
@@ -49,6 +50,8 @@ CASES = [
     (["sft", "--quick", "--out", "afile"], "afile is a file"),
     (["sft", "--quick", "--out", "done"], "pass --overwrite"),
     (["sft", "--quick", "--out", " "], "--out is empty"),
+    (["sft", "--set", "init=./no/such.gguf", "--out", "newrun"], "no such GGUF file: no/such.gguf"),
+    (["sft", "--set", "init=afile.gguf", "--out", "newrun"], "afile.gguf is not a GGUF file"),
     (["demo", "--set", "task.source=pav.tasks.deepmind:make_task"], "has none: --set rl_prover=policy"),
     (["demo", "--set", "task.source=no_such_module:make_task"], "task module 'no_such_module' cannot be imported"),
 ]

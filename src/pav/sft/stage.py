@@ -24,6 +24,7 @@ from pav.core.metrics import MetricsLogger, trim_metrics
 from pav.core.rundir import mark_complete, start_run
 from pav.core.seeding import derive_seed
 from pav.core.progress import progress_bar
+from pav.policies.load import resolve_model_dir
 from pav.policies.options import LoadOptions
 from pav.sft.train import Example, SFTSchedule, SFTSummary, checkpointed_steps, train_lm
 from pav.tasks.base import Task, join_steps
@@ -112,6 +113,8 @@ def run_sft(cfg: SFTConfig, out: str | Path | None, overwrite: bool = False, sho
     torch.set_num_threads(cfg.threads)
     cfg.load.check_trainable("sft")
     check_source(cfg.task)  # a task plug-in that cannot be imported stops the run before any work
+    if cfg.init:
+        resolve_model_dir(cfg.init)  # so does an init path that does not exist or a corrupt GGUF file
     run_dir = start_run(out, "sft", cfg, overwrite)
     model, tokenizer, max_length = _initial_model(cfg)
     task = build_task(cfg.task, tokenizer, rejects_dir=run_dir)

@@ -40,7 +40,7 @@ def test_the_smollm2_preset_runs_end_to_end_on_a_gguf_chat_model(tmp_path):
     assert set(s["rl"]["rewards"]) == {"orm", "pav"}
     assert {c["n"] for c in s["search"]["curves"]["pav_beam"]} == {2}
     md = (run / "report.md").read_text()
-    assert "mathematics-dataset" in md or "deepmind" in md
+    assert "deepmind:arithmetic/add_sub_multiple:easy" in md  # the task by its own name
     assert "tiny-llama.F32.gguf" in md  # the report names the starting model
     assert "step kind" not in md  # no step-kind table without a checker
     assert (run / "labels.png").stat().st_size > 10_000

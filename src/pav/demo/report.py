@@ -27,7 +27,7 @@ from pav.core.config import flatten
 from pav.core.rundir import summary_fields
 from pav.rl.report import ratio_text
 from pav.search.report import efficiency_text
-from pav.tasks.build import TaskConfig, is_builtin
+from pav.tasks.build import is_builtin
 
 SEARCH_PAPER = {"compute_efficiency": "1.5–5×", "gain": "+8 to +10 points"}
 RL_PAPER = {"sample_efficiency": "5–6×", "gain": "+6 to +7 points", "pass_at": "higher Pass@N for N ≤ 128"}
@@ -78,14 +78,6 @@ def _gate(gate: dict[str, Any]) -> str:
     return "passed" if gate["passed"] else "missed: " + "; ".join(gate["reasons"])
 
 
-def task_name(task: TaskConfig) -> str:
-    """'the built-in ModReach task', or the DeepMind module, or the plug-in's source."""
-    if is_builtin(task):
-        return "the built-in ModReach task"
-    module = task.options.get("module")
-    return f"{task.source.partition(':')[0]} ({module})" if module else task.source
-
-
 def _time(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -95,19 +87,18 @@ def _time(seconds: float | None) -> str:
 # ------------------------------------------------------------------------------------- numbers
 
 
-def label_statistics(cfg, root: Path, label_summary) -> dict[str, Any]:
-    """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind, from the label run
-    (mean Â^π by step kind is the label stage's own, ``label_summary``)."""
+def label_statistics(cfg, task, root: Path, label_summary) -> dict[str, Any]:
+    """Distributions of Q̂^π and Â^μ (μ = Best-of-K(π)) and mean Â by step kind (from ``task``'s
+    checker, ``analyse``, when it has one), from the label run (mean Â^π by step kind is the label
+    stage's own, ``label_summary``)."""
     from pav.core.labelrun import read_problems
     from pav.rollouts.stage import advantage_by_step_kind
     from pav.rollouts.views import label_arrays, read_labels
-    from pav.tasks.build import build_task
 
     k = cfg.search.k
     labels = read_labels(root / "labels")
     base, prover = label_arrays(labels), label_arrays(labels, k=k)
     problems = read_problems(root / "labels")
-    task = build_task(cfg.task, check=False)  # step kinds come from its checker (``analyse``), when it has one
     adv_base = base["adv"][np.isfinite(base["adv"])]
     adv_prover = prover["adv"][np.isfinite(prover["adv"])]
     edges = np.linspace(0, 1, 21)
@@ -327,7 +318,10 @@ def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict
     summaries as the JSON their files hold."""
     sft, lab, search, rl = summaries["sft"], summaries["labels"], summaries["search"], summaries["rl"]
     search_json, rl_json = summary_fields(search), summary_fields(rl)
-    labels = label_statistics(cfg, root, lab)
+    from pav.tasks.build import build_task
+
+    task = build_task(cfg.task, check=False)
+    labels = label_statistics(cfg, task, root, lab)
     plot_main(search_json, rl_json, root / "demo_main.png")
     plot_labels(labels, root / "labels.png")
     summary = {
@@ -345,22 +339,22 @@ def write_report(cfg, root: Path, stages: list[tuple[str, str]], summaries: dict
         "rl": rl_json,
         "settings": flatten(cfg),
     }
-    text = markdown_report(cfg, summary)
+    text = markdown_report(cfg, summary, task)
     (root / "report.md").write_text(text, encoding="utf-8")
     (root / "report.html").write_text(html_report(text, root), encoding="utf-8")
     return DemoSummary(**summary)
 
 
-def markdown_report(cfg, s: dict[str, Any]) -> str:
+def markdown_report(cfg, s: dict[str, Any], task) -> str:
     q, lab, cal, srch, rl = s["base_policy"], s["labels"], s["calibration"], s["search"], s["rl"]
     total = s["total_seconds"]
     builtin = is_builtin(cfg.task)
     lines = [
-        f"# pav demo: rewarding progress on {'the built-in task' if builtin else task_name(cfg.task)}", "",
+        f"# pav demo: rewarding progress on {'the built-in task' if builtin else task.name}", "",
         "One command ran the whole method of Setlur et al. (arXiv 2410.08146) on "
         + ("ModReach-10, a small multi-step task with unrecoverable mistakes and steps that make no progress: "
            "a tiny GPT-2 base policy π" if builtin else
-           f"{task_name(cfg.task)} with the base policy π fine-tuned from {Path(cfg.sft.init).name}")
+           f"{task.name} with the base policy π fine-tuned from {Path(cfg.sft.init).name}")
         + ", Monte-Carlo progress labels, a process verifier (PQV, whose Best-of-"
         f"{srch['k']} transform gives the PAV's advantages) and an outcome verifier (ORM), then test-time search "
         "and online RL with each. Every number below was measured in this run "
@@ -375,7 +369,9 @@ def markdown_report(cfg, s: dict[str, Any]) -> str:
         "| stage | time | result |", "|---|---|---|",
         *[f"| {r['title']} (`{r['name']}/`) | {r['time']} | {r['result']} |" for r in s["stages"]], "",
         "Key settings (all of them: `config.toml`):", "",
-        f"- task: {task_name(cfg.task)}" + "".join(f", {k} = {v}" for k, v in cfg.task.options.items()),
+        "- task: " + (f"ModReach, modulus {task.cfg.modulus}, {task.cfg.n_ops} operations, distance "
+                      f"{task.cfg.d_min}–{task.cfg.d_max}" if builtin else
+                      task.name + "".join(f", {k} = {v}" for k, v in cfg.task.options.items())),
         "- base policy: " + (f"{Path(cfg.sft.init).name}" if cfg.sft.init else
                              f"GPT-2, {cfg.sft.model.n_layer} layers × {cfg.sft.model.n_embd} wide")
         + f", {cfg.sft.steps} SFT steps of batch {cfg.sft.batch_size}",

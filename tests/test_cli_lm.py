@@ -294,4 +294,5 @@ def test_rl_compare_cli_reports_every_arm(sft_run, verifiers, tmp_path):
     start = json.loads((out / "jobs" / "start_s0.json").read_text())["final"]["problems"]  # the start policy, same problems
     assert [r["problem_id"] for r in start] == [r["problem_id"] for r in rows["orm_s0"]]
     assert set(summary["start"]["pass_at"]) == set(c["pass_at_gain"])
-    assert "| start policy (RFT), before RL |" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()  # no rl.rft_labels: RL starts from the sft run itself
+    assert summary["rft"] is False and "| start policy, before RL |" in report and "(RFT)" not in report

@@ -330,7 +330,7 @@ def rl(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SE
 @app.command("rl-compare")
 def rl_compare(preset: Optional[str] = PRESET, quick: bool = QUICK, set_: list[str] = SET, out: Optional[Path] = OUT,
                overwrite: bool = OVERWRITE, show_config: bool = SHOW, quiet: bool = QUIET) -> None:
-    """ORM-RL against PAV-RL from the same RFT start, same sample budget, several seeds.
+    """ORM-RL against PAV-RL from the same start policy (RFT'd with rl.rft_labels), same sample budget, several seeds.
 
     Reads --set rl.policy=SFT_RUN --set rl.rft_labels=LABEL_RUN --set rl.verifier=PQV_RUN. Writes
     arms/<reward>_s<seed>/ (each a `pav rl` run), rl_curves.png (accuracy vs samples; Pass@N),

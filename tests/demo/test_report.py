@@ -16,7 +16,7 @@ def _search(eff, eff_best, gains, above):
 
 
 def _rl(eff, gain, sd, pass_gain):
-    return {"reference": "orm", "seeds": [0, 1, 2], "comparisons": [
+    return {"reference": "orm", "seeds": [0, 1, 2], "rft": True, "comparisons": [
         {"reward": "pav", "sample_efficiency": eff, "gain": gain, "gain_sd": sd,
          "pass_at_gain": {"pass@1": pass_gain[0], "pass@64": pass_gain[1]}}]}
 
@@ -56,6 +56,10 @@ def test_the_start_row_puts_the_start_policys_pass_at_n_before_both_arms():
     by = {r["name"]: r for r in headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), rl)}
     row = by["RL: Pass@64 of the start policy (RFT), then after orm-RL and pav-RL"]
     assert row["here"] == "0.950 → 0.967, 0.893" and abs(row["value"] - (0.893 - 0.95)) < 1e-12
+    rl["rft"] = False  # rl.rl.rft_steps = 0: RL starts from the sft stage's policy, and the row says so
+    by = {r["name"]: r for r in headline(_search(2.5, None, [0.1, None, -0.02], 2 / 3), rl)}
+    assert by["RL: Pass@64 of the start policy (SFT), then after orm-RL and pav-RL"]["here"] == row["here"]
+    assert not any("(RFT)" in name for name in by)
 
 
 def test_headline_without_any_gain_says_so():

@@ -84,3 +84,22 @@ def test_the_start_policy_is_compared_with_every_rewards_final_policies():
     assert "Its most frequent solution is 33% of a problem's samples." in text
     assert "PAV-RL (outcome + α·A^μ): Pass@N +20.0, -20.0 points (N = 1, 4); at N = 4, of 3 (problem, seed) pairs, " \
            "lost 2 that the start solves, gained 1 that it does not." in text
+
+
+@pytest.mark.parametrize("rl, rft", [({}, False), ({"rft_labels": "labels"}, True),
+                                     ({"rft_labels": "labels", "rft_steps": 0}, False)])
+def test_the_report_names_the_start_policy_rft_only_when_rl_started_from_rft(tmp_path, rl, rft):
+    from pav.rl.compare import RLCompareConfig, summarize
+    from pav.rl.report import write_report
+    from pav.rl.stage import RLConfig, runs_rft
+
+    cfg = RLCompareConfig(rl=RLConfig(**rl), seeds=(0,))
+    assert runs_rft(cfg.rl) is rft
+    results = {"orm_s0": _run(0.4, 0.6, [("1", 2, 0.5)]), "pav_s0": _run(0.5, 0.5, [("1", 0, 1.0)]),
+               "start_s0": {"seed": 0, "final": _run(0.3, 0.7, [("1", 1, 0.25)])["final"]}}
+    summary = summarize(cfg, results)
+    assert summary["rft"] is rft
+    write_report(summary, tmp_path)
+    [row] = [line for line in (tmp_path / "report.md").read_text().splitlines() if "before RL" in line]
+    assert row == ("| start policy (RFT), before RL | 0.300 | 0.700 |" if rft else
+                   "| start policy, before RL | 0.300 | 0.700 |")

@@ -168,7 +168,8 @@ def headline(search: dict[str, Any], rl: dict[str, Any]) -> list[dict[str, Any]]
     if start:  # absent in runs from before the start policy was evaluated
         n = max(start["pass_at"], key=lambda k: int(k.split("@")[1]))
         names = [rl["reference"], *(c["reward"] for c in rl["comparisons"])]
-        rows.append({"name": f"RL: Pass@{n.split('@')[1]} of the start policy (RFT), then after "
+        start_policy = "start policy (RFT)" if rl["rft"] else "start policy (SFT)"  # no RFT: RL starts from the sft stage
+        rows.append({"name": f"RL: Pass@{n.split('@')[1]} of the {start_policy}, then after "
                              + " and ".join(f"{r}-RL" for r in names),
                      "value": rl["rewards"][names[-1]]["pass_at"][n] - start["pass_at"][n],
                      "here": f"{start['pass_at'][n]:.3f} → " + ", ".join(f"{rl['rewards'][r]['pass_at'][n]:.3f}"

@@ -1,6 +1,7 @@
-"""`pav rl-compare`: ORM-RL against PAV-RL from the same RFT start, same sample budget, several seeds.
+"""`pav rl-compare`: ORM-RL against PAV-RL from the same start policy, same sample budget, several seeds.
 
-One job rejection-fine-tunes the start policy once (``rft/``); then one job per (reward, seed)
+With ``rl.rft_labels`` (and ``rl.rft_steps > 0``) one job rejection-fine-tunes the start policy once
+(``rft/``; the summary's ``rft`` says whether it did); then one job per (reward, seed)
 runs `pav rl` from it into ``arms/<reward>_s<seed>/`` (a seed fixes the training problems, the
 sampling and the held-out set, so arms with one seed see the same problems). Jobs are cached: a
 killed comparison continues. The summary gives, per reward, held-out accuracy against samples
@@ -37,7 +38,7 @@ from pav.core.jobs import Job, run_jobs
 from pav.core.metrics import read_metrics
 from pav.core.rundir import mark_complete, start_run, summary_fields
 from pav.rl.report import RLCompareSummary
-from pav.rl.stage import PASS_AT, RLConfig, check_verifiers
+from pav.rl.stage import PASS_AT, RLConfig, check_verifiers, runs_rft
 from pav.tasks.build import check_source
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ def run_rl_compare(cfg: RLCompareConfig, out: str | Path | None, overwrite: bool
     check_source(cfg.rl.task)  # a task plug-in that cannot be imported stops the run before any work
     run_dir = start_run(out, "rl-compare", cfg, overwrite)
     common = {"cfg": cfg, "run_dir": str(run_dir)}
-    if cfg.rl.rft_labels:
+    if runs_rft(cfg.rl):
         start = str(run_dir / "rft")
         jobs, after = [Job("rft", job_rft, 1, common)], ("rft",)
     else:
@@ -221,6 +222,7 @@ def summarize(cfg: RLCompareConfig, results: dict[str, dict]) -> dict[str, Any]:
              "value": float(np.mean([g > 0 for g in c["pass_at_gain"].values()])), "target": "1.0",
              "passed": all(g > 0 for g in c["pass_at_gain"].values())}]
     return {"reference": ref_name, "seeds": list(cfg.seeds), "alpha": cfg.rl.alpha, "k": cfg.rl.k,
-            "verifier": cfg.rl.verifier, "prover": cfg.rl.prover, "baseline": cfg.rl.baseline, "iterations": cfg.rl.iterations,
+            "verifier": cfg.rl.verifier, "prover": cfg.rl.prover, "baseline": cfg.rl.baseline, "rft": runs_rft(cfg.rl),
+            "iterations": cfg.rl.iterations,
             "samples_per_iteration": cfg.rl.problems_per_iter * cfg.rl.samples_per_problem,
             "rewards": per, "start": start, "comparisons": comparisons, "checks": checks, "paper": PAPER}

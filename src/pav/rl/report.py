@@ -25,6 +25,7 @@ class RLCompareSummary:
     verifier: str
     prover: str
     baseline: str
+    rft: bool  # the start policy was rejection-fine-tuned (`pav.rl.stage.runs_rft`); the report says "(RFT)" only then
     iterations: int
     samples_per_iteration: int
     rewards: dict[str, Any]  # reward -> curves over seeds, final accuracy, Pass@N, KL, entropy
@@ -43,6 +44,11 @@ def ratio_text(comparison: dict, digits: int = 2) -> str:
     return "not reached" if comparison.get("measurable", True) else NOT_MEASURABLE
 
 
+def start_name(summary: dict[str, Any]) -> str:
+    """The start policy as the report names it: "(RFT)" only when RL started from a rejection-fine-tuned policy."""
+    return "start policy (RFT)" if summary["rft"] else "start policy"
+
+
 def draw_accuracy(ax, summary: dict[str, Any]) -> None:
     """Held-out accuracy against training samples: mean over seeds, band min … max, one line per reward."""
     for i, (r, d) in enumerate(summary["rewards"].items()):
@@ -51,7 +57,8 @@ def draw_accuracy(ax, summary: dict[str, Any]) -> None:
         ax.fill_between(d["samples"], d["min"], d["max"], color=f"C{i}", alpha=0.15)
     ax.set_xlabel("training samples (solutions sampled)")
     ax.set_ylabel("held-out accuracy (pass@1)")
-    ax.set_title(f"RL from the same RFT start; mean of {len(summary['seeds'])} seeds, band = min..max", fontsize=9)
+    ax.set_title(f"RL from the same {'RFT ' if summary['rft'] else ''}start; mean of {len(summary['seeds'])} seeds, "
+                 "band = min..max", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
 
@@ -70,7 +77,7 @@ def plot_curves(summary: dict[str, Any], path: Path) -> None:
     if summary.get("start"):
         pa = summary["start"]["pass_at"]
         right.plot([int(k.split("@")[1]) for k in pa], list(pa.values()), color="0.5", linestyle="--", marker=".",
-                   label="start policy (RFT), before RL")
+                   label=f"{start_name(summary)}, before RL")
     right.set_xscale("log", base=2)
     right.set_xlabel("N (log2)")
     right.set_ylabel("held-out Pass@N after RL")
@@ -110,7 +117,7 @@ def write_report(summary: dict[str, Any], run_dir: Path) -> None:
     for r, d in summary["rewards"].items():
         lines.append(f"| {LABELS.get(r, r)} | " + " | ".join(f"{d['pass_at'][n]:.3f}" for n in ns) + " |")
     if summary.get("start"):
-        lines.append("| start policy (RFT), before RL | " +
+        lines.append(f"| {start_name(summary)}, before RL | " +
                      " | ".join(f"{summary['start']['pass_at'][n]:.3f}" for n in ns) + " |")
     lines += start_lines(summary)
     lines += coverage_lines(summary)

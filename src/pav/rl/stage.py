@@ -39,7 +39,7 @@ class RLConfig:
     policy: str = knob("", "start policy: a `pav sft` run (or an RFT'd policy directory)")
     load: LoadOptions = knob(LoadOptions(), "how models are loaded and where training runs: device, dtype, remote code")
     rft_labels: str = knob("", "a `pav label` run: rejection fine-tune on its correct seed solutions first (empty: no RFT)")
-    rft_steps: int = knob(300, "RFT optimiser steps (AdamW, warm-up + cosine, as SFT)")
+    rft_steps: int = knob(300, "RFT optimiser steps (AdamW, warm-up + cosine, as SFT); 0: no RFT, even with rft_labels")
     rft_lr: float = knob(5e-4, "RFT peak learning rate")
     rft_warmup: int = knob(30, "RFT linear warm-up steps (its decay, clip and AdamW settings: min_lr_ratio, grad_clip, "
                                "rft_weight_decay, rft_betas)")
@@ -89,6 +89,11 @@ class RLConfig:
             raise ValueError("iterations, problems_per_iter and samples_per_problem must be >= 1")
         if self.baseline == "rloo" and self.samples_per_problem < 2:
             raise ValueError("the rloo baseline needs samples_per_problem >= 2")
+
+
+def runs_rft(cfg: RLConfig) -> bool:
+    """Whether RL starts from a rejection-fine-tuned policy: a label run is given and ``rft_steps > 0``."""
+    return bool(cfg.rft_labels) and cfg.rft_steps > 0
 
 
 def rft(cfg: RLConfig, out_dir: Path) -> Path:
@@ -212,7 +217,7 @@ def run_rl(cfg: RLConfig, out: str | Path | None, overwrite: bool = False, show_
     torch.set_num_threads(cfg.threads)
     run_dir = start_run(out, f"rl-{cfg.reward}", cfg, overwrite)
     start_dir = resolve_model_dir(cfg.policy)
-    if cfg.rft_labels:
+    if runs_rft(cfg):
         start_dir = str(run_dir / "rft")
         if not (Path(start_dir) / "config.json").is_file():
             rft(cfg, Path(start_dir))

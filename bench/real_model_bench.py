@@ -15,6 +15,13 @@ one seed solution per problem, ``--rollouts`` rollouts from every prefix of it,
 Both draw each token with pav's keyed noise (`pav.policies.noise`: the generate loop through a
 logits processor that turns the logits into the same exponential race), so their rollouts and
 labels must be identical up to floating-point rounding in the logits; the script counts them.
+Scoring beam candidates (a value head on the model as the verifier's backbone, ``--beam-problems``
+problems, 4 kept prefixes of one step each and 3 candidate second steps per prefix, as a beam
+search's second depth):
+  whole      `ValueVerifier.values_of`: every candidate read from its first token;
+  extend     `pav.verifier.extend.extend_values`: the first depth's candidates scored (their KV
+             kept), then each second-depth candidate reads only its new step after its parent.
+Their values must agree to rounding; tok/s counts every candidate token for both (what is scored).
 
     .venv/bin/python bench/real_model_bench.py --model /work/cache/smollm2-hf [--quick] [--json out.json]
 """
@@ -187,8 +194,52 @@ def naive_labels(policy, prefixes: list[tuple[str, int]], rollouts: int, new_tok
     return labels, texts, tokens, time.perf_counter() - start
 
 
+def beam_candidates(n_problems: int) -> tuple[list[str], list[tuple[str, ...]], list[str], list[tuple[str, ...]]]:
+    """(prompts, steps) of a beam's first depth (4 first steps per problem) and second depth (3 next
+    steps after each): arithmetic steps around the right ones, as a sampler would propose them."""
+    first_p, first_s, second_p, second_s = [], [], [], []
+    for (prompt, answer), (a, b, c) in zip(problems(n_problems, seed=7), _operands(n_problems, seed=7)):
+        for d in range(4):
+            step1 = f"{a} + {b} = {a + b + d}"
+            first_p.append(prompt)
+            first_s.append((step1,))
+            for e in range(3):
+                second_p.append(prompt)
+                second_s.append((step1, f"{a + b + d} - {c} = {a + b + d - c + e}"))
+    return first_p, first_s, second_p, second_s
+
+
+def _operands(n: int, seed: int) -> list[tuple[int, int, int]]:
+    rng = random.Random(seed)
+    return [(rng.randrange(20), rng.randrange(20), rng.randrange(20)) for _ in range(n)]
+
+
+def scoring_rows(model, tok, n_problems: int) -> list[dict]:
+    """Beam candidates scored whole vs extending their parents' KV (see the module docstring)."""
+    import numpy as np
+
+    from pav.verifier.extend import extend_values
+    from pav.verifier.model import ValueVerifier
+
+    verifier = ValueVerifier(model, tok, delimiter="\n", seed=0)
+    first_p, first_s, second_p, second_s = beam_candidates(n_problems)
+    first, second = verifier.encode_many(first_p, first_s), verifier.encode_many(second_p, second_s)
+    tokens = sum(len(e.input_ids) for e in second)
+    start = time.perf_counter()
+    whole = verifier.values_of(second, batch_size=32)
+    t_whole = time.perf_counter() - start
+    _, store = extend_values(verifier, first, {}, batch_size=32)
+    start = time.perf_counter()
+    extended, _ = extend_values(verifier, second, store, batch_size=32)
+    t_extend = time.perf_counter() - start
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(whole, extended))
+    note = f"{len(second)} second-depth candidates of {n_problems} problems; largest value difference {gap:.1e}"
+    return [_row("score beam candidates: whole", 32, tokens, t_whole, note=note),
+            _row("score beam candidates: extend the parent's KV", 32, tokens, t_extend, note=note)]
+
+
 def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, rollouts: int, naive_prefixes: int,
-        threads: int, dtype: str | None = None) -> list[dict]:
+        threads: int, dtype: str | None = None, beam_problems: int = 0) -> list[dict]:
     from pav.policies.hf import HFPolicy, load_causal_lm
 
     torch.set_num_threads(threads)
@@ -217,6 +268,9 @@ def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, ro
         rows.append(_row("label: pav (all prefixes, one call)", 256, a_tokens, a_s, note=note))
         rows.append(_row("label: naive generate per prefix", rollouts, b_tokens, b_s, note=note))
         print(rows[-2], rows[-1], sep="\n", flush=True)
+    if beam_problems:
+        rows += scoring_rows(model, tok, beam_problems)
+        print(rows[-2], rows[-1], sep="\n", flush=True)
     return rows
 
 
@@ -228,12 +282,13 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=50, help="labelling problems (0: skip labelling)")
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--naive-prefixes", type=int, default=20)
+    ap.add_argument("--beam-problems", type=int, default=8, help="problems of the beam-scoring case (0: skip it)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: the checkpoint's)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     rows = run(args.model, [int(b) for b in args.batches.split(",")], args.new_tokens, args.problems, args.rollouts,
-               args.naive_prefixes, args.threads, args.dtype)
+               args.naive_prefixes, args.threads, args.dtype, args.beam_problems)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

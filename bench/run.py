@@ -5,9 +5,10 @@ a markdown table (docs/benchmarks.md shows one run's table).
 
 Sections:
   search   step-level beam search on the built-in task with a random tiny GPT-2 policy and verifier
-           (nothing to train first): batched with KV reuse (today's search), batched encoding every
-           prefix again (the search before reuse), and one problem at a time; the policy's tok/s
-           inside its sampler calls, and the labeller's on the same policy. Outputs must agree.
+           (nothing to train first): batched with KV reuse by the policy and the scorer (today's
+           search), batched with the scorer reading every candidate whole, batched with neither
+           reusing (the search before reuse), and one problem at a time; the policy's tok/s inside
+           its sampler calls, and the labeller's on the same policy. Outputs must agree.
   real     `real_model_bench.run` on ``--model`` (a Hugging Face folder; SmolLM2-135M-Instruct
            converted from its GGUF file in the docs): whole vs stepwise vs HF generate at each
            batch, and labelling vs naive per-prefix generate. Skipped, with a note, if the folder
@@ -78,16 +79,19 @@ def search_section(n_problems: int, widths: list[int], threads: int) -> list[dic
         sampled.append((batch.generated_tokens, batch.seconds))
         return batch
 
-    def search(probs, settings, reuse=True):
+    def search(probs, settings, reuse=True, extend=True):
         sampled.clear()
         policy.sample = timed
         if not reuse:
             policy.reuse_prefixes = contextlib.nullcontext
+        if not extend:
+            scorer.extending_prefixes = contextlib.nullcontext
         start = time.perf_counter()
         out = beam_search(policy, scorer, task, probs, settings, seed=5)
         seconds = time.perf_counter() - start
         del policy.sample
         policy.__dict__.pop("reuse_prefixes", None)
+        scorer.__dict__.pop("extending_prefixes", None)
         return out, seconds, sum(n for n, _ in sampled), sum(s for _, s in sampled)
 
     rows = []
@@ -95,14 +99,18 @@ def search_section(n_problems: int, widths: list[int], threads: int) -> list[dic
         settings = BeamSettings(width=width, candidates=3, alpha=0.5, max_steps=task.max_steps, step_tokens=32,
                                 temperature=1.0, top_p=1.0, dedup=True)
         reused, t_reused, gen, s_gen = search(problems, settings)
-        again, t_again, gen_again, s_again = search(problems, settings, reuse=False)
+        whole, t_whole, gen_whole, s_whole = search(problems, settings, extend=False)
+        again, t_again, gen_again, s_again = search(problems, settings, reuse=False, extend=False)
         alone = [search([p], settings) for p in problems]
         t_alone = sum(a[1] for a in alone)
-        same = sum(a.steps == b.steps == c[0][0].steps for a, b, c in zip(reused, again, alone))
-        note = f"identical chosen solutions (reuse / re-encode / per problem): {same}/{len(problems)}"
+        same = sum(a.steps == b.steps == c.steps == d[0][0].steps for a, b, c, d in zip(reused, whole, again, alone))
+        note = f"identical chosen solutions (reuse / scorer reads whole / re-encode / per problem): {same}/{len(problems)}"
         base = {"model": "random tiny GPT-2 (2 layers, n_embd 64)", "batch": 256, "threads": threads, "note": note}
         rows.append({**base, "case": f"search width {width}: batched, KV reused", "tok_s": round(gen / s_gen),
                      "seconds": round(t_reused, 2), "ratio": "1.00"})
+        rows.append({**base, "case": f"search width {width}: batched, scorer reads every candidate whole",
+                     "tok_s": round(gen_whole / s_whole), "seconds": round(t_whole, 2),
+                     "ratio": f"{t_whole / t_reused:.2f}x slower"})
         rows.append({**base, "case": f"search width {width}: batched, prefixes re-encoded", "tok_s": round(gen_again / s_again),
                      "seconds": round(t_again, 2), "ratio": f"{t_again / t_reused:.2f}x slower"})
         rows.append({**base, "case": f"search width {width}: one problem at a time", "seconds": round(t_alone, 2),

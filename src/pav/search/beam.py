@@ -25,7 +25,8 @@ Choices where the paper is silent (the paper does not specify them; we follow Sn
 
 Prefix reuse: the policy keeps the KV states of each depth's sampled steps, and the next depth
 encodes only the delimiter a kept candidate adds (`pav.policies.prefix_store`); a forked beam's
-children read one copy of their parent's prefix. The scorer re-reads every prefix.
+children read one copy of their parent's prefix. The scorer does the same: a candidate's values are
+computed from its parent's KV and its new step's tokens (`pav.verifier.extend`).
 
 Randomness: candidate j of beam prefix i of a problem at depth d comes from the sampler's keyed
 noise with seed ``derive_seed(seed, problem_id, d, i)``, so searching one problem at a time gives
@@ -44,7 +45,7 @@ from pav.core.records import Problem
 from pav.core.seeding import derive_seed
 from pav.policies.base import Policy, context_tokens, reusing_prefixes
 from pav.tasks.base import Task, join_steps
-from pav.verifier.scorer import Scorer
+from pav.verifier.scorer import Scorer, extending_prefixes
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,9 @@ def beam_search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[P
                 settings: BeamSettings, seed: int, on_depth: Callable[[], None] | None = None) -> list[BeamResult]:
     """Search every problem; all beams advance together (see the module docstring). ``on_depth``
     is called after each depth (a progress bar). The policy extends each kept prefix's KV cache by
-    its chosen step instead of encoding the prefix again (`reusing_prefixes`)."""
-    with reusing_prefixes(policy):
+    its chosen step instead of encoding the prefix again (`reusing_prefixes`), and the scorer reads
+    only each candidate's new step after its kept parent (`extending_prefixes`)."""
+    with reusing_prefixes(policy), extending_prefixes(scorer):
         return _search(policy, scorer, task, problems, settings, seed, on_depth)
 
 

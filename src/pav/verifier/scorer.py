@@ -18,13 +18,15 @@ Steps the verifier cannot see (cut by its max length) get NaN, never a shifted v
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
 from pav.rollouts.estimates import advantages_from_prefix_values, best_of_k, effective_reward
+from pav.verifier.extend import Store, extend_values
 from pav.verifier.model import Encoded, ValueVerifier
 
 
@@ -56,6 +58,14 @@ class Scorer(Protocol):
         ...
 
 
+def extending_prefixes(scorer: Scorer) -> AbstractContextManager:
+    """``scorer.extending_prefixes()`` where the scorer has one (`VerifierScorer`: inside it, a
+    solution that extends one of the last call's is read from where that one ended,
+    `pav.verifier.extend`), else a no-op."""
+    extend = getattr(scorer, "extending_prefixes", None)
+    return extend() if extend is not None else nullcontext()
+
+
 class VerifierScorer:
     """PQV (+ Best-of-K prover or a prover verifier) (+ ORM) as a `Scorer`."""
 
@@ -66,6 +76,19 @@ class VerifierScorer:
         if k is not None and k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.pqv, self.k, self.prover, self.orm, self.batch_size = pqv, k, prover, orm, batch_size
+        self._stores: dict[int, Store] | None = None  # per model (by id), inside extending_prefixes()
+
+    @contextmanager
+    def extending_prefixes(self) -> Iterator[None]:
+        """Inside: each model keeps the KV of the solutions one call scored, and the next call reads
+        only what its solutions add to them (`pav.verifier.extend`; models with log-prob features
+        read everything). Outputs are the same, up to floating-point rounding; ``verifier_tokens``
+        still counts every token of every solution, as the compute accounting defines it."""
+        self._stores = {}
+        try:
+            yield
+        finally:
+            self._stores = None
 
     def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
         return self._score(len(prompts), lambda model: model.encode_many(prompts, steps_list))
@@ -93,7 +116,12 @@ class VerifierScorer:
         def values(model: ValueVerifier) -> list[np.ndarray]:  # (H + 1,) each
             encoded = encode(model)
             tokens[:] += [len(e.input_ids) for e in encoded]
-            return _full(model.values_of(encoded, self.batch_size), [e.n_prefixes - 1 for e in encoded])
+            if self._stores is not None and model.reference is None:
+                found, self._stores[id(model)] = extend_values(model, encoded, self._stores.get(id(model), {}),
+                                                               self.batch_size)
+            else:
+                found = model.values_of(encoded, self.batch_size)
+            return _full(found, [e.n_prefixes - 1 for e in encoded])
 
         v_pi = values(self.pqv)
         if self.prover is not None:
@@ -112,6 +140,14 @@ class MixedScorer:
 
     def __init__(self, base: Scorer, prover: Scorer) -> None:
         self.base, self.prover = base, prover
+
+    @contextmanager
+    def extending_prefixes(self) -> Iterator[None]:
+        """`extending_prefixes` of both scorers."""
+        with ExitStack() as stack:
+            for scorer in (self.base, self.prover):
+                stack.enter_context(extending_prefixes(scorer))
+            yield
 
     def score(self, prompts: Sequence[str], steps_list: Sequence[Sequence[str]]) -> list[StepScores]:
         return [dataclasses.replace(b, q_prover=m.q_prover, adv_prover=m.adv_prover,

@@ -5,7 +5,7 @@ a markdown table (docs/benchmarks.md shows one run's table).
 
 Sections:
   search   step-level beam search on the built-in task with a random tiny GPT-2 policy and verifier
-           (nothing to train first): batched with KV reuse by the policy and the scorer (today's
+           (nothing to train first; the verifier has log-prob features, the default): batched with KV reuse by the policy and the scorer (today's
            search), batched with the scorer reading every candidate whole, batched with neither
            reusing (the search before reuse), and one problem at a time; the policy's tok/s inside
            its sampler calls, and the labeller's on the same policy. Outputs must agree.
@@ -68,7 +68,9 @@ def search_section(n_problems: int, widths: list[int], threads: int) -> list[dic
         w = model.lm_head.weight[tok.convert_tokens_to_ids("\n")]
         model.transformer.ln_f.bias += 2.5 * w / w.square().sum()
     policy = HFPolicy(model, tok, "random", batch_size=256)
-    scorer = VerifierScorer(ValueVerifier(tiny_gpt2(len(tok), seed=4, eos_token_id=tok.eos_token_id), tok, seed=4), k=4)
+    reference = tiny_gpt2(len(tok), seed=5, eos_token_id=tok.eos_token_id)  # log-prob features, as `pav train-verifier`
+    scorer = VerifierScorer(ValueVerifier(tiny_gpt2(len(tok), seed=4, eos_token_id=tok.eos_token_id), tok, seed=4,
+                                          reference=reference), k=4)
     task = ModReach()
     problems = task.problems(n_problems, seed=1, split="heldout")
     sampled: list[tuple[int, float]] = []

@@ -19,9 +19,15 @@ FIRST = [("3+4=7",), ("3*2=6",), ("3+1=4",)]
 SECOND = [("3*2=6", "6+1=7"), ("3*2=6", "6*2=12"), ("3+1=4", "4+3=7", "ans 7"), ("3+4=7",), ("9+9=18", "ans 18")]
 
 
-def gpt2_verifier(seed: int = 0, max_length: int | None = None) -> ValueVerifier:
-    return ValueVerifier(tiny_gpt2(len(TOK), seed=seed, eos_token_id=TOK.eos_token_id), TOK, max_length=max_length,
-                         seed=seed)
+def gpt2_verifier(seed: int = 0, max_length: int | None = None, logprob: bool = False) -> ValueVerifier:
+    reference = tiny_gpt2(len(TOK), seed=seed + 10, eos_token_id=TOK.eos_token_id) if logprob else None
+    verifier = ValueVerifier(tiny_gpt2(len(TOK), seed=seed, eos_token_id=TOK.eos_token_id), TOK, max_length=max_length,
+                             seed=seed, reference=reference)
+    if logprob:  # a feature head that matters: the values then depend on every feature
+        with torch.no_grad():
+            for param in verifier.feature_head.parameters():
+                param.mul_(20)
+    return verifier
 
 
 def fed_tokens(verifier: ValueVerifier) -> list[int]:
@@ -31,10 +37,10 @@ def fed_tokens(verifier: ValueVerifier) -> list[int]:
     return seen
 
 
-@pytest.mark.parametrize("max_length", [None, 30])
-def test_extending_gives_the_full_pass_values_and_reads_only_new_tokens(max_length):
-    torch.manual_seed(0)
-    verifier = gpt2_verifier(max_length=max_length)
+@pytest.mark.parametrize(("max_length", "logprob"), [(None, False), (30, False), (None, True), (30, True)])
+def test_extending_gives_the_full_pass_values_and_reads_only_new_tokens(max_length, logprob):
+    """Log-prob features too: the reference reads one token more (the last reused one)."""
+    verifier = gpt2_verifier(max_length=max_length, logprob=logprob)
     first = verifier.encode_many([PROMPT] * len(FIRST), FIRST)
     second = verifier.encode_many([PROMPT] * len(SECOND), SECOND)
     want = verifier.values_of(second)
@@ -47,8 +53,15 @@ def test_extending_gives_the_full_pass_values_and_reads_only_new_tokens(max_leng
     for g, w in zip(got2, want, strict=True):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, atol=1e-6)
-    if max_length is None:  # the new steps' characters with their delimiters; the repeat unread; the stranger whole
+    if max_length is None and not logprob:  # the new steps' characters and delimiters; the repeat unread; the stranger whole
         assert sorted(seen) == [len("6+1=7\n"), len("6*2=12\n"), len("4+3=7\nans 7\n"), len(second[-1].input_ids)]
+    if logprob:
+        reference: list[int] = []
+        verifier.reference.register_forward_pre_hook(lambda m, a, k: reference.append(k["input_ids"].shape[1]),
+                                                     with_kwargs=True)
+        backbone = list(seen)
+        extend_values(verifier, second, store, batch_size=1)
+        assert sorted(reference) == sorted(n + (n < len(second[-1].input_ids)) for n in backbone)
     assert set(store2) == {tuple(e.input_ids) for e in second if e.positions}  # only this call's solutions
     if max_length:
         assert any(len(w) < e.n_prefixes for w, e in zip(want, second))  # the window did cut
@@ -74,7 +87,7 @@ def test_extending_works_on_a_bpe_tokenizer_and_a_llama_style_backbone(tiny_qwen
 def test_a_scorer_extends_inside_its_context_only_and_scores_the_same():
     """`VerifierScorer` with a prover verifier and an ORM, and a `MixedScorer`: the same scores inside
     `extending_prefixes` as outside, over consecutive calls; the stores go when the context ends."""
-    scorer = VerifierScorer(gpt2_verifier(0), k=None, prover=gpt2_verifier(1), orm=gpt2_verifier(2))
+    scorer = VerifierScorer(gpt2_verifier(0, logprob=True), k=None, prover=gpt2_verifier(1), orm=gpt2_verifier(2))
     mixed = MixedScorer(VerifierScorer(gpt2_verifier(3), k=4), scorer)
     for s in (scorer, mixed):
         want = [s.score([PROMPT] * len(c), c) for c in (FIRST, SECOND)]
@@ -89,18 +102,8 @@ def test_a_scorer_extends_inside_its_context_only_and_scores_the_same():
                 assert g.outcome == pytest.approx(w.outcome, abs=1e-6) and g.verifier_tokens == w.verifier_tokens
 
 
-def test_a_verifier_with_log_prob_features_is_always_read_whole():
-    reference = tiny_gpt2(len(TOK), seed=5, eos_token_id=TOK.eos_token_id)
-    pqv = ValueVerifier(tiny_gpt2(len(TOK), seed=0, eos_token_id=TOK.eos_token_id), TOK, reference=reference)
-    scorer = VerifierScorer(pqv, k=4)
-    with extending_prefixes(scorer):
-        scorer.score([PROMPT] * len(FIRST), FIRST)
-        assert scorer._stores == {}
-    with pytest.raises(ValueError, match="log-prob features"):
-        extend_values(pqv, pqv.encode_many([PROMPT], FIRST[:1]), {}, batch_size=2)
-
-
-def test_beam_search_chooses_the_same_solutions_when_the_scorer_extends(monkeypatch):
+@pytest.mark.parametrize("logprob", [False, True])
+def test_beam_search_chooses_the_same_solutions_when_the_scorer_extends(monkeypatch, logprob):
     """A batched beam search: the same complete solutions, chosen answers and compute with the
     scorer's reuse as without it, and fewer verifier input columns."""
     from pav.policies.hf import HFPolicy
@@ -113,7 +116,7 @@ def test_beam_search_chooses_the_same_solutions_when_the_scorer_extends(monkeypa
         w = model.lm_head.weight[TOK.convert_tokens_to_ids("\n")]
         model.transformer.ln_f.bias += 2.5 * w / w.square().sum()
     policy = HFPolicy(model, TOK, "random", batch_size=64)
-    scorer = VerifierScorer(gpt2_verifier(4), k=4)
+    scorer = VerifierScorer(gpt2_verifier(4, logprob=logprob), k=4)
     seen = fed_tokens(scorer.pqv)
     task = ModReach()
     problems = task.problems(5, seed=1, split="heldout")

@@ -34,7 +34,9 @@ class Scored:
 
     positions: tuple[int, ...]
     values: np.ndarray  # (len(positions),)
-    parts: tuple[Part, ...]  # KV of its tokens [0, positions[-1]], in order
+    parts: tuple[Part, ...]  # the backbone's KV of its tokens [0, positions[-1]], in order
+    reference: tuple[Part, ...] = ()  # the reference's KV of the same tokens (log-prob features)
+    run_min: float = 0.0  # the log-prob features' running minimum at its last prefix
 
 
 Store = dict[tuple[int, ...], Scored]  # a solution's token ids -> what scoring it left
@@ -54,8 +56,6 @@ def extend_values(verifier: ValueVerifier, encoded: Sequence[Encoded], store: St
                   batch_size: int) -> tuple[list[np.ndarray], Store]:
     """`ValueVerifier.values_of` of ``encoded``, reusing ``store`` (the last call's solutions), and
     the store this call leaves (its own solutions)."""
-    if verifier.reference is not None:
-        raise ValueError("a verifier with log-prob features reads every token: score it with values_of")
     warn_encoding(encoded, verifier.max_length)
     out = [np.zeros(0, dtype=np.float32) for _ in encoded]
     new: Store = {}
@@ -75,13 +75,10 @@ def extend_values(verifier: ValueVerifier, encoded: Sequence[Encoded], store: St
     verifier.eval()
     try:
         for start in range(0, len(todo), batch_size):
-            rows = todo[start: start + batch_size]
-            values, parts = _forward(verifier, [(encoded[i], found, hit) for i, found, hit in rows])
-            for (i, found, hit), v, p in zip(rows, values, parts):
-                e = encoded[i]
-                old = hit.values if hit is not None else np.zeros(0, dtype=np.float32)
-                out[i] = np.concatenate([old, v]).astype(np.float32)
-                new[tuple(e.input_ids)] = Scored(tuple(e.positions), out[i], (hit.parts if hit else ()) + (p,))
+            rows = [(encoded[i], found, hit) for i, found, hit in todo[start: start + batch_size]]
+            for (i, _, _), entry in zip(todo[start: start + batch_size], _score(verifier, rows)):
+                out[i] = entry.values
+                new[tuple(encoded[i].input_ids)] = entry
     finally:
         verifier.train(was_training)
     return out, new
@@ -89,11 +86,13 @@ def extend_values(verifier: ValueVerifier, encoded: Sequence[Encoded], store: St
 
 def _joined(entry: Scored) -> Scored:
     """``entry`` with its KV parts concatenated into one (a chain of parts grows by one per depth)."""
-    if len(entry.parts) == 1:
-        return entry
-    keys = [torch.cat(layer, dim=1) for layer in zip(*(p.keys for p in entry.parts))]
-    values = [torch.cat(layer, dim=1) for layer in zip(*(p.values for p in entry.parts))]
-    return Scored(entry.positions, entry.values, (Part(keys, values),))
+    def join(parts: tuple[Part, ...]) -> tuple[Part, ...]:
+        if len(parts) <= 1:
+            return parts
+        return (Part([torch.cat(layer, dim=1) for layer in zip(*(p.keys for p in parts))],
+                     [torch.cat(layer, dim=1) for layer in zip(*(p.values for p in parts))]),)
+
+    return Scored(entry.positions, entry.values, join(entry.parts), join(entry.reference), entry.run_min)
 
 
 def _reused(e: Encoded, found: int) -> int:
@@ -101,51 +100,103 @@ def _reused(e: Encoded, found: int) -> int:
     return e.positions[found - 1] + 1 if found else 0
 
 
-def _forward(verifier: ValueVerifier, rows: list[tuple[Encoded, int, Scored | None]]
-             ) -> tuple[list[np.ndarray], list[Part]]:
-    """Values of each row's new prefixes and the KV of its new tokens: one backbone pass over the
-    new tokens (right-padded) after the reused ones (left-padded into a shared past)."""
+def _score(verifier: ValueVerifier, rows: list[tuple[Encoded, int, Scored | None]]) -> list[Scored]:
+    """Each row's solution scored and stored: its parent's values, then the values of its new prefixes
+    from one backbone pass over its new tokens (and one reference pass for log-prob features)."""
+    reused = [_reused(e, found) for e, found, _ in rows]
+    hidden, parts = _extend(verifier.backbone, verifier.pad_id, [
+        (e.input_ids[n:], n, hit.parts if hit else ()) for (e, _, hit), n in zip(rows, reused)])
+    device = verifier.head.weight.device
+    read = [[p - n for p in e.positions[found:]] for (e, found, _), n in zip(rows, reused)]  # into the new tokens
+    K = max(len(r) for r in read)
+    index = torch.tensor([r + [r[-1]] * (K - len(r)) for r in read], device=device)  # (B, K), padded
+    logits = verifier.head(hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1])).float()).squeeze(-1)
+    run_mins = [hit.run_min if hit else 0.0 for _, _, hit in rows]
+    references: list[tuple[Part, ...]] = [() for _ in rows]
+    if verifier.reference is not None:
+        feats, run_mins, references = _features(verifier, rows, reused)
+        logits = logits + verifier.feature_head(feats.to(device)).squeeze(-1)
+    values = torch.sigmoid(logits).cpu().numpy()  # (B, K)
+    out = []
+    for b, ((e, _, hit), r) in enumerate(zip(rows, read)):
+        old = hit.values if hit is not None else np.zeros(0, dtype=np.float32)
+        out.append(Scored(tuple(e.positions), np.concatenate([old, values[b, : len(r)]]).astype(np.float32),
+                          (hit.parts if hit else ()) + (parts[b],), references[b], run_mins[b]))
+    return out
+
+
+def _features(verifier: ValueVerifier, rows: list[tuple[Encoded, int, Scored | None]], reused: list[int]
+              ) -> tuple[torch.Tensor, list[float], list[tuple[Part, ...]]]:
+    """The log-prob features (B, K, 3) of each row's new prefixes (`ValueVerifier.logprob_features`),
+    each row's running minimum at its last prefix, and its reference KV. The reference reads from
+    the last reused token on: its logits there give the first new token's log-prob."""
+    fed = []
+    for (e, _, hit), n in zip(rows, reused):
+        if n:  # the parent's reference KV without its last column, which is read again
+            (part,) = hit.reference
+            past = (Part([k[:, : n - 1] for k in part.keys], [v[:, : n - 1] for v in part.values]),)
+            fed.append((e.input_ids[n - 1:], n - 1, past))
+        else:
+            fed.append((e.input_ids, 0, ()))
+    logits, parts = _extend(verifier.reference, verifier.pad_id, fed)
+    T = logits.shape[1]
+    target = torch.tensor([list(ids[1:]) + [0] * (T - len(ids)) for ids, _, _ in fed], device=logits.device)  # (B, T-1)
+    # logp[b][t - start] = log p(token t | tokens < t) for t > start; token 0 has none (0, as a full pass)
+    logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, target[..., None]).squeeze(-1).tolist()
+    feats = torch.zeros(len(rows), max(len(e.positions) - found for e, found, _ in rows), 3)
+    run_mins, references = [], []
+    for b, ((e, found, hit), (_, start, past)) in enumerate(zip(rows, fed)):
+        row = [0.0, *logp[b]]
+        run_min = hit.run_min if hit else 0.0
+        for k, h in enumerate(range(found, len(e.positions))):
+            lo = e.positions[h - 1] + 1 if h else e.positions[0] + 1  # step h's tokens: (ends[h-1], ends[h]]
+            span = row[lo - start: e.positions[h] + 1 - start]
+            step_min = min([0.0, *span])
+            run_min = min(run_min, step_min)
+            feats[b, k] = torch.tensor([sum(span), step_min, run_min])
+        run_mins.append(run_min)
+        references.append(past + (parts[b],))
+    return feats, run_mins, references
+
+
+def _extend(model: torch.nn.Module, pad_id: int, rows: list[tuple[Sequence[int], int, tuple[Part, ...]]]
+            ) -> tuple[torch.Tensor, list[Part]]:
+    """One pass of ``model`` over each row's new ids (right-padded) after its ``n`` reused tokens,
+    whose KV ``parts`` (one part or none) are left-padded into a shared past: the last hidden states
+    (a base model) or logits (a causal LM), (B, T, ·), and the KV of each row's new tokens."""
     from transformers import DynamicCache
 
     from pav.policies.hf import cache_argument
 
-    device = verifier.head.weight.device
-    reused = [_reused(e, found) for e, found, _ in rows]
-    fresh = [e.input_ids[n:] for (e, _, _), n in zip(rows, reused)]
-    P, T, B = max(reused), max(len(f) for f in fresh), len(rows)
-    input_ids = torch.full((B, T), verifier.pad_id, dtype=torch.long)
+    device = next(model.parameters()).device
+    P, T, B = max(n for _, n, _ in rows), max(len(ids) for ids, _, _ in rows), len(rows)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
     mask = torch.zeros(B, P + T, dtype=torch.long)
     position_ids = torch.zeros(B, T, dtype=torch.long)
-    for b, (n, ids) in enumerate(zip(reused, fresh)):
+    for b, (ids, n, _) in enumerate(rows):
         input_ids[b, : len(ids)] = torch.tensor(ids)
         mask[b, P - n: P + len(ids)] = 1
         position_ids[b] = n + torch.arange(T).clamp(max=len(ids) - 1)  # padding repeats the last position
-    cache = DynamicCache(config=verifier.backbone.config)
+    cache = DynamicCache(config=model.config)
     if P:
-        stored = next(hit.parts[0] for _, _, hit in rows if hit is not None)
+        stored = next(parts[0] for _, n, parts in rows if n)
         like = [*stored.keys, *stored.values]
         buffers = [torch.zeros((B, *x.shape[:-2], P, x.shape[-1]), dtype=x.dtype, device=device) for x in like]
         children: dict[int, list[int]] = {}  # rows by parent: a parent's KV is written to its rows at once
-        for b, (_, _, hit) in enumerate(rows):
-            if hit is not None:
-                children.setdefault(id(hit), []).append(b)
-        parents = {id(hit): hit for _, _, hit in rows if hit is not None}
+        for b, (_, n, parts) in enumerate(rows):
+            if n:
+                children.setdefault(id(parts[0]), []).append(b)
+        first = {id(parts[0]): parts[0] for _, n, parts in rows if n}
         for key, where in children.items():
-            (part,) = parents[key].parts
             idx = torch.tensor(where, device=device)
-            for buf, src in zip(buffers, (*part.keys, *part.values)):
+            for buf, src in zip(buffers, (*first[key].keys, *first[key].values)):
                 buf[idx, :, P - src.shape[1]:] = src
         n_layer = len(stored.keys)
         for layer in range(n_layer):
             cache.update(buffers[layer], buffers[n_layer + layer], layer)
-    out = verifier.backbone(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                            position_ids=position_ids.to(device), use_cache=True,
-                            **{cache_argument(verifier.backbone): cache})
-    read = [[p - n for p in e.positions[found:]] for (e, found, _), n in zip(rows, reused)]
-    index = torch.tensor([r + [r[-1]] * (T - len(r)) for r in read], device=device)  # (B, K), padded
-    hidden = out.last_hidden_state.gather(1, index[..., None].expand(-1, -1, out.last_hidden_state.shape[-1]))
-    values = torch.sigmoid(verifier.head(hidden.float()).squeeze(-1)).cpu().numpy()  # (B, K)
+    out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
+                use_cache=True, **{cache_argument(model): cache})
     layers = cache.layers
     parts = [Part([x.keys[b, :, P: P + len(ids)].clone() for x in layers],
-                  [x.values[b, :, P: P + len(ids)].clone() for x in layers]) for b, ids in enumerate(fresh)]
-    return [values[b, : len(r)] for b, r in enumerate(read)], parts
+                  [x.values[b, :, P: P + len(ids)].clone() for x in layers]) for b, (ids, _, _) in enumerate(rows)]
+    return (out.logits if hasattr(out, "logits") else out.last_hidden_state), parts

@@ -81,8 +81,8 @@ class VerifierScorer:
     @contextmanager
     def extending_prefixes(self) -> Iterator[None]:
         """Inside: each model keeps the KV of the solutions one call scored, and the next call reads
-        only what its solutions add to them (`pav.verifier.extend`; models with log-prob features
-        read everything). Outputs are the same, up to floating-point rounding; ``verifier_tokens``
+        only what its solutions add to them (`pav.verifier.extend`). Outputs are the same, up to
+        floating-point rounding; ``verifier_tokens``
         still counts every token of every solution, as the compute accounting defines it."""
         self._stores = {}
         try:
@@ -116,7 +116,7 @@ class VerifierScorer:
         def values(model: ValueVerifier) -> list[np.ndarray]:  # (H + 1,) each
             encoded = encode(model)
             tokens[:] += [len(e.input_ids) for e in encoded]
-            if self._stores is not None and model.reference is None:
+            if self._stores is not None:
                 found, self._stores[id(model)] = extend_values(model, encoded, self._stores.get(id(model), {}),
                                                                self.batch_size)
             else:

@@ -21,7 +21,8 @@ prompt = task.prompt(problem)
 # a solution sampled from the demo's base policy, split into steps by the task
 policy = pav.load_policy(demo / "sft")
 text = policy.sample([prompt], 1, until="solution", max_steps=task.max_steps, max_new_tokens=120,
-                     temperature=1.0, top_p=1.0, seed=0, is_final_step=task.is_final_step).generations[0][0].text
+                     temperature=1.0, top_p=1.0, seed=0, is_final_step=task.is_final_step,
+                     max_step_chars=task.max_step_chars).generations[0][0].text
 steps = task.split_steps(text)
 
 scores = pav.score_steps(scorer, prompt, steps, alpha=0.5)

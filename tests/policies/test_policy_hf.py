@@ -302,3 +302,45 @@ def test_per_context_seeds_make_rollouts_independent_of_the_batch(tok, model, fa
 def test_per_context_seeds_must_match_the_contexts(tok, model):
     with pytest.raises(ValueError, match="one seed per context"):
         HFPolicy(model, tok, "tiny").sample(CONTEXTS, 2, until="step", max_steps=1, max_new_tokens=4, seed=[1, 2])
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampler: over-long steps (`max_step_chars`)
+
+
+def _over_long_cut(text, m):
+    """The rule by hand: the first step (the blank lines it starts with included) of m characters or
+    more, completed or not, ends the text m characters after its start; None: no such step."""
+    steps, rest = complete_steps(text, "\n")
+    at = 0
+    for step in steps:
+        if len(step) >= m:
+            return at + m
+        at += len(step) + 1
+    return at + m if len(rest) >= m else None
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("until", ["step", "solution"])
+@pytest.mark.parametrize("seed", [5, [21, 22, 23, 24, 25, 26, 27]])
+def test_a_step_that_reaches_max_step_chars_is_cut_exactly_there(tok, model, fast, until, seed):
+    """The limited sample is the unlimited one cut at its first over-long step (a budget cut,
+    n_tokens = characters kept: one token per character), and untouched where no step reaches the
+    limit; the limit stops no row sooner, so with one seed for the call the other rows draw the same."""
+    kw = dict(until=until, max_steps=3, max_new_tokens=24, seed=seed)
+    policy = HFPolicy(model, tok, "tiny", batch_size=16, fast=fast)
+    free = policy.sample(CONTEXTS, 6, **kw)
+    cut = policy.sample(CONTEXTS, 6, max_step_chars=8, **kw)
+    kinds = set()
+    for free_row, cut_row in zip(free.generations, cut.generations):
+        for g, c in zip(free_row, cut_row):
+            end = _over_long_cut(g.text, 8)
+            if end is None:
+                assert c == g
+                kinds.add("kept")
+            else:
+                assert c == Generation(g.text[:end], end, False)
+                kinds.add("cut")
+    assert kinds == {"kept", "cut"}
+    assert cut.generated_tokens == sum(c.n_tokens for row in cut.generations for c in row) < free.generated_tokens
+    assert policy.sample(CONTEXTS, 6, max_step_chars=10**6, **kw).generations == free.generations

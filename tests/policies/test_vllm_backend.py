@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pav.policies.base import PolicyLoadError, scan_steps
+from pav.policies.base import Generation, PolicyLoadError, scan_steps
 
 EOS = "$"  # the stand-in's end-of-sequence character (one token per character)
 
@@ -252,3 +252,20 @@ def test_one_engine_per_model_and_settings_in_a_process(fake_vllm, monkeypatch):
     assert load.load_policy("org/model", 64, load=LoadOptions(backend="vllm")) is first  # every search job: one start
     assert load.load_policy("org/model", 8, load=LoadOptions(backend="vllm", max_model_len=256)) is not first
     assert len(LLM.instances) == 2 and LLM.instances[1].kwargs["max_model_len"] == 256
+
+
+def test_a_step_that_reaches_max_step_chars_is_cut_there_as_on_the_transformers_path(fake_vllm, monkeypatch):
+    """The shared over-long-step rule cuts the engine's text at the over-long step's 4th character;
+    n_tokens counts the tokens up to the cut (one per character here); the row is a budget cut."""
+    here = sys.modules[__name__]
+    monkeypatch.setattr(here, "continuation", lambda prompt, seed: "abcdefgh\nans 1\n" + EOS if prompt.endswith("x1\n")
+                        else "x1\nabcdefgh\nans 1\n" + EOS)
+    p = policy()
+    kw = dict(max_steps=5, max_new_tokens=40, seed=0, is_final_step=is_final, max_step_chars=4)
+    assert p.sample(["q\n"], 2, until="solution", **kw).generations == [[Generation("x1\nabcd", 7, False)] * 2]
+    assert p.sample(["q\nx1\n"], 2, until="step", **kw).generations == [[Generation("abcd", 4, False)] * 2]
+    assert p.sample(["q\n"], 1, until="step", **kw).generations == [[Generation("x1\n", 3, True)]]
+    whole = p.sample(["q\n"], 1, until="solution", **{**kw, "max_step_chars": 9}).generations  # 8 < 9: untouched
+    assert whole == [[Generation("x1\nabcdefgh\nans 1\n", 18, True)]]
+    budget = p.sample(["q\n"], 1, until="solution", **{**kw, "max_new_tokens": 6}).generations
+    assert budget == [[Generation("x1\nabc", 6, False)]]  # the token budget ends the row before the step reaches 4

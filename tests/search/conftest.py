@@ -23,7 +23,7 @@ class TreePolicy:
         self.tree, self.calls = tree, []
 
     def sample(self, contexts, n, *, until, max_steps, max_new_tokens, temperature=1.0, top_p=1.0, seed=None,
-               is_final_step=None):
+               is_final_step=None, max_step_chars=None):
         assert until == "step"
         self.calls.append((list(contexts), n, seed))
         out = []

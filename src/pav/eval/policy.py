@@ -10,7 +10,8 @@ and its standard error is the standard deviation of those values over sqrt(probl
   go to the answer stated first) is graded, and the problem's value is the mean over its groups —
   the same grouping as best-of-N in `pav search`.
 - Per solution: steps, tokens sampled, whether it states an answer (``task.answer``), whether a
-  budget cut it, whether a step holds a blank line or reaches ``task.max_step_chars`` characters.
+  budget cut it, whether a step holds a blank line or reaches ``task.max_step_chars`` characters
+  (the sampler cut it there and ended the solution, `pav.policies.base`).
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ step's cost hardly depends on its rows: 4 cohorts labelled at 36k tokens/s again
 (batch 256), the per-cohort ops and prefills costing more than the fuller batch gains.
 
 Python work per step is limited to rows that just sampled a token that may end them (the
-delimiter's last character or eos) or reached their budget. The sampled tokens are copied to the
-host once per step and kept there, so on a GPU a step waits for the device once (+14% labelling
-throughput on an H200 at batch 256). Outputs depend on the seed and on ``batch_size`` (which rows
+delimiter's last character or eos) or reached their budget; a row's text is cut at an over-long
+step when it stops, as on the transformers path (`pav.policies.base.cut_over_long`). The sampled
+tokens are copied to the host once per step and kept there, so on a GPU a step waits for the device
+once (+14% labelling throughput on an H200 at batch 256). Outputs depend on the seed and on ``batch_size`` (which rows
 share a draw and a cohort), nothing else; with keyed noise (one seed per context,
 `pav.policies.noise`) on the seeds alone.
 """
@@ -141,8 +142,8 @@ class _Cohort:
                                      for r in slot_row]).to(device)
 
     def after_draw(self, policy: CohortHost, tok: torch.Tensor, stop: Callable[[str, int], StepScan],
-                   out: list[list[Generation | None]]) -> None:
-        """Record the tokens of step t (n,), stop rows, write finished results to ``out``."""
+                   cut: Callable[[Generation, list[int]], Generation], out: list[list[Generation | None]]) -> None:
+        """Record the tokens of step t (n,), stop rows, write finished results (after ``cut``) to ``out``."""
         t, slot_row, results = self.t, self.slot_row, self.results
         host = tok.cpu()  # (n,) the step's one wait for the device
         self.tokens[: self.grid.n_slots, t] = host
@@ -158,8 +159,9 @@ class _Cohort:
             for i in ended:
                 kinds.setdefault(i, "budget")
             look = list(kinds)
-            texts = policy._decode_texts(self.tokens[look, : t + 1].tolist()) if look else []
-            for i, text in zip(look, texts):
+            rows = self.tokens[look, : t + 1].tolist()
+            texts = policy._decode_texts(rows) if look else []
+            for i, ids, text in zip(look, rows, texts):
                 r, kind = slot_row[i], kinds[i]
                 if kind == "eos":
                     results[r] = Generation(text, t + 1, True)
@@ -173,6 +175,7 @@ class _Cohort:
                 else:
                     results[r] = Generation(text, t + 1, False)
                 if results[r] is not None:
+                    results[r] = cut(results[r], ids)
                     if self.keep is not None:
                         self._keep_row(i, t)
                     self.done[i] = True
@@ -274,6 +277,7 @@ def decode_cohorts(
     order: Sequence[int],
     rows_of: Sequence[int],
     stop: Callable[[str, int], StepScan],
+    cut: Callable[[Generation, list[int]], Generation],
     draw: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     max_new_tokens: int,
     keys_of: Sequence[torch.Tensor] | None = None,
@@ -282,8 +286,9 @@ def decode_cohorts(
 ) -> list[list[Generation]]:
     """Sample ``rows_of[u]`` rollouts of each context ``ids[u]``, contexts taken in ``order``;
     returns the generations of each context, rollout k at index k. ``keys_of[u]`` (rows_of[u], 2):
-    keyed-noise keys of each context's rows (None: the call's generator). ``reuse``: stored KV of
-    earlier rows that contexts may extend; ``keep``: where this call's rows store theirs."""
+    keyed-noise keys of each context's rows (None: the call's generator). ``stop``: the stop rule
+    (`pav.policies.base.scan_steps`); ``cut``: a stopped row's over-long-step cut. ``reuse``: stored
+    KV of earlier rows that contexts may extend; ``keep``: where this call's rows store theirs."""
     batch, max_cohorts = policy.batch_size, policy.cohorts
     out: list[list[Generation | None]] = [[None] * k for k in rows_of]
     units = []  # (context, first rollout, rows): a context with more rows than a batch is split
@@ -307,7 +312,7 @@ def decode_cohorts(
         a = 0
         for c in cohorts:
             b = a + c.grid.n_slots
-            c.after_draw(policy, tok[a:b], stop, out)
+            c.after_draw(policy, tok[a:b], stop, cut, out)
             a = b
         cohorts = [c for c in cohorts if c.n_live]
         if not cohorts:

@@ -10,7 +10,9 @@
    once, not R times. A single context with more than ``batch_size`` rollouts decodes in several
    chunks from copies of one prefill.
 3. Decode token by token; rows that stop (the shared stop rule `scan_steps`, eos, or a budget)
-   leave the batch and the cache at once, so one long row does not keep dead rows alive.
+   leave the batch and the cache at once, so one long row does not keep dead rows alive. A
+   finished row's text is then cut at a step that reached ``max_step_chars`` characters
+   (`pav.policies.base.cut_over_long`; the limit never stops a row sooner).
 
 Sampling: ``temperature=0`` is argmax; otherwise temperature, then top-p, then an exponential-race
 draw (argmax of p / E with E = -log U ~ Exp(1), the same distribution as multinomial). With an int
@@ -54,6 +56,7 @@ from pav.policies.base import (
     StepScan,
     Until,
     check_sample_args,
+    cut_over_long,
     scan_steps,
 )
 from pav.policies.fast_decode import decode_cohorts, left_padded
@@ -312,9 +315,10 @@ class HFPolicy:
         top_p: float = 1.0,
         seed: int | Sequence[int] | None = None,
         is_final_step: Callable[[str], bool] | None = None,
+        max_step_chars: int | None = None,
     ) -> SampleBatch:
         """See `pav.policies.base.Policy.sample`."""
-        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p)
+        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p, max_step_chars)
         start = time.perf_counter()
         keyed = seed is not None and not isinstance(seed, numbers.Integral)  # one seed per context
         if keyed and len(seed) != len(contexts):
@@ -326,6 +330,8 @@ class HFPolicy:
             generator.manual_seed(int(seed))
         stop = functools.partial(scan_steps, until=until, delimiter=self.delimiter, max_steps=max_steps,
                                  is_final_step=is_final_step)
+        cut = functools.partial(cut_over_long, delimiter=self.delimiter, max_step_chars=max_step_chars,
+                                decode=self._decode_one)  # (Generation, its token ids) -> Generation
         draw = functools.partial(self._next_token, temperature=temperature, top_p=top_p, generator=generator)
         unique = list(dict.fromkeys(contexts))  # distinct contexts, each encoded once
         ids = self._encode(unique)
@@ -342,8 +348,8 @@ class HFPolicy:
         try:
             with torch.inference_mode():
                 if fast is not None:  # the fast GPT-2 path (`pav.policies.fast_decode`)
-                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, draw, max_new_tokens, keys_of,
-                                                reuse, keep)
+                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, cut, draw, max_new_tokens,
+                                                keys_of, reuse, keep)
                 groups = _pack(order, rows_of, self.batch_size) if fast is None else ()
                 for group in groups:
                     cache, logits, mask = self._prefill([ids[u] for u in group])
@@ -355,7 +361,8 @@ class HFPolicy:
                         chunk_cache.batch_select_indices(rows)
                         keys = None if keys_of is None else \
                             _chunk_keys(keys_of, group, rows.tolist(), per_unique).to(self.device)
-                        gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, draw, max_new_tokens, keys)
+                        gens = self._decode(chunk_cache, logits[rows], mask[rows], stop, cut, draw, max_new_tokens,
+                                            keys)
                         for s, gen in zip(rows.tolist(), gens):
                             per_unique[group[s]].append(gen)
         finally:
@@ -476,12 +483,14 @@ class HFPolicy:
         logits: torch.Tensor,
         mask: torch.Tensor,
         stop: Callable[[str, int], StepScan],
+        cut: Callable[[Generation, list[int]], Generation],
         draw: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
         max_new_tokens: int,
         keys: torch.Tensor | None = None,
     ) -> list[Generation]:
-        """Sample every row of one chunk to its stop; stopped rows leave the batch and the cache.
-        ``keys`` (B, 2): the rows' keyed-noise keys (None: the call's generator)."""
+        """Sample every row of one chunk to its stop; stopped rows leave the batch and the cache, their
+        text cut at an over-long step (``cut``). ``keys`` (B, 2): the rows' keyed-noise keys (None: the
+        call's generator)."""
         n_rows = logits.shape[0]
         ctx_len = mask.sum(-1)  # (B,) real context tokens = position of the first new token
         budget = torch.full_like(ctx_len, max_new_tokens)  # (B,)
@@ -500,16 +509,17 @@ class HFPolicy:
             done = live & (is_eos | (budget[alive] <= t + 1))  # (b,)
             rows = alive.tolist()
             for i in (live & self._has_delim[tok] & ~is_eos).nonzero().flatten().tolist():
-                text = self.tokenizer.decode(tokens[rows[i], : t + 1].tolist(), skip_special_tokens=True)
+                ids = tokens[rows[i], : t + 1].tolist()
+                text = self._decode_one(ids)
                 scan = stop(text, steps_seen[rows[i]])
                 steps_seen[rows[i]] = scan.n_steps
                 if scan.end is not None:
-                    results[rows[i]] = Generation(text[: scan.end], t + 1, scan.finished)
+                    results[rows[i]] = cut(Generation(text[: scan.end], t + 1, scan.finished), ids)
                     done[i] = True
             for i in done.nonzero().flatten().tolist():
                 if results[rows[i]] is None:  # eos or a budget
-                    text = self.tokenizer.decode(tokens[rows[i], : t + 1].tolist(), skip_special_tokens=True)
-                    results[rows[i]] = Generation(text, t + 1, bool(is_eos[i]))
+                    ids = tokens[rows[i], : t + 1].tolist()
+                    results[rows[i]] = cut(Generation(self._decode_one(ids), t + 1, bool(is_eos[i])), ids)
             live &= ~done
             n_live = int(live.sum())
             if n_live == 0:
@@ -524,6 +534,10 @@ class HFPolicy:
                              use_cache=True, **{self._cache_arg: cache})
             logits = out.logits[:, -1].float()  # (b, V)
         return results  # type: ignore[return-value]
+
+    def _decode_one(self, ids: list[int]) -> str:
+        """One row's sampled tokens as text (special tokens, i.e. eos, skipped)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def _decode_texts(self, rows: list[list[int]]) -> list[str]:
         """``tokenizer.decode(row, skip_special_tokens=True)`` for each row, in one backend call

@@ -15,7 +15,9 @@ but the protocol stops a *solution* at a step line that `is_final_step` accepts,
 ``max_steps`` steps, which no stop string expresses. So a solution row is one request with the
 row's whole token budget and no stop string, and the shared `pav.policies.base.scan_steps` cuts
 its text where the transformers backend would have stopped (a final step, ``max_steps`` steps);
-``n_tokens`` then counts the tokens up to that cut only (the fewest whose decoded text covers it).
+``n_tokens`` then counts the tokens up to that cut only (the fewest whose decoded text covers it,
+`pav.policies.base.tokens_covering`). A finished row then goes through the over-long-step rule
+(`pav.policies.base.cut_over_long`, on the tokens it kept), as on the transformers backend.
 What the engine sampled past the cut is discarded: for a policy that ends its answer with eos the
 waste is a token or two, and rows that reach no final step run to their budget on both backends.
 A step row asks for text up to the next delimiter (``stop=[delimiter]``, kept in the output); a
@@ -59,10 +61,19 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pav.core.seeding import derive_seed
-from pav.policies.base import Generation, PolicyLoadError, SampleBatch, Until, check_sample_args, scan_steps
+from pav.policies.base import (
+    Generation,
+    PolicyLoadError,
+    SampleBatch,
+    Until,
+    check_sample_args,
+    cut_over_long,
+    scan_steps,
+    tokens_covering,
+)
 
 CPU_KV_CACHE_GIB = 2  # VLLM_CPU_KVCACHE_SPACE unless set: ~45k tokens of SmolLM2-135M (float32 keys and values)
 CPU_BLOCK_SIZE = 32  # tokens per KV block on a CPU (vLLM's default there, 128, never caches a prompt shorter than 128)
@@ -76,10 +87,14 @@ class _Row:
     context: int
     rollout: int
     text: str = ""
-    n_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # the sampled tokens kept (up to the stop rule's cut)
     n_steps: int = 0
     done: bool = False
     finished: bool = False
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
 
 
 class VLLMPolicy:
@@ -119,8 +134,8 @@ class VLLMPolicy:
 
     def sample(self, contexts: Sequence[str], n: int, *, until: Until, max_steps: int, max_new_tokens: int,
                temperature: float = 1.0, top_p: float = 1.0, seed: int | Sequence[int] | None = None,
-               is_final_step: Callable[[str], bool] | None = None) -> SampleBatch:
-        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p)
+               is_final_step: Callable[[str], bool] | None = None, max_step_chars: int | None = None) -> SampleBatch:
+        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p, max_step_chars)
         start = time.perf_counter()
         seeds = _context_seeds(seed, len(contexts))
         rows = [_Row(c, r) for c in range(len(contexts)) for r in range(n)]
@@ -152,8 +167,11 @@ class VLLMPolicy:
                 self._advance(row, out.outputs[0], until, max_steps, max_new_tokens, is_final_step)
         generations = [[Generation("", 0, False) for _ in range(n)] for _ in contexts]
         for row in rows:
-            generations[row.context][row.rollout] = Generation(row.text, row.n_tokens, row.finished)
-        return SampleBatch(generations, prompt_tokens, sum(row.n_tokens for row in rows), time.perf_counter() - start)
+            generations[row.context][row.rollout] = cut_over_long(
+                Generation(row.text, row.n_tokens, row.finished), row.token_ids, delimiter=self.delimiter,
+                max_step_chars=max_step_chars, decode=self._decode)
+        return SampleBatch(generations, prompt_tokens, sum(g.n_tokens for row in generations for g in row),
+                           time.perf_counter() - start)
 
     def _advance(self, row: _Row, out, until: Until, max_steps: int, max_new_tokens: int,
                  is_final_step: Callable[[str], bool] | None) -> None:
@@ -167,27 +185,19 @@ class VLLMPolicy:
         if scan.end is not None:  # a step, a final step or the max_steps-th step: cut there (an eos after it too)
             kept = scan.end - before
             whole = kept == len(out.text) and not eos
-            row.n_tokens += len(out.token_ids) if whole else self._tokens_covering(out.token_ids, kept)
+            ids = list(out.token_ids)
+            row.token_ids += ids if whole else ids[: tokens_covering(self._decode, ids, kept)]
             row.text = row.text[: scan.end]
             row.done, row.finished = True, scan.finished
             return
-        row.n_tokens += len(out.token_ids)
+        row.token_ids += out.token_ids
         if eos:
             row.done = row.finished = True
         elif out.finish_reason == "length" or row.n_tokens >= max_new_tokens:
             row.done = True  # a budget cut it mid-step
 
-    def _tokens_covering(self, token_ids: Sequence[int], n_chars: int) -> int:
-        """The fewest leading tokens of ``token_ids`` whose decoded text is ``n_chars`` characters or more."""
-        ids = list(token_ids)
-        lo, hi = 1, len(ids)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(self.tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= n_chars:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
 def _on_cpu() -> bool:

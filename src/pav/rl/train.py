@@ -109,7 +109,7 @@ def sample(learner: Learner, task: Task, problems: list[Problem], s: RLSettings,
     return learner.policy.sample([task.prompt(p) for p in problems], s.samples_per_problem, until="solution",
                                  max_steps=task.max_steps, max_new_tokens=s.max_new_tokens,
                                  temperature=s.temperature, seed=derive_seed(s.seed, "rl-sample", it),
-                                 is_final_step=task.is_final_step)
+                                 is_final_step=task.is_final_step, max_step_chars=task.max_step_chars)
 
 
 def train_rl(learner: Learner, task: Task, scorer: Scorer | None, s: RLSettings, run_dir: Path,

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from pav.core.seeding import derive_seed
-from pav.policies.base import Generation, SampleBatch, Until, check_sample_args
+from pav.policies.base import Generation, SampleBatch, Until, check_sample_args, over_long_end
 from pav.tasks.modreach import ModReach
 
 EXPERT = "expert"  # the `prover` value that names this policy (`pav label`)
@@ -48,8 +48,9 @@ class ExpertPolicy:
         top_p: float = 1.0,
         seed: int | Sequence[int] | None = None,
         is_final_step: Callable[[str], bool] | None = None,
+        max_step_chars: int | None = None,
     ) -> SampleBatch:
-        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p)
+        check_sample_args(n, until, max_steps, max_new_tokens, temperature, top_p, max_step_chars)
         if temperature != 1.0 or top_p != 1.0:
             raise ValueError("the expert samples from its own noise model: temperature and top_p must be 1")
         start = time.perf_counter()
@@ -59,7 +60,7 @@ class ExpertPolicy:
             problem, prefix = self._parse(context)
             rngs = [random.Random(derive_seed(context_seed, r)) if context_seed is not None else random.Random()
                     for r in range(n)]
-            generations.append([self._continue(problem, prefix, rng, until, max_steps, max_new_tokens)
+            generations.append([self._continue(problem, prefix, rng, until, max_steps, max_new_tokens, max_step_chars)
                                 for rng in rngs])
         generated = sum(g.n_tokens for row in generations for g in row)
         return SampleBatch(generations, sum(len(c) for c in set(contexts)), generated, time.perf_counter() - start)
@@ -75,7 +76,7 @@ class ExpertPolicy:
         return self.task.parse_question(question), self.task.split_steps(rest)
 
     def _continue(self, problem, prefix: list[str], rng: random.Random, until: Until, max_steps: int,
-                  max_new_tokens: int) -> Generation:
+                  max_new_tokens: int, max_step_chars: int | None) -> Generation:
         lines = self.task.demonstrate(problem, rng, prefix)  # [] after an answer: it stops at once, as at eos
         finished = True
         if until == "step":
@@ -85,6 +86,9 @@ class ExpertPolicy:
         text = "".join(line + self.task.step_delimiter for line in lines)
         if len(text) > max_new_tokens:
             text, finished = text[:max_new_tokens], False
+        end = None if max_step_chars is None else over_long_end(text, self.task.step_delimiter, max_step_chars)
+        if end is not None:  # as any sampler cuts (`pav.policies.base.cut_over_long`); never at modulus 10 (<= 6 chars)
+            text, finished = text[:end], False
         return Generation(text, len(text), finished)
 
 

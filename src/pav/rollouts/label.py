@@ -107,7 +107,8 @@ def sample_solutions(
     """`sample_seed_solutions` with each solution's `Generation` (its tokens, whether a budget cut it)."""
     batch = policy.sample([task.prompt(p) for p in problems], n, until="solution", max_steps=task.max_steps,
                           max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step)
+                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step,
+                          max_step_chars=task.max_step_chars)
     solutions, generations = [], []
     for p, gens in zip(problems, batch.generations):
         for j, g in enumerate(gens):
@@ -127,7 +128,8 @@ def rollout_counts(
     contexts = [context_of(task, p, steps) for p, steps in items]
     batch = policy.sample(contexts, n_mc, until="solution", max_steps=task.max_steps,
                           max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step)
+                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step,
+                          max_step_chars=task.max_step_chars)
     correct, generated = [], []
     for (p, steps), gens in zip(items, batch.generations):
         wins = 0
@@ -257,7 +259,8 @@ def best_of_k_counts(
     contexts = [context_of(task, p, steps) for p, steps in items]
     batch = policy.sample(contexts, n * k, until="solution", max_steps=task.max_steps,
                           max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step)
+                          top_p=settings.top_p, seed=seed, is_final_step=task.is_final_step,
+                          max_step_chars=task.max_step_chars)
     wins = []
     for (p, steps), gens in zip(items, batch.generations):
         ok = [task.outcome(p, (list(steps) + task.split_steps(g.text))[: task.max_steps]) == 1.0 for g in gens]

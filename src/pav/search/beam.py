@@ -157,7 +157,7 @@ def _search(policy: Policy, scorer: Scorer, task: Task, problems: Sequence[Probl
         n = settings.candidates * (settings.width if depth == 0 else 1)  # depth 0: B copies of the question
         batch = policy.sample(contexts, n, until="step", max_steps=1,
                               max_new_tokens=settings.step_tokens, temperature=settings.temperature,
-                              top_p=settings.top_p,
+                              top_p=settings.top_p, max_step_chars=task.max_step_chars,
                               seed=[derive_seed(seed, b.problem.problem_id, depth, i) for b, i, _ in expand])
         per_beam: dict[int, list[_Candidate]] = {id(b): [] for b in active}
         unknown = [c for (_, _, prefix), c in zip(expand, contexts) if prefix.tokens is None]

@@ -55,7 +55,8 @@ def sample_and_score(policy: Policy, scorer: Scorer, task: Task, problems: Seque
     """``n_max`` solutions of every problem: one sampler call, one scorer call."""
     prompts = [task.prompt(p) for p in problems]
     batch = policy.sample(prompts, n_max, until="solution", max_steps=task.max_steps, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_p=top_p, seed=seed, is_final_step=task.is_final_step)
+                          temperature=temperature, top_p=top_p, seed=seed, is_final_step=task.is_final_step,
+                          max_step_chars=task.max_step_chars)
     steps = [[tuple(task.split_steps(g.text)[: task.max_steps]) for g in gens] for gens in batch.generations]
     scores = scorer.score([pr for pr, sols in zip(prompts, steps) for _ in sols], [s for sols in steps for s in sols])
     out, prompt_tokens = [], context_tokens(policy, prompts)

@@ -11,7 +11,9 @@ A solution is a list of *steps*: the text before each delimiter. The model sees 
 followed by ``step + step_delimiter`` for each step (``join_steps``); ``split_steps`` is the
 inverse on sampled text and must follow the rule every sampler applies, `pav.tasks.split_steps`:
 a blank line never becomes a step (it is kept at the start of the next one). A sampler stops a solution after a final step (``is_final_step``) or
-after ``max_steps`` steps; ``outcome`` then grades it (the final-answer reward Rex), and ``answer``
+after ``max_steps`` steps, and then cuts it at its first step that reaches ``max_step_chars``
+characters, exactly that many in: the cut step, without its delimiter, is the solution's last (a budget
+cut, like the token budget; `pav.policies.base.cut_over_long`); ``outcome`` then grades it (the final-answer reward Rex), and ``answer``
 is what majority voting compares. ``demonstrate`` is needed only by SFT (and RFT): a task without
 demonstrations can still be labelled, searched, trained with RL and evaluated from a given policy.
 
@@ -38,7 +40,7 @@ class Task(Protocol):
     name: str
     step_delimiter: str  # ends every step, the last one included ("\n")
     max_steps: int  # a sampler stops a solution after this many steps
-    max_step_chars: int  # a sampler cuts a step that reaches this many characters
+    max_step_chars: int  # a sampled step that reaches this many characters is cut there and ends the solution
 
     def problems(self, n: int, seed: int, split: Split = "train") -> list[Problem]:
         """``n`` problems drawn deterministically from ``seed``; the two splits never share one."""

@@ -61,7 +61,8 @@ class DeepMindConfig(GraderConfig):
                             "appended to every question (the examples' too)")
     shots: int = knob(0, "worked examples (the demonstrator's) before the question")
     max_steps: int = knob(12, "samplers stop a solution after this many steps")
-    max_step_chars: int = knob(120, "samplers cut a step that reaches this many characters")
+    max_step_chars: int = knob(120, "a sampled step that reaches this many characters is cut there and ends the "
+                                    "solution")
 
     def __post_init__(self) -> None:
         area, sep, name = self.module.partition("/")

@@ -74,7 +74,8 @@ class MathTaskConfig(MathDataConfig, GraderConfig):
                                    "\\boxed{} and 'The answer is X' (empty: those two only)")
     delimiter: Literal["newline", "blank-line"] = knob("newline", "steps are lines, or paragraphs")
     max_steps: int = knob(16, "samplers stop a solution after this many steps")
-    max_step_chars: int = knob(400, "samplers cut a step that reaches this many characters")
+    max_step_chars: int = knob(400, "a sampled step that reaches this many characters is cut there and ends the "
+                                    "solution")
 
     def __post_init__(self) -> None:
         super().__post_init__()

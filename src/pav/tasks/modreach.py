@@ -77,7 +77,8 @@ class ModReachConfig:
     p_restate: float = knob(0.10, "expert: chance of restating the goal")
     p_rand: float = knob(0.15, "expert: chance of a uniformly random allowed move")
     max_steps: int = knob(12, "samplers stop a solution after this many lines")
-    max_step_chars: int = knob(16, "samplers cut a line that reaches this many characters")
+    max_step_chars: int = knob(16, "a sampled line that reaches this many characters is cut there and ends the "
+                                   "solution (legal lines have at most 6 at M = 10)")
 
     def __post_init__(self) -> None:
         if self.modulus < 2:

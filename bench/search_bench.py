@@ -11,8 +11,9 @@ because what batching across problems buys depends on how full one problem's own
 (width × C candidates per depth).
 
 The beam's policy tok/s (tokens generated per second inside its sampler calls) is printed beside
-the labeller's on the same policy (`--label-prefixes`); ``--no-reuse`` times the search that
-encodes every prefix again at each depth, for comparison.
+the labeller's on the same policy (`--label-prefixes`); ``--no-reuse`` times the search whose
+policy encodes every prefix again at each depth, ``--no-extend`` the one whose scorer reads every
+candidate whole (`pav.verifier.extend`), for comparison.
 
     .venv/bin/python bench/search_bench.py --policy runs/sft --verifier runs/pqv [--problems 100] [--width 2,4,8,16]
 """
@@ -45,7 +46,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N (policy and verifier)")
     ap.add_argument("--batch-size", type=int, default=256, help="policy rows per sampler call (a GPU wants more)")
     ap.add_argument("--verifier-batch", type=int, default=64, help="solutions per verifier call")
-    ap.add_argument("--no-reuse", action="store_true", help="encode every prefix again at each depth (the old search)")
+    ap.add_argument("--no-reuse", action="store_true", help="the policy encodes every prefix again at each depth")
+    ap.add_argument("--no-extend", action="store_true", help="the scorer reads every candidate whole at each depth")
     ap.add_argument("--label-prefixes", type=int, default=300,
                     help="also time the labeller on this many prefixes (R = 16), for its policy tok/s (0: skip)")
     args = ap.parse_args()
@@ -57,6 +59,8 @@ def main() -> None:
     scorer = VerifierScorer(load_verifier(args.verifier, load), k=4, batch_size=args.verifier_batch)
     if args.no_reuse:
         policy.reuse_prefixes = contextlib.nullcontext
+    if args.no_extend:
+        scorer.extending_prefixes = contextlib.nullcontext
     policy.sample = _timed(policy.sample)
     rows = [compare(policy, scorer, task, problems, int(w), args) for w in args.width.split(",")]
     if args.label_prefixes:

@@ -69,7 +69,10 @@ def extend_values(verifier: ValueVerifier, encoded: Sequence[Encoded], store: St
         else:
             todo.append((i, found, hit))
     flat: dict[int, Scored] = {}  # a parent's parts joined into one, once for all its children
-    todo = [(i, found, hit if hit is None else flat.setdefault(id(hit), _joined(hit))) for i, found, hit in todo]
+    for _, _, hit in todo:
+        if hit is not None and id(hit) not in flat:
+            flat[id(hit)] = _joined(hit)
+    todo = [(i, found, hit if hit is None else flat[id(hit)]) for i, found, hit in todo]
     todo.sort(key=lambda t: len(encoded[t[0]].input_ids) - _reused(encoded[t[0]], t[1]))  # similar new lengths
     was_training = verifier.training
     verifier.eval()
@@ -170,13 +173,11 @@ def _extend(model: torch.nn.Module, pad_id: int, rows: list[tuple[Sequence[int],
 
     device = next(model.parameters()).device
     P, T, B = max(n for _, n, _ in rows), max(len(ids) for ids, _, _ in rows), len(rows)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    mask = torch.zeros(B, P + T, dtype=torch.long)
-    position_ids = torch.zeros(B, T, dtype=torch.long)
-    for b, (ids, n, _) in enumerate(rows):
-        input_ids[b, : len(ids)] = torch.tensor(ids)
-        mask[b, P - n: P + len(ids)] = 1
-        position_ids[b] = n + torch.arange(T).clamp(max=len(ids) - 1)  # padding repeats the last position
+    input_ids = torch.tensor([[*ids, *[pad_id] * (T - len(ids))] for ids, _, _ in rows])  # (B, T)
+    n, length = torch.tensor([n for _, n, _ in rows])[:, None], torch.tensor([len(ids) for ids, _, _ in rows])[:, None]
+    cols = torch.arange(P + T)[None, :]
+    mask = ((cols >= P - n) & (cols < P + length)).long()  # (B, P + T): reused tokens, then new ones
+    position_ids = n + torch.minimum(torch.arange(T)[None, :], length - 1)  # padding repeats the last position
     cache = DynamicCache(config=model.config)
     if P:
         stored = next(parts[0] for _, n, parts in rows if n)
@@ -196,7 +197,8 @@ def _extend(model: torch.nn.Module, pad_id: int, rows: list[tuple[Sequence[int],
             cache.update(buffers[layer], buffers[n_layer + layer], layer)
     out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
                 use_cache=True, **{cache_argument(model): cache})
-    layers = cache.layers
-    parts = [Part([x.keys[b, :, P: P + len(ids)].clone() for x in layers],
-                  [x.values[b, :, P: P + len(ids)].clone() for x in layers]) for b, (ids, _, _) in enumerate(rows)]
+    keys = [x.keys[:, :, P:].clone() for x in cache.layers]  # the new columns, one copy per layer
+    values = [x.values[:, :, P:].clone() for x in cache.layers]
+    parts = [Part([k[b, :, : len(ids)] for k in keys], [v[b, :, : len(ids)] for v in values])
+             for b, (ids, _, _) in enumerate(rows)]
     return (out.logits if hasattr(out, "logits") else out.last_hidden_state), parts

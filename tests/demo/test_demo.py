@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,8 +116,16 @@ def test_a_finished_demo_is_not_overwritten_silently(demo):
 
 
 def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_path):
-    """kill -9 once the verifiers are trained, rerun: earlier stages are reused, the result is the same."""
+    """kill -9 once the verifiers are trained, rerun: earlier stages are reused, the result is the same.
+    The killed run starts from a copy of the finished demo's first three stages (SFT and both label
+    runs: most of a quick demo's time), so the killed process trains the verifiers and is killed
+    after them; a demo run from an empty folder is the fixture's."""
     root, _ = demo
+    (tmp_path / "run").mkdir()
+    for name in (".pav_run", "config.toml"):
+        shutil.copy2(root / "run" / name, tmp_path / "run" / name)
+    for st in STAGES[:3]:
+        shutil.copytree(root / "run" / st.name, tmp_path / "run" / st.name, symlinks=True)
     cmd = [sys.executable, "-m", "pav.cli", "demo", "--quick", "--out", "run"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = []
@@ -127,6 +136,7 @@ def test_a_demo_killed_mid_pipeline_continues_with_the_same_command(demo, tmp_pa
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    assert any(f"[4/{len(STAGES)}] {STAGES[3].title} →" in line for line in seen)  # the killed run trained them
     assert not (tmp_path / "run" / "COMPLETE").exists()
     res = pav("demo", "--quick", "--quiet", "--out", "run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]

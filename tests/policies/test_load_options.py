@@ -57,10 +57,12 @@ def test_stage_commands_take_the_load_section(policy_dir, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((tmp_path / "labels" / "summary.json").read_text())["records"] > 0
     assert 'dtype = "bfloat16"' in (tmp_path / "labels" / "config.toml").read_text()
-    for stage in ("sft", "label", "train-verifier", "search", "rl", "score", "eval-verifier"):
-        shown = subprocess.run([sys.executable, "-m", "pav.cli", stage, "--show-config"], capture_output=True,
-                               text=True, timeout=120)
-        assert "load.device" in shown.stdout and "load.dtype" in shown.stdout, stage
-    bad = subprocess.run([sys.executable, "-m", "pav.cli", "label", "--set", "load.dtype=int3", "--show-config"],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "load.dtype" in bad.stderr
+    from typer.testing import CliRunner
+
+    from pav.cli import app
+
+    for stage in ("sft", "label", "train-verifier", "search", "rl", "score", "eval-verifier"):  # in this process
+        shown = CliRunner().invoke(app, [stage, "--show-config"])
+        assert shown.exit_code == 0 and "load.device" in shown.stdout and "load.dtype" in shown.stdout, stage
+    bad = CliRunner().invoke(app, ["label", "--set", "load.dtype=int3", "--show-config"])
+    assert bad.exit_code == 2 and "load.dtype" in bad.stderr

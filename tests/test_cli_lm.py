@@ -42,11 +42,19 @@ def test_sft_writes_a_loadable_policy_and_reports_the_gate(sft_run):
     assert (run / "metrics.jsonl").read_text().count("sft/loss") >= 1
 
 
-def test_label_cli_writes_shards_with_counts(sft_run, tmp_path):
+@pytest.fixture(scope="module")
+def quick_labels(sft_run, tmp_path_factory):
+    """`pav label --quick` on the quick SFT policy, once per module: (its folder's parent, the finished process)."""
     run, _ = sft_run
-    res = pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=tmp_path)
+    root = tmp_path_factory.mktemp("verifiers")
+    res = pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=root)
     assert res.returncode == 0, res.stderr
-    out = tmp_path / "labels"
+    return root, res
+
+
+def test_label_cli_writes_shards_with_counts(quick_labels):
+    root, res = quick_labels
+    out = root / "labels"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shards"] == 2 and summary["records"] > 0 and summary["tokens_generated"] > 0
     labels = [lab for p in sorted((out / "labels").glob("*.parquet")) for lab in read_parquet(p, StepLabel)]
@@ -64,8 +72,12 @@ def test_kill_9_and_resume_gives_identical_shards(sft_run, tmp_path):
     run, _ = sft_run
     args = ["label", "--quiet", "--set", f"policy={run}", "--set", "problems=24", "--set", "shard_size=2",
             "--set", "n_cov=2", "--set", "n_mc=4"]
-    whole = pav(*args, "--out", "whole", cwd=tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    from typer.testing import CliRunner
+
+    from pav.cli import app
+
+    whole = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "whole")])  # the reference, in this process
+    assert whole.exit_code == 0, (whole.output[-3000:], whole.exception)
     proc = subprocess.Popen([sys.executable, "-m", "pav.cli", *args, "--out", "killed"], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "killed" / "labels"
@@ -86,22 +98,18 @@ def test_kill_9_and_resume_gives_identical_shards(sft_run, tmp_path):
         assert not [p for p in (tmp_path / "killed" / sub).iterdir() if p.name.startswith(".")]
 
 
-def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
-    run, _ = sft_run
-    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=tmp_path).returncode == 0
-    res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
-              "--out", "pqv", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
-    summary = json.loads((tmp_path / "pqv" / "summary.json").read_text())
-    assert summary["view"] == "pqv" and summary["train_prefixes"] > 0 and (tmp_path / "pqv" / "verifier").is_dir()
-    sols = sorted((tmp_path / "labels" / "solutions").glob("*.jsonl"))[0]
-    res = pav("eval-verifier", "--set", "labels=labels", "--set", "verifier=pqv", "--set", "heldout_fraction=0.5",
+def test_train_verifier_then_score_through_the_cli(verifiers, tmp_path):
+    labels, pqv = verifiers / "labels", verifiers / "pqv"  # `pav train-verifier --quick` on the quick label run
+    summary = json.loads((pqv / "summary.json").read_text())
+    assert summary["view"] == "pqv" and summary["train_prefixes"] > 0 and (pqv / "verifier").is_dir()
+    sols = sorted((labels / "solutions").glob("*.jsonl"))[0]
+    res = pav("eval-verifier", "--set", f"labels={labels}", "--set", f"verifier={pqv}", "--set", "heldout_fraction=0.5",
               "--out", "quality", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     quality = json.loads((tmp_path / "quality" / "summary.json").read_text())
     assert quality["prefixes"] > 0 and quality["mse"] >= 0 and (tmp_path / "quality" / "verifier_quality.png").is_file()
-    res = pav("score", "--set", f"solutions={sols}", "--set", "problems=labels/problems.jsonl", "--set",
-              "verifier=pqv", "--set", "alpha=0.5", "--out", "scores", cwd=tmp_path)
+    res = pav("score", "--set", f"solutions={sols}", "--set", f"problems={labels / 'problems.jsonl'}", "--set",
+              f"verifier={pqv}", "--set", "alpha=0.5", "--out", "scores", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     rows = [json.loads(line) for line in (tmp_path / "scores" / "scores.jsonl").read_text().splitlines()]
     solutions = [json.loads(line) for line in sols.read_text().splitlines()]
@@ -115,11 +123,10 @@ def test_train_verifier_then_score_through_the_cli(sft_run, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def verifiers(sft_run, tmp_path_factory):
-    """A quick label run and a PQV and an ORM trained on it, next to the quick SFT policy."""
+def verifiers(sft_run, quick_labels):
+    """The quick label run and a PQV and an ORM trained on it (`--quick`), next to the quick SFT policy."""
     run, _ = sft_run
-    root = tmp_path_factory.mktemp("verifiers")
-    assert pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=root).returncode == 0
+    root, _ = quick_labels
     for view in ("pqv", "orm"):
         res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
                   "--set", f"view={view}", "--out", view, cwd=root)

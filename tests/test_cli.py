@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,14 +62,13 @@ def test_show_config_lists_settings_with_help(tmp_path):
     assert "rl.iterations" in res.stdout and "sweep.gammas" in res.stdout
 
 
-def test_interrupted_run_reuses_finished_jobs(tmp_path):
-    first = pav("didactic", "--quick", "--quiet", "--out", "run", "--set", "q_base.seeds=0", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
+def test_interrupted_run_reuses_finished_jobs(quick_run, tmp_path):
     run = tmp_path / "run"
+    shutil.copytree(quick_run[1], run)  # a copy of the finished quick run
     (run / "COMPLETE").unlink()  # as if killed after the jobs but before the report
     (run / "jobs" / "remark.json").unlink()
     stamp = (run / "jobs" / "fig3a.json").stat().st_mtime_ns
-    again = pav("didactic", "--quick", "--quiet", "--out", "run", "--set", "q_base.seeds=0", cwd=tmp_path)
+    again = pav("didactic", "--quick", "--quiet", "--out", "run", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert (run / "jobs" / "fig3a.json").stat().st_mtime_ns == stamp  # reused, not recomputed
     assert (run / "jobs" / "remark.json").is_file() and (run / "COMPLETE").is_file()

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny randomly initialised Qwen2-style model with a locally trained BPE tokenizer,
-and one `pav sft --quick` run that every test reading a built-in-task policy shares (read-only)."""
+one `pav sft --quick` run that every test reading a built-in-task policy shares (read-only), and one
+`pav label --quick` run on it for the tests that train verifiers on quick labels (read-only)."""
 
 import json
 import os
@@ -33,3 +34,15 @@ def sft_quick(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     return root / "run", res
+
+
+@pytest.fixture(scope="session")
+def label_quick(sft_quick, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`pav label --quick` on the `sft_quick` policy through the real CLI, run once per session: (run
+    directory, the finished process). Tests only read it; one that changes labels must copy them first."""
+    root = tmp_path_factory.mktemp("label-quick")
+    res = subprocess.run([sys.executable, "-m", "pav.cli", "label", "--quick", "--quiet", "--set",
+                          f"policy={sft_quick[0]}", "--out", "labels"], cwd=root,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"}, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return root / "labels", res

@@ -42,19 +42,8 @@ def test_sft_writes_a_loadable_policy_and_reports_the_gate(sft_run):
     assert (run / "metrics.jsonl").read_text().count("sft/loss") >= 1
 
 
-@pytest.fixture(scope="module")
-def quick_labels(sft_run, tmp_path_factory):
-    """`pav label --quick` on the quick SFT policy, once per module: (its folder's parent, the finished process)."""
-    run, _ = sft_run
-    root = tmp_path_factory.mktemp("verifiers")
-    res = pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels", cwd=root)
-    assert res.returncode == 0, res.stderr
-    return root, res
-
-
-def test_label_cli_writes_shards_with_counts(quick_labels):
-    root, res = quick_labels
-    out = root / "labels"
+def test_label_cli_writes_shards_with_counts(label_quick):
+    out, res = label_quick  # `pav label --quick` on the quick SFT policy (conftest)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["shards"] == 2 and summary["records"] > 0 and summary["tokens_generated"] > 0
     labels = [lab for p in sorted((out / "labels").glob("*.parquet")) for lab in read_parquet(p, StepLabel)]
@@ -123,10 +112,11 @@ def test_train_verifier_then_score_through_the_cli(verifiers, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def verifiers(sft_run, quick_labels):
-    """The quick label run and a PQV and an ORM trained on it (`--quick`), next to the quick SFT policy."""
+def verifiers(sft_run, label_quick, tmp_path_factory):
+    """The quick label run (linked as labels/) and a PQV and an ORM trained on it, next to the quick SFT policy."""
     run, _ = sft_run
-    root, _ = quick_labels
+    root = tmp_path_factory.mktemp("verifiers")
+    (root / "labels").symlink_to(label_quick[0])
     for view in ("pqv", "orm"):
         res = pav("train-verifier", "--quick", "--quiet", "--set", "labels=labels", "--set", f"backbone={run}",
                   "--set", f"view={view}", "--out", view, cwd=root)

@@ -114,13 +114,9 @@ def test_sft_killed_five_times_resumes_to_the_uninterrupted_parameters(tmp_path)
 
 
 @pytest.fixture(scope="module")
-def labels(sft_quick, tmp_path_factory) -> Path:
-    """`pav label --quick` on the shared `pav sft --quick` policy: what the verifier cases train on."""
-    run, _ = sft_quick
-    root = tmp_path_factory.mktemp("labels")
-    res = _pav(["label", "--quick", "--quiet", "--set", f"policy={run}", "--out", "labels"], root)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return root / "labels"
+def labels(label_quick) -> Path:
+    """`pav label --quick` on the shared `pav sft --quick` policy (conftest): what the verifier cases train on."""
+    return label_quick[0]
 
 
 def _verifier_args(sft: Path, labels: Path, steps: int, every: int) -> list[str]:

@@ -31,11 +31,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, sft_quick):
+def runs(tmp_path_factory, sft_quick, label_quick):
     root = tmp_path_factory.mktemp("ddp")
     pav = [sys.executable, "-m", "pav.cli"]
     (root / "sft").symlink_to(sft_quick[0])
-    run([*pav, "label", "--quick", "--quiet", "--set", "policy=sft", "--out", "labels"], root)
+    (root / "labels").symlink_to(label_quick[0])  # `pav label --quick` on that policy (conftest)
     run([*pav, "train-verifier", *TRAIN, "--out", "one"], root)
     accelerate = str(Path(sys.executable).parent / "accelerate")
     run([accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",

@@ -35,7 +35,8 @@ def test_the_example_task_grades_its_own_demonstrations(on_path):
 
 def test_sft_and_label_run_on_the_example_task(on_path):
     cli = CliRunner()
-    res = cli.invoke(app, ["sft", "--quick", "--quiet", "--out", "sft", *TASK])
+    brief = ["--set", "steps=40", "--set", "eval_problems=2", "--set", "eval_samples=2"]  # runs, not what it learns
+    res = cli.invoke(app, ["sft", "--quick", "--quiet", "--out", "sft", *TASK, *brief])
     assert res.exit_code == 0, res.output[-2000:]
     res = cli.invoke(app, ["label", "--quick", "--quiet", "--out", "labels", *TASK, "--set", "policy=sft"])
     assert res.exit_code == 0, res.output[-2000:]

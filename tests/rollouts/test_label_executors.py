@@ -42,31 +42,16 @@ def reference(tmp_path_factory, sft_quick):
     return root, shard_bytes(root / "inproc")
 
 
-def test_worker_processes_and_a_local_ray_cluster_write_the_in_process_bytes(reference):
-    pytest.importorskip("ray")
-    root, expected = reference
-    assert len(expected) == 16  # 8 shards: labels and solutions
-    pav("label", "--set", "policy=sft", *ARGS, "--set", "workers=2", "--out", "pool", cwd=root)
-    res = pav("label", "--set", "policy=sft", *ARGS, "--executor", "ray", "--set", "workers=2", "--out", "ray",
-              cwd=root)
-    for run in ("pool", "ray"):
-        assert shard_bytes(root / run) == expected, run
-        assert sorted(p.name for p in (root / run / "jobs").iterdir()) == [f"shard-{i:05d}.json" for i in range(8)]
-        summary = json.loads((root / run / "summary.json").read_text())
-        assert summary["shards_written"] == 8 and summary["records"] > 0
-    assert "label:" in res.stderr
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster():
-    """A two-CPU Ray cluster on loopback, started by the test and stopped after it (its temp folder
-    is short: Ray's socket paths must fit in 107 characters)."""
+    """A two-CPU Ray cluster on loopback, started once for this module's tests and stopped after them
+    (its temp folder is short: Ray's socket paths must fit in 107 characters)."""
     pytest.importorskip("ray")
     ray_cli = str(Path(sys.executable).parent / "ray")
     port, temp = _free_port(), tempfile.mkdtemp(prefix="pav-ray-", dir="/tmp")
@@ -77,6 +62,20 @@ def ray_cluster():
     yield f"127.0.0.1:{port}"
     subprocess.run([ray_cli, "stop", "--force"], env=ENV, capture_output=True, timeout=120)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_worker_processes_and_a_ray_cluster_write_the_in_process_bytes(reference, ray_cluster):
+    root, expected = reference
+    assert len(expected) == 16  # 8 shards: labels and solutions
+    pav("label", "--set", "policy=sft", *ARGS, "--set", "workers=2", "--out", "pool", cwd=root)
+    res = pav("label", "--set", "policy=sft", *ARGS, "--executor", "ray", "--ray-address", ray_cluster, "--out", "ray",
+              cwd=root)  # a Ray that pav starts itself: tests/test_cli_lm.py (search) and tests/core/test_jobs.py
+    for run in ("pool", "ray"):
+        assert shard_bytes(root / run) == expected, run
+        assert sorted(p.name for p in (root / run / "jobs").iterdir()) == [f"shard-{i:05d}.json" for i in range(8)]
+        summary = json.loads((root / run / "summary.json").read_text())
+        assert summary["shards_written"] == 8 and summary["records"] > 0
+    assert "label:" in res.stderr
 
 
 def _shard_worker_pids() -> list[int]:

@@ -11,7 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from pav.cli import app
 from pav.core.io import read_parquet
 from pav.core.records import StepLabel
 
@@ -61,10 +63,6 @@ def test_kill_9_and_resume_gives_identical_shards(sft_run, tmp_path):
     run, _ = sft_run
     args = ["label", "--quiet", "--set", f"policy={run}", "--set", "problems=24", "--set", "shard_size=2",
             "--set", "n_cov=2", "--set", "n_mc=4"]
-    from typer.testing import CliRunner
-
-    from pav.cli import app
-
     whole = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "whole")])  # the reference, in this process
     assert whole.exit_code == 0, (whole.output[-3000:], whole.exception)
     proc = subprocess.Popen([sys.executable, "-m", "pav.cli", *args, "--out", "killed"], cwd=tmp_path, env=ENV,
@@ -233,16 +231,17 @@ def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and "rl/heldout_accuracy" in rows[-1]
     assert (out / "policy" / "model.safetensors").is_file() and len(list((out / "checkpoints").iterdir())) == 2
     assert "rl pav: held-out accuracy" in res.stderr
-    res = pav("rl", "--quick", "--set", f"policy={run}", "--out", "no-verifier", cwd=tmp_path)
-    assert res.returncode == 2 and "verifier" in res.stderr
+    # the refusals, through the CLI app in this process (a fresh interpreter imports torch before refusing)
+    res = CliRunner().invoke(app, ["rl", "--quick", "--set", f"policy={run}", "--out", str(tmp_path / "no-verifier")])
+    assert res.exit_code == 2 and "verifier" in res.stderr
     wrong = tmp_path / "all-wrong"  # the quick label run with every seed solution graded wrong
     shutil.copytree(verifiers / "labels", wrong)
     for shard in (wrong / "solutions").glob("*.jsonl"):
         rows = [{**json.loads(line), "outcome": 0.0} for line in shard.read_text().splitlines()]
         shard.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = pav("rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set",
-              f"rft_labels={wrong}", "--out", "no-correct", cwd=tmp_path)
-    assert res.returncode == 2 and "no correct seed solution" in res.stderr
+    res = CliRunner().invoke(app, ["rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set",
+                                   f"rft_labels={wrong}", "--out", str(tmp_path / "no-correct")])
+    assert res.exit_code == 2 and "no correct seed solution" in res.stderr
 
 
 def test_rl_takes_a_prover_verifiers_terms_and_needs_no_pqv_for_them(verifiers):

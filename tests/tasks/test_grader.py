@@ -135,7 +135,7 @@ def test_pathological_answers_return_within_the_deadline(grader, name):
 
 
 def test_threads_give_the_single_threaded_verdicts(grader):
-    pairs = thousand_pairs()
+    pairs = thousand_pairs()[::4]  # 250 of each kind in the table's mix: 8 threads still queue for the 2 workers
     single = [grader.grade(p, g).verdict for p, g in pairs]
     with ThreadPoolExecutor(max_workers=8) as pool:
         threaded = list(pool.map(lambda pg: grader.grade(*pg).verdict, pairs))

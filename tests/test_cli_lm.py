@@ -25,6 +25,19 @@ def pav(*args, cwd, **kw):
                           text=True, timeout=600, **kw)
 
 
+def pav_here(*args, cwd) -> subprocess.CompletedProcess:
+    """`pav <args>` through the CLI app in this process, from ``cwd``: for the runs after a command's first
+    end-to-end run here (a fresh interpreter spends ~5 s importing torch). Read as `pav`'s result."""
+    back = os.getcwd()
+    os.chdir(cwd)
+    try:
+        res = CliRunner().invoke(app, list(args))
+    finally:
+        os.chdir(back)
+    crash = "" if res.exception is None or isinstance(res.exception, SystemExit) else repr(res.exception)
+    return subprocess.CompletedProcess(args, res.exit_code, res.stdout, res.stderr + crash)
+
+
 @pytest.fixture(scope="module")
 def sft_run(sft_quick):
     return sft_quick
@@ -63,8 +76,8 @@ def test_kill_9_and_resume_gives_identical_shards(sft_run, tmp_path):
     run, _ = sft_run
     args = ["label", "--quiet", "--set", f"policy={run}", "--set", "problems=24", "--set", "shard_size=2",
             "--set", "n_cov=2", "--set", "n_mc=4"]
-    whole = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "whole")])  # the reference, in this process
-    assert whole.exit_code == 0, (whole.output[-3000:], whole.exception)
+    whole = pav_here(*args, "--out", "whole", cwd=tmp_path)  # the reference, in this process
+    assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen([sys.executable, "-m", "pav.cli", *args, "--out", "killed"], cwd=tmp_path, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = tmp_path / "killed" / "labels"
@@ -124,8 +137,8 @@ def verifiers(sft_run, label_quick, tmp_path_factory):
 
 def test_expert_prover_labels_and_a_verifiers_error_against_their_exact_values(sft_run, verifiers, tmp_path):
     run, _ = sft_run
-    res = pav("label", "--quick", "--quiet", "--set", f"policy={run}", "--set", "prover=expert", "--out", "expert",
-              cwd=tmp_path)  # the fixture's seed solutions, rolled out by the task's noisy expert
+    res = pav_here("label", "--quick", "--quiet", "--set", f"policy={run}", "--set", "prover=expert", "--out", "expert",
+                   cwd=tmp_path)  # the fixture's seed solutions, rolled out by the task's noisy expert
     assert res.returncode == 0, res.stderr
 
     def read(d):
@@ -137,8 +150,8 @@ def test_expert_prover_labels_and_a_verifiers_error_against_their_exact_values(s
                for a, b in zip(by_policy, by_expert))
     seeds = [sorted((d / "solutions").glob("*.jsonl")) for d in (verifiers / "labels", tmp_path / "expert")]
     assert seeds[0] and [p.read_text() for p in seeds[0]] == [p.read_text() for p in seeds[1]]
-    res = pav("eval-verifier", "--set", "labels=expert", "--set", f"verifier={verifiers / 'pqv'}", "--set",
-              "heldout_fraction=0.5", "--out", "quality", cwd=tmp_path)
+    res = pav_here("eval-verifier", "--set", "labels=expert", "--set", f"verifier={verifiers / 'pqv'}", "--set",
+                   "heldout_fraction=0.5", "--out", "quality", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     exact = json.loads((tmp_path / "quality" / "summary.json").read_text())["exact"]
     assert exact["prefixes"] > 0 and exact["steps"] > 0 and 0 <= exact["rmse_value"] <= 1
@@ -170,7 +183,7 @@ def test_search_cli_compares_every_method_and_resumes(sft_run, verifiers, tmp_pa
     assert pav(*args, cwd=tmp_path).returncode == 2
     (out / "COMPLETE").unlink()
     (out / "jobs" / "pqv_beam_N4.json").unlink()
-    again = pav(*args, cwd=tmp_path)
+    again = pav_here(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert json.loads((out / "summary.json").read_text())["curves"] == summary["curves"]
 
@@ -187,16 +200,16 @@ def test_search_with_alpha_zero_reuses_the_pqv_beam_runs(sft_run, verifiers, tmp
     for n in (2, 4):
         assert (out / "results" / f"pav_beam_N{n}_a0.jsonl").read_text() == \
             (out / "results" / f"pqv_beam_N{n}.jsonl").read_text()
-    res = pav("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
-              "--set", "alpha=1", "--set", "prover_ks=", "--set", "prover=expert", "--set", "ns=2",
-              "--out", "expert", cwd=tmp_path)  # A^μ exact from the task's expert, Q̂^π still the PQV's
+    res = pav_here("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+                   "--set", "alpha=1", "--set", "prover_ks=", "--set", "prover=expert", "--set", "ns=2",
+                   "--out", "expert", cwd=tmp_path)  # A^μ exact from the task's expert, Q̂^π still the PQV's
     assert res.returncode == 0, res.stderr
     expert = json.loads((tmp_path / "expert" / "summary.json").read_text())
     assert expert["prover"] == "expert" and expert["curves"]["pqv_beam"][0] == summary["curves"]["pqv_beam"][0]
     assert "exact A^μ of the task's expert" in (tmp_path / "expert" / "report.md").read_text()
-    res = pav("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
-              "--set", "alpha=1", "--set", "prover_ks=", "--set", f"prover={verifiers / 'orm'}", "--set", "ns=2",
-              "--out", "prover-verifier", cwd=tmp_path)  # A^μ from another verifier's values (here the ORM's)
+    res = pav_here("search", "--quick", "--quiet", "--set", f"policy={run}", "--set", f"verifier={verifiers / 'pqv'}",
+                   "--set", "alpha=1", "--set", "prover_ks=", "--set", f"prover={verifiers / 'orm'}", "--set", "ns=2",
+                   "--out", "prover-verifier", cwd=tmp_path)  # A^μ from another verifier's values (here the ORM's)
     assert res.returncode == 0, res.stderr
     other = json.loads((tmp_path / "prover-verifier" / "summary.json").read_text())
     assert other["curves"]["pqv_beam"][0] == summary["curves"]["pqv_beam"][0]
@@ -231,17 +244,16 @@ def test_rl_cli_trains_evaluates_and_checkpoints(sft_run, verifiers, tmp_path):
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and "rl/heldout_accuracy" in rows[-1]
     assert (out / "policy" / "model.safetensors").is_file() and len(list((out / "checkpoints").iterdir())) == 2
     assert "rl pav: held-out accuracy" in res.stderr
-    # the refusals, through the CLI app in this process (a fresh interpreter imports torch before refusing)
-    res = CliRunner().invoke(app, ["rl", "--quick", "--set", f"policy={run}", "--out", str(tmp_path / "no-verifier")])
-    assert res.exit_code == 2 and "verifier" in res.stderr
+    res = pav_here("rl", "--quick", "--set", f"policy={run}", "--out", "no-verifier", cwd=tmp_path)  # refusals
+    assert res.returncode == 2 and "verifier" in res.stderr
     wrong = tmp_path / "all-wrong"  # the quick label run with every seed solution graded wrong
     shutil.copytree(verifiers / "labels", wrong)
     for shard in (wrong / "solutions").glob("*.jsonl"):
         rows = [{**json.loads(line), "outcome": 0.0} for line in shard.read_text().splitlines()]
         shard.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    res = CliRunner().invoke(app, ["rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set",
-                                   f"rft_labels={wrong}", "--out", str(tmp_path / "no-correct")])
-    assert res.exit_code == 2 and "no correct seed solution" in res.stderr
+    res = pav_here("rl", "--quick", "--set", f"policy={run}", "--set", "reward=orm", "--set", f"rft_labels={wrong}",
+                   "--out", "no-correct", cwd=tmp_path)
+    assert res.returncode == 2 and "no correct seed solution" in res.stderr
 
 
 def test_rl_takes_a_prover_verifiers_terms_and_needs_no_pqv_for_them(verifiers):

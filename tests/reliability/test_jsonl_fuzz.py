@@ -9,7 +9,9 @@ import sys
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from pav.cli import app
 from pav.core.rejects import RejectLedger, TooManyRejects
 from pav.tasks.math_data import MathDataConfig, numbered_records, to_problems
 
@@ -100,20 +102,21 @@ def test_accepted_counts_are_exact_for_any_mix(tmp_path_factory, mix, bom, crlf)
     assert ledger.read[str(path)] == len(mix)
 
 
-def test_a_stage_writes_the_rejects_file_and_stops_above_the_rate(tiny_qwen, tmp_path):
+def test_a_stage_writes_the_rejects_file_and_stops_above_the_rate(tiny_qwen, tmp_path, monkeypatch):
     lines = [json.dumps({"question": f"Tom has {i} apples. How many?", "answer": f"He has {i}.\n#### {i}"}).encode()
              for i in range(40)]
     write(tmp_path / "set.jsonl", lines[:20] + [BAD["nan literal"][0], BAD["missing field"][0]] + lines[20:])
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, "-m", "pav.cli", "label", "--quiet", "--set", f"policy={tiny_qwen}", "--set",
+    args = ["label", "--quiet", "--set", f"policy={tiny_qwen}", "--set",
             "task.source=pav.tasks.math_task:make_task", "--set", "task.options.train=set.jsonl", "--set",
             "task.options.grader_workers=1", "--set", "problems=2", "--set", "n_cov=1",
             "--set", "n_mc=1"]
-    ok = subprocess.run([*base, "--set", "task.options.max_reject_rate=0.1", "--out", "ok"], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=600)
+    ok = subprocess.run([sys.executable, "-m", "pav.cli", *args, "--set", "task.options.max_reject_rate=0.1", "--out",
+                         "ok"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert ok.returncode == 0, ok.stderr[-2000:]
     rejects = [json.loads(line) for line in (tmp_path / "ok" / "rejects.jsonl").read_text().splitlines()]
     assert [(r["line"], r["field"]) for r in rejects] == [(21, ""), (22, "question")]
-    stop = subprocess.run([*base, "--out", "stop"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert stop.returncode == 2 and "2 of 42 records rejected" in stop.stderr
+    monkeypatch.chdir(tmp_path)  # the refusal through the CLI app in this process: no second torch import
+    stop = CliRunner().invoke(app, [*args, "--out", "stop"])
+    assert stop.exit_code == 2 and "2 of 42 records rejected" in stop.stderr
     assert len((tmp_path / "stop" / "rejects.jsonl").read_text().splitlines()) == 2

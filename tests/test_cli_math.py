@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from pav.cli import app
 from pav.rollouts.views import read_labels
 
 GSM8K_TINY = Path(__file__).parent / "data" / "gsm8k_tiny.jsonl"
@@ -33,10 +35,12 @@ def pipeline(tiny_qwen, tmp_path_factory):
         "--set", "eval_problems=4", "--set", "eval_samples=8", cwd=root)
     pav("label", "--out", "labels", *MATH, "--set", "policy=sft", "--set", "problems=6", "--set", "n_cov=2",
         "--set", "n_mc=2", "--set", "shard_size=3", cwd=root)
-    for view in ("pqv", "orm"):  # the ORM with LoRA adapters (merged when saved)
+    for view in ("pqv", "orm"):  # the ORM with LoRA adapters (merged when saved); in this process (no torch import)
         lora = ["--set", "train.lora.r=4"] if view == "orm" else []
-        pav("train-verifier", "--out", view, "--set", "labels=labels", "--set", "backbone=sft", "--set", f"view={view}",
-            "--set", "train.steps=5", *lora, cwd=root)
+        res = CliRunner().invoke(app, ["train-verifier", "--quiet", "--out", str(root / view), "--set",
+                                       f"labels={root / 'labels'}", "--set", f"backbone={root / 'sft'}", "--set",
+                                       f"view={view}", "--set", "train.steps=5", *lora])
+        assert res.exit_code == 0, (res.output[-3000:], res.exception)
     pav("rl", "--out", "rl", *MATH, "--set", "policy=sft",  # no RFT: the untrained tiny model solves nothing
         "--set", "verifier=pqv", "--set", "iterations=2", "--set", "problems_per_iter=2", "--set",
         "samples_per_problem=2", "--set", "eval_problems=2", "--set", "eval_samples=2", "--set", "final_samples=2",

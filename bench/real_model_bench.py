@@ -277,7 +277,7 @@ def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, ro
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="/work/cache/smollm2-hf", help="a Hugging Face model folder (or .gguf file)")
-    ap.add_argument("--batches", default="16,64", help="comma-separated batch sizes")
+    ap.add_argument("--batches", default="16,64", help="comma-separated batch sizes (empty: skip the sampling cases)")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--problems", type=int, default=50, help="labelling problems (0: skip labelling)")
     ap.add_argument("--rollouts", type=int, default=8)
@@ -287,7 +287,7 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: the checkpoint's)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
-    rows = run(args.model, [int(b) for b in args.batches.split(",")], args.new_tokens, args.problems, args.rollouts,
+    rows = run(args.model, [int(b) for b in args.batches.split(",") if b], args.new_tokens, args.problems, args.rollouts,
                args.naive_prefixes, args.threads, args.dtype, args.beam_problems)
     if args.json:
         with open(args.json, "w") as f:

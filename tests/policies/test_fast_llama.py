@@ -124,3 +124,39 @@ def test_the_cache_goes_under_the_name_the_forward_takes():
 
     assert cache_argument(Old()) == "past_key_values"
     assert cache_argument(New()) == "cache"
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_contexts_with_a_common_header_read_it_encoded_once_and_sample_the_same(tok, arch):
+    """A few-shot header shared by every context is encoded once per cohort (`shared_prefix`): keyed
+    sampling gives the generic path's text (which encodes each context whole), and the prompt
+    tokens counted are the header once plus each context's own tokens."""
+    from pav.policies.fast_decode import SHARED_PREFIX_MIN
+
+    header = "1+2=3\n4*5=20\n6-7=-1\n8>9\n"
+    assert len(header) >= SHARED_PREFIX_MIN
+    contexts = [header + c for c in CONTEXTS if c != "\n"]
+    model = tiny_gpt2(len(tok), seed=2, eos_token_id=tok.eos_token_id) if arch == "gpt2" else _model(tok, arch, 3)
+    kwargs = dict(until="solution", max_steps=4, max_new_tokens=10, seed=list(range(len(contexts))))
+    fast = HFPolicy(model, tok, "t", batch_size=32).sample(contexts, 3, **kwargs)
+    generic = HFPolicy(model, tok, "t", batch_size=32, fast=False).sample(contexts, 3, **kwargs)
+    assert fast.texts == generic.texts
+    ids = [len(c) for c in contexts]  # one id per character, no special tokens
+    assert generic.prompt_tokens == sum(ids)
+    assert fast.prompt_tokens == sum(ids) - len(header) * (len(contexts) - 1)
+
+
+def test_a_stored_row_is_found_one_token_shorter():
+    """Re-tokenising a row's text can merge its last fed token with the next one: the store also
+    answers for the row's ids minus the last, with its KV minus the last column."""
+    from pav.policies.prefix_store import Part, PrefixStore
+
+    keys = [torch.arange(2 * 10 * 3, dtype=torch.float32).view(2, 10, 3)]
+    store = PrefixStore()
+    store.put(tuple(range(10)), (Part(keys, [k + 1 for k in keys]),))
+    n, parts = store.longest([*range(10), 42])
+    assert n == 10 and parts[0].keys[0].shape == (2, 10, 3)
+    n, parts = store.longest([*range(9), 77, 42])  # token 9 merged into another
+    assert n == 9 and parts[0].length == 9
+    assert torch.equal(parts[0].keys[0], keys[0][:, :9]) and torch.equal(parts[0].values[0], keys[0][:, :9] + 1)
+    assert store.longest([5, 6, 7]) == (0, ())

@@ -49,6 +49,9 @@ REFILL_FRACTION = 0.375  # with several cohorts: start a new cohort once this sh
 # FastGPT2 prefills a cohort when its attention scores (contexts x heads x tokens^2) are at most this
 # many floats (64 MB; the tiny policies' cohorts use ~1 MB); larger ones go through transformers
 FAST_PREFILL_MAX_SCORES = 2**24
+# contexts of a cohort that start with the same ids (a few-shot header, a system turn) read one copy of
+# that prefix's KV, encoded once, when it is at least this many tokens (`shared_prefix`)
+SHARED_PREFIX_MIN = 16
 
 
 class CohortHost(Protocol):
@@ -88,6 +91,7 @@ class _Cohort:
         device = policy.device
         seqs = [ids[u] for u, _, _ in units]
         hits = [reuse.longest(x) for x in seqs] if reuse is not None else [(0, ())] * len(seqs)
+        hits, shared = shared_prefix(fast, seqs, hits, policy.device)
         cached, new = max(n for n, _ in hits), max(len(x) - n for x, (n, _) in zip(seqs, hits))
         if len(seqs) * fast.n_head * new * (cached + new) <= FAST_PREFILL_MAX_SCORES:
             prefix_keys, prefix_values, logits, mask = _prefill(policy, fast, seqs, hits)
@@ -95,6 +99,7 @@ class _Cohort:
             cache, logits, mask = policy._prefill(seqs)
             prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
             hits, cached = [(0, ())] * len(seqs), 0
+        self.reused = sum(n for n, _ in hits) - shared  # context tokens not encoded by this cohort
         self.ids, self.keep = ids, keep
         self.hits, self.cached = {u: h for (u, _, _), h in zip(units, hits)}, cached  # stored KV each context reused
         counts = [c for _, _, c in units]
@@ -262,6 +267,33 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]],
     return buf.keys, buf.values, logits, mask
 
 
+def shared_prefix(fast: FastGPT2, seqs: list[list[int]], hits: list[tuple[int, tuple[Part, ...]]],
+                  device: torch.device) -> tuple[list[tuple[int, tuple[Part, ...]]], int]:
+    """``hits`` with every context whose stored prefix is shorter than the cohort's longest common
+    prefix reading that prefix instead, encoded once in a pass of its own, when it is at least
+    `SHARED_PREFIX_MIN` ids (one id at least is left for each context to feed). A few-shot
+    prompt's header is then encoded once per cohort, not once per problem, and a context that
+    finds nothing stored does not make the others wait while it encodes its header. Only exact
+    ids are shared, so what is computed is what encoding each context whole computes, up to
+    floating-point rounding. Returns the new hits and the tokens the shared pass encoded (0: none)."""
+    if len(seqs) < 2:
+        return hits, 0
+    first, n = seqs[0], min(len(x) for x in seqs) - 1
+    for other in seqs[1:]:
+        n = next((i for i in range(n) if other[i] != first[i]), n)
+    todo = [g for g, (m, _) in enumerate(hits) if m < n]
+    if n < SHARED_PREFIX_MIN or not todo:
+        return hits, 0
+    buf = fast.buffer(1, n)  # its key mask lets every column be read
+    fast.forward(torch.tensor([first[:n]], device=device), torch.arange(n, device=device)[None, :], buf, 0,
+                 last_only=True)
+    part = (Part([k[0] for k in buf.keys], [v[0] for v in buf.values]),)
+    out = list(hits)
+    for g in todo:
+        out[g] = (n, part)
+    return out, n
+
+
 def _grid_width(live: list[int]) -> int:
     """Rows per grid context for contexts with ``live`` rows each: the width whose grid costs least,
     counting its slots plus `GROUP_COST` slots per grid context (each reads its own prefix); ties
@@ -283,12 +315,13 @@ def decode_cohorts(
     keys_of: Sequence[torch.Tensor] | None = None,
     reuse: PrefixStore | None = None,
     keep: PrefixStore | None = None,
-) -> list[list[Generation]]:
+) -> tuple[list[list[Generation]], int]:
     """Sample ``rows_of[u]`` rollouts of each context ``ids[u]``, contexts taken in ``order``;
     returns the generations of each context, rollout k at index k. ``keys_of[u]`` (rows_of[u], 2):
     keyed-noise keys of each context's rows (None: the call's generator). ``stop``: the stop rule
     (`pav.policies.base.scan_steps`); ``cut``: a stopped row's over-long-step cut. ``reuse``: stored
-    KV of earlier rows that contexts may extend; ``keep``: where this call's rows store theirs."""
+    KV of earlier rows that contexts may extend; ``keep``: where this call's rows store theirs. Also
+    returns how many context tokens were read from stored or shared KV instead of being encoded."""
     batch, max_cohorts = policy.batch_size, policy.cohorts
     out: list[list[Generation | None]] = [[None] * k for k in rows_of]
     units = []  # (context, first rollout, rows): a context with more rows than a batch is split
@@ -297,6 +330,7 @@ def decode_cohorts(
     units.reverse()  # pop() takes the next one
     last_position = (policy.max_positions or 2**62) - 1
     cohorts: list[_Cohort] = []
+    reused = 0
     while units or cohorts:
         free = batch - sum(c.n_live for c in cohorts)
         if units and (not cohorts or (free >= REFILL_FRACTION * batch and len(cohorts) < max_cohorts)):
@@ -306,6 +340,7 @@ def decode_cohorts(
                 group.append(units.pop())
             if group:
                 cohorts.append(_Cohort(policy, fast, group, ids, max_new_tokens, keys_of, reuse, keep))
+                reused += cohorts[-1].reused
         logits = cohorts[0].logits if len(cohorts) == 1 else torch.cat([c.logits for c in cohorts])
         salt = None if keys_of is None else torch.cat([step_salt(c.keys, c.t) for c in cohorts])  # (N,)
         tok = draw(logits, salt)  # (N,)
@@ -329,4 +364,4 @@ def decode_cohorts(
             c.positions = (c.positions + 1).clamp_(max=last_position)  # stopped rows may run past the window
             c.t += 1
             a = b
-    return out  # type: ignore[return-value]
+    return out, reused  # type: ignore[return-value]

@@ -345,11 +345,12 @@ class HFPolicy:
         keep = PrefixStore() if reuse is not None and until == "step" else None
         was_training = self.model.training
         self.model.eval()
+        reused = 0  # context tokens read from stored or shared KV instead of encoded (the fast path)
         try:
             with torch.inference_mode():
                 if fast is not None:  # the fast GPT-2 path (`pav.policies.fast_decode`)
-                    per_unique = decode_cohorts(self, fast, ids, order, rows_of, stop, cut, draw, max_new_tokens,
-                                                keys_of, reuse, keep)
+                    per_unique, reused = decode_cohorts(self, fast, ids, order, rows_of, stop, cut, draw,
+                                                        max_new_tokens, keys_of, reuse, keep)
                 groups = _pack(order, rows_of, self.batch_size) if fast is None else ()
                 for group in groups:
                     cache, logits, mask = self._prefill([ids[u] for u in group])
@@ -377,7 +378,7 @@ class HFPolicy:
             used[c] += 1
         batch = SampleBatch(
             generations=generations,
-            prompt_tokens=sum(len(x) for x in ids) - (reuse.reused_tokens if reuse is not None else 0),
+            prompt_tokens=sum(len(x) for x in ids) - reused,
             generated_tokens=sum(g.n_tokens for row in generations for g in row),
             seconds=time.perf_counter() - start,
         )

@@ -8,8 +8,11 @@ maps those ids to the row's KV, as *parts*: the context's prefix (a view of the 
 tensors, shared by all the context's rows, with a mask of its valid columns) and the row's own
 suffix (a copy, since the suffix buffers are reused). A lookup takes the longest stored ids that
 are a prefix of the new context's ids, trying the last `LOOKBACK` lengths (a re-tokenised context
-may merge the last sampled token with what follows; then the match is shorter). Only an exact id
-match is used, so reuse never changes what is computed beyond floating-point rounding.
+may merge the last sampled token with what follows; then the match is shorter). A row is stored
+under its ids and under its ids minus the last one (its KV minus the last column): re-tokenising
+the text may also merge the last *fed* token with the next one (``" "`` then ``"\n"`` becomes
+``" \n"``), and the row is then still found, one token shorter. Only an exact id match is used,
+so reuse never changes what is computed beyond floating-point rounding.
 
 The sampler keeps a store only inside `HFPolicy.reuse_prefixes()` and only one call's rows at a
 time: memory is bounded by what one call held anyway, and a model trained between calls (RL) never
@@ -43,13 +46,15 @@ class PrefixStore:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, ...], tuple[Part, ...]] = {}
-        self.reused_tokens = 0  # context tokens lookups found (not encoded again)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, ids: tuple[int, ...], parts: tuple[Part, ...]) -> None:
         self._entries[ids] = parts
+        shorter = _without_last(parts)
+        if shorter is not None and len(ids) > 1:
+            self._entries.setdefault(ids[:-1], shorter)
 
     def longest(self, ids: list[int]) -> tuple[int, tuple[Part, ...]]:
         """(n, parts): the longest stored ids equal to ``ids[:n]`` with ``n < len(ids)`` (at least
@@ -57,9 +62,19 @@ class PrefixStore:
         for n in range(len(ids) - 1, max(0, len(ids) - 1 - LOOKBACK), -1):
             parts = self._entries.get(tuple(ids[:n]))
             if parts is not None:
-                self.reused_tokens += n
                 return n, parts
         return 0, ()
+
+
+def _without_last(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
+    """``parts`` without their last column (None when that column is not a real one, or is absent)."""
+    if not parts:
+        return None
+    *head, last = parts
+    if last.keys[0].shape[1] == 0 or (last.valid is not None and not bool(last.valid[-1])):
+        return None
+    valid = None if last.valid is None else last.valid[:-1]
+    return (*head, Part([k[:, :-1] for k in last.keys], [v[:, :-1] for v in last.values], valid))
 
 
 def write_parts(parts: tuple[Part, ...], keys: list[torch.Tensor], values: list[torch.Tensor], row: int,

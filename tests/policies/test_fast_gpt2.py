@@ -280,7 +280,7 @@ def test_long_contexts_prefill_through_transformers_with_the_same_result(tok, mo
     kw = dict(until="solution", max_steps=3, max_new_tokens=16, temperature=0.0)
     fast_prefills = []
     real = fast_decode._prefill
-    monkeypatch.setattr(fast_decode, "_prefill", lambda *a: fast_prefills.append(1) or real(*a))
+    monkeypatch.setattr(fast_decode, "_prefill", lambda *a, **k: fast_prefills.append(1) or real(*a, **k))
     small = HFPolicy(model, tok, "tiny", batch_size=8).sample(CONTEXTS, 2, **kw)
     assert fast_prefills
     fast_prefills.clear()

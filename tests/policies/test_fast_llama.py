@@ -146,9 +146,9 @@ def test_contexts_with_a_common_header_read_it_encoded_once_and_sample_the_same(
     assert fast.prompt_tokens == sum(ids) - len(header) * (len(contexts) - 1)
 
 
-def test_a_stored_row_is_found_one_token_shorter():
+def test_a_stored_row_is_found_a_few_tokens_shorter():
     """Re-tokenising a row's text can merge its last fed token with the next one: the store also
-    answers for the row's ids minus the last, with its KV minus the last column."""
+    answers for the row's ids minus the last few, with its KV minus as many columns."""
     from pav.policies.prefix_store import Part, PrefixStore
 
     keys = [torch.arange(2 * 10 * 3, dtype=torch.float32).view(2, 10, 3)]
@@ -159,4 +159,7 @@ def test_a_stored_row_is_found_one_token_shorter():
     n, parts = store.longest([*range(9), 77, 42])  # token 9 merged into another
     assert n == 9 and parts[0].length == 9
     assert torch.equal(parts[0].keys[0], keys[0][:, :9]) and torch.equal(parts[0].values[0], keys[0][:, :9] + 1)
+    n, parts = store.longest([*range(7), 77, 42])  # tokens 7-9 merged
+    assert n == 7 and torch.equal(parts[0].keys[0], keys[0][:, :7])
+    assert store.longest([*range(6), 77, 42]) == (0, ())  # at most SHORTER - 1 = 3 ids shorter
     assert store.longest([5, 6, 7]) == (0, ())

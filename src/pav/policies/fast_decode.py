@@ -38,7 +38,7 @@ from typing import Protocol
 import torch
 
 from pav.policies.base import Generation, StepScan
-from pav.policies.fast_gpt2 import FastGPT2, PrefixGrid
+from pav.policies.fast_gpt2 import FastGPT2, KVBuffer, PrefixGrid
 from pav.policies.noise import step_salt
 from pav.policies.prefix_store import Part, PrefixStore, write_parts
 
@@ -93,8 +93,13 @@ class _Cohort:
         hits = [reuse.longest(x) for x in seqs] if reuse is not None else [(0, ())] * len(seqs)
         hits, shared = shared_prefix(fast, seqs, hits, policy.device)
         cached, new = max(n for n, _ in hits), max(len(x) - n for x, (n, _) in zip(seqs, hits))
+        counts = [c for _, _, c in units]
+        one_each = max(counts) == 1  # one row per context: the prefill's buffer becomes the rows' own
+        adopted = None
         if len(seqs) * fast.n_head * new * (cached + new) <= FAST_PREFILL_MAX_SCORES:
-            prefix_keys, prefix_values, logits, mask = _prefill(policy, fast, seqs, hits)
+            adopted, logits, mask = _prefill(policy, fast, seqs, hits, room=max_new_tokens if one_each else 0)
+            width = mask.shape[1]
+            prefix_keys, prefix_values = [k[:, :, :width] for k in adopted.keys], [v[:, :, :width] for v in adopted.values]
         else:  # long contexts: transformers' attention does not materialise the scores
             cache, logits, mask = policy._prefill(seqs)
             prefix_keys, prefix_values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
@@ -102,7 +107,6 @@ class _Cohort:
         self.reused = sum(n for n, _ in hits) - shared  # context tokens not encoded by this cohort
         self.ids, self.keep = ids, keep
         self.hits, self.cached = {u: h for (u, _, _), h in zip(units, hits)}, cached  # stored KV each context reused
-        counts = [c for _, _, c in units]
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
         n_ctx, per = len(counts), max(counts)
@@ -125,8 +129,11 @@ class _Cohort:
                 budget = max_new_tokens if policy.max_positions is None else min(max_new_tokens, policy.max_positions - m)
                 self.ends.setdefault(budget - 1, []).append(c)
         longest = max(self.ends) + 1  # the cohort stops when its longest budget ends
-        self.grid = PrefixGrid([k[contexts] for k in prefix_keys], [v[contexts] for v in prefix_values],
-                               mask[contexts].bool(), per, longest)
+        if one_each and adopted is not None:  # rows in context order, with room for their new tokens: no copy
+            self.grid = PrefixGrid(prefix_keys, prefix_values, mask.bool(), 1, longest, flat=adopted)
+        else:
+            self.grid = PrefixGrid([k[contexts] for k in prefix_keys], [v[contexts] for v in prefix_values],
+                                   mask[contexts].bool(), per, longest)
         slot_ctx = torch.arange(n_ctx, device=device).repeat_interleave(per)  # (G*R,)
         self.logits = logits[contexts][slot_ctx]  # (n, V)
         self.positions = ctx_len[slot_ctx]  # (n,) position of the token fed next
@@ -242,17 +249,17 @@ class _Cohort:
         self.done = [r < 0 for r in new_rows]
 
 
-def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]],
-             hits: list[tuple[int, tuple[Part, ...]]]) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor,
-                                                                torch.Tensor]:
-    """Encode contexts once on FastGPT2: keys and values per layer (G, n_head, T, head_dim), the
-    last logits (G, V) in float32, and the mask (G, T) of real columns. ``hits[g]`` = (n, parts):
-    the first n ids of context g have stored KV (`prefix_store`), written right-aligned into
-    columns ``[:C]`` (C the longest such n); the other ids are encoded, left-padded, after them."""
+def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]], hits: list[tuple[int, tuple[Part, ...]]],
+             room: int = 0) -> tuple[KVBuffer, torch.Tensor, torch.Tensor]:
+    """Encode contexts once on FastGPT2: a buffer whose columns ``[:T]`` hold their keys and values
+    (G, n_head, T, head_dim) per layer, with ``room`` more columns after them, the last logits (G, V)
+    in float32, and the mask (G, T) of real columns. ``hits[g]`` = (n, parts): the first n ids of
+    context g have stored KV (`prefix_store`), written right-aligned into columns ``[:C]`` (C the
+    longest such n); the other ids are encoded, left-padded, after them."""
     cached = max(n for n, _ in hits)
     input_ids, new_mask, _ = left_padded([x[n:] for x, (n, _) in zip(seqs, hits)], policy.pad_id, policy.device)
     g, width = input_ids.shape
-    buf = fast.buffer(g, cached + width)
+    buf = fast.buffer(g, cached + width + room)
     reused = torch.arange(cached, device=policy.device)[None, :] >= cached - torch.tensor(
         [n for n, _ in hits], device=policy.device)[:, None]  # (G, C) True where stored KV lies
     for x in (*buf.keys, *buf.values):  # masked columns are still read: they must be finite
@@ -264,7 +271,7 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]],
     buf.set_valid(mask.bool())
     positions = torch.tensor([n for n, _ in hits], device=policy.device)[:, None] + (new_mask.cumsum(-1) - 1).clamp(min=0)
     logits = fast.forward(input_ids, positions, buf, cached, last_only=True).float()
-    return buf.keys, buf.values, logits, mask
+    return buf, logits, mask
 
 
 def shared_prefix(fast: FastGPT2, seqs: list[list[int]], hits: list[tuple[int, tuple[Part, ...]]],

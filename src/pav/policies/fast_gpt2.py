@@ -282,10 +282,16 @@ class PrefixGrid:
     """
 
     def __init__(self, prefix_keys: list[torch.Tensor], prefix_values: list[torch.Tensor],
-                 prefix_valid: torch.Tensor, rows_per_context: int, max_new: int) -> None:
+                 prefix_valid: torch.Tensor, rows_per_context: int, max_new: int, flat: KVBuffer | None = None) -> None:
+        """``flat``: with one row per context, a buffer that already holds the prefixes in its columns
+        ``[:P]`` (their mask set) and has ``max_new`` columns after them; it is used as the grid, uncopied."""
         g, h, p, d = prefix_keys[0].shape
         self.G, self.R, self.P = g, rows_per_context, p
-        self.flat: KVBuffer | None = None
+        self.flat = flat
+        if flat is not None:
+            if rows_per_context != 1 or flat.max_len < p + max_new:
+                raise ValueError("an adopted buffer needs one row per context and room for max_new columns")
+            return
         if rows_per_context == 1:  # nothing shared: one buffer per row, prefix then suffix (fewer ops)
             self.flat = KVBuffer(len(prefix_keys), g, h, p + max_new, d, dtype=prefix_keys[0].dtype,
                                  device=prefix_keys[0].device)

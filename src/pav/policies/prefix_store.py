@@ -9,9 +9,9 @@ tensors, shared by all the context's rows, with a mask of its valid columns) and
 suffix (a copy, since the suffix buffers are reused). A lookup takes the longest stored ids that
 are a prefix of the new context's ids, trying the last `LOOKBACK` lengths (a re-tokenised context
 may merge the last sampled token with what follows; then the match is shorter). A row is stored
-under its ids and under its ids minus the last one (its KV minus the last column): re-tokenising
-the text may also merge the last *fed* token with the next one (``" "`` then ``"\n"`` becomes
-``" \n"``), and the row is then still found, one token shorter. Only an exact id match is used,
+under its ids and under its ids minus the last few (its KV minus as many columns, `SHORTER`):
+re-tokenising the text may also merge the last *fed* tokens with the next one (``" "`` then
+``"\n"`` becomes ``" \n"``), and the row is then still found, a token or two shorter. Only an exact id match is used,
 so reuse never changes what is computed beyond floating-point rounding.
 
 The sampler keeps a store only inside `HFPolicy.reuse_prefixes()` and only one call's rows at a
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 LOOKBACK = 8  # id lengths tried below the new context's own length minus one
+SHORTER = 4  # a row is also stored under its ids minus its last 1 .. SHORTER - 1 ids
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,11 @@ class PrefixStore:
 
     def put(self, ids: tuple[int, ...], parts: tuple[Part, ...]) -> None:
         self._entries[ids] = parts
-        shorter = _without_last(parts)
-        if shorter is not None and len(ids) > 1:
-            self._entries.setdefault(ids[:-1], shorter)
+        for drop in range(1, min(SHORTER, len(ids))):
+            parts = _without_last(parts)
+            if parts is None:
+                break
+            self._entries.setdefault(ids[:-drop], parts)
 
     def longest(self, ids: list[int]) -> tuple[int, tuple[Part, ...]]:
         """(n, parts): the longest stored ids equal to ``ids[:n]`` with ``n < len(ids)`` (at least
@@ -71,7 +74,10 @@ def _without_last(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
     if not parts:
         return None
     *head, last = parts
-    if last.keys[0].shape[1] == 0 or (last.valid is not None and not bool(last.valid[-1])):
+    if last.keys[0].shape[1] == 0:  # an emptied part: drop from the one before
+        shorter = _without_last(tuple(head))
+        return None if shorter is None else shorter
+    if last.valid is not None and not bool(last.valid[-1]):
         return None
     valid = None if last.valid is None else last.valid[:-1]
     return (*head, Part([k[:, :-1] for k in last.keys], [v[:, :-1] for v in last.values], valid))

@@ -163,3 +163,18 @@ def test_a_stored_row_is_found_a_few_tokens_shorter():
     assert n == 7 and torch.equal(parts[0].keys[0], keys[0][:, :7])
     assert store.longest([*range(6), 77, 42]) == (0, ())  # at most SHORTER - 1 = 3 ids shorter
     assert store.longest([5, 6, 7]) == (0, ())
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_a_prefill_in_row_chunks_samples_what_one_pass_samples(tok, arch, monkeypatch):
+    """Forced into chunks of 2 rows, each encoding only its own longest row's width (the columns no
+    chunk writes are masked), the prefill gives the generic path's text under keyed seeds."""
+    from pav.policies import fast_decode
+
+    monkeypatch.setattr(fast_decode, "PREFILL_FILL", 1.01)
+    monkeypatch.setattr(fast_decode, "PREFILL_CHUNK_ROWS", 2)
+    model = tiny_gpt2(len(tok), seed=2, eos_token_id=tok.eos_token_id) if arch == "gpt2" else _model(tok, arch, 3)
+    kwargs = dict(until="solution", max_steps=4, max_new_tokens=10, seed=list(range(len(CONTEXTS))))
+    fast = HFPolicy(model, tok, "t", batch_size=32).sample(CONTEXTS, 1, **kwargs)
+    generic = HFPolicy(model, tok, "t", batch_size=32, fast=False).sample(CONTEXTS, 1, **kwargs)
+    assert fast.texts == generic.texts

@@ -52,6 +52,10 @@ FAST_PREFILL_MAX_SCORES = 2**24
 # contexts of a cohort that start with the same ids (a few-shot header, a system turn) read one copy of
 # that prefix's KV, encoded once, when it is at least this many tokens (`shared_prefix`)
 SHARED_PREFIX_MIN = 16
+# a prefill in which the contexts' new ids fill less than PREFILL_FILL of the padded width (one context
+# that reuses nothing among many that do) runs in chunks of PREFILL_CHUNK_ROWS rows, each its own width
+PREFILL_CHUNK_ROWS = 8
+PREFILL_FILL = 0.5
 
 
 class CohortHost(Protocol):
@@ -270,8 +274,28 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]], hits: li
     mask = torch.cat([reused.long(), new_mask], dim=1)  # (G, C + T')
     buf.set_valid(mask.bool())
     positions = torch.tensor([n for n, _ in hits], device=policy.device)[:, None] + (new_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = fast.forward(input_ids, positions, buf, cached, last_only=True).float()
-    return buf, logits, mask
+    new = new_mask.sum(-1).tolist()  # (G,) ids each context encodes, right-aligned in the last columns
+    if sum(new) >= PREFILL_FILL * g * width:  # the rows need similar widths: one pass
+        return buf, fast.forward(input_ids, positions, buf, cached, last_only=True).float(), mask
+    # rows in chunks, each encoding only as many columns as its longest row needs, so one context
+    # that reuses nothing does not make the others compute its width; columns no chunk writes are masked
+    for x in (*buf.keys, *buf.values):
+        x[:, :, cached: cached + width].zero_()
+    logits = []
+    for a in range(0, g, PREFILL_CHUNK_ROWS):
+        b = min(g, a + PREFILL_CHUNK_ROWS)
+        w = max(new[a:b])
+        logits.append(fast.forward(input_ids[a:b, width - w:], positions[a:b, width - w:], _Rows(buf, a, b),
+                                   cached + width - w, last_only=True))
+    return buf, torch.cat(logits).float(), mask
+
+
+class _Rows:
+    """Rows ``[a, b)`` of a `KVBuffer`, as a forward pass reads and writes them (views, no copy)."""
+
+    def __init__(self, buf: KVBuffer, a: int, b: int) -> None:
+        self.keys, self.values = [k[a:b] for k in buf.keys], [v[a:b] for v in buf.values]
+        self.bias, self.max_len = buf.bias[a:b], buf.max_len
 
 
 def shared_prefix(fast: FastGPT2, seqs: list[list[int]], hits: list[tuple[int, tuple[Part, ...]]],

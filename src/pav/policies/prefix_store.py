@@ -75,8 +75,7 @@ def _without_last(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
         return None
     *head, last = parts
     if last.keys[0].shape[1] == 0:  # an emptied part: drop from the one before
-        shorter = _without_last(tuple(head))
-        return None if shorter is None else shorter
+        return _without_last(tuple(head))
     if last.valid is not None and not bool(last.valid[-1]):
         return None
     valid = None if last.valid is None else last.valid[:-1]

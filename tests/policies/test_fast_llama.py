@@ -146,23 +146,33 @@ def test_contexts_with_a_common_header_read_it_encoded_once_and_sample_the_same(
     assert fast.prompt_tokens == sum(ids) - len(header) * (len(contexts) - 1)
 
 
-def test_a_stored_row_is_found_a_few_tokens_shorter():
-    """Re-tokenising a row's text can merge its last fed token with the next one: the store also
-    answers for the row's ids minus the last few, with its KV minus as many columns."""
+def test_the_store_answers_with_the_longest_common_prefix_of_any_row():
+    """Re-tokenising a row's text can change its ids at any point: a lookup reads the stored row
+    that shares the most leading ids, its KV cut to them (real columns only, across parts), and
+    always leaves one id to feed."""
     from pav.policies.prefix_store import Part, PrefixStore
 
     keys = [torch.arange(2 * 10 * 3, dtype=torch.float32).view(2, 10, 3)]
+    padded = [torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3) - 100]  # 1 pad column, then 3 real
+    prefix = Part(padded, padded, torch.tensor([False, True, True, True]))
     store = PrefixStore()
     store.put(tuple(range(10)), (Part(keys, [k + 1 for k in keys]),))
+    store.put((50, 51, 52, 60, 61), (prefix, Part([k[:, :2] for k in keys], [k[:, :2] for k in keys])))
     n, parts = store.longest([*range(10), 42])
     assert n == 10 and parts[0].keys[0].shape == (2, 10, 3)
     n, parts = store.longest([*range(9), 77, 42])  # token 9 merged into another
     assert n == 9 and parts[0].length == 9
     assert torch.equal(parts[0].keys[0], keys[0][:, :9]) and torch.equal(parts[0].values[0], keys[0][:, :9] + 1)
-    n, parts = store.longest([*range(7), 77, 42])  # tokens 7-9 merged
-    assert n == 7 and torch.equal(parts[0].keys[0], keys[0][:, :7])
-    assert store.longest([*range(6), 77, 42]) == (0, ())  # at most SHORTER - 1 = 3 ids shorter
+    n, parts = store.longest([*range(4), 77, 42])  # re-tokenised six ids back: the four before still read
+    assert n == 4 and torch.equal(parts[0].keys[0], keys[0][:, :4])
+    assert store.longest(list(range(10)))[0] == 9  # one id is left to feed
+    n, parts = store.longest([50, 51, 52, 60, 99])  # the prefix part whole, one suffix column
+    assert n == 4 and [p.length for p in parts] == [3, 1] and torch.equal(parts[1].keys[0], keys[0][:, :1])
+    n, parts = store.longest([50, 51, 7])  # inside the left-padded prefix part: its pad column kept, masked
+    assert n == 2 and len(parts) == 1 and parts[0].valid.tolist() == [False, True, True]
+    assert torch.equal(parts[0].keys[0], padded[0][:, :3])
     assert store.longest([5, 6, 7]) == (0, ())
+    assert store.longest([0]) == (0, ())
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])

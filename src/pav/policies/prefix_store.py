@@ -6,13 +6,17 @@ A row that stops after sampling tokens ``x_0 .. x_t`` has fed the model its cont
 it continues ``context + x_0 .. x_t`` (the next call feeds only ``x_t`` and what follows). The store
 maps those ids to the row's KV, as *parts*: the context's prefix (a view of the cohort's prefix
 tensors, shared by all the context's rows, with a mask of its valid columns) and the row's own
-suffix (a copy, since the suffix buffers are reused). A lookup takes the longest stored ids that
-are a prefix of the new context's ids, trying the last `LOOKBACK` lengths (a re-tokenised context
-may merge the last sampled token with what follows; then the match is shorter). A row is stored
-under its ids and under its ids minus the last few (its KV minus as many columns, `SHORTER`):
-re-tokenising the text may also merge the last *fed* tokens with the next one (``" "`` then
-``"\n"`` becomes ``" \n"``), and the row is then still found, a token or two shorter. Only an exact id match is used,
-so reuse never changes what is computed beyond floating-point rounding.
+suffix (a copy, since the suffix buffers are reused).
+
+A lookup returns the longest common prefix of the new context's ids with any stored row's ids,
+and that row's KV cut to it (views, no copy): the KV of a causal model's first n positions
+depends on its first n ids only. Re-tokenising a row's text can merge its last tokens with what
+follows (``" "`` then ``"\\n"`` becomes ``" \\n"``), or split a character's bytes differently further
+back; the context then still reads everything before the first id that differs, and a context
+that differs from every row early on still reads the few-shot header or system turn they share.
+Only equal ids are used, so reuse never changes what is computed beyond floating-point rounding.
+The rows are kept sorted, and the longest common prefix of ids with a sorted set is found next to
+where the ids would be inserted, so a lookup costs two comparisons after a binary search.
 
 The sampler keeps a store only inside `HFPolicy.reuse_prefixes()` and only one call's rows at a
 time: memory is bounded by what one call held anyway, and a model trained between calls (RL) never
@@ -21,12 +25,10 @@ meets a stale cache.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import torch
-
-LOOKBACK = 8  # id lengths tried below the new context's own length minus one
-SHORTER = 4  # a row is also stored under its ids minus its last 1 .. SHORTER - 1 ids
 
 
 @dataclass(frozen=True)
@@ -47,39 +49,58 @@ class PrefixStore:
 
     def __init__(self) -> None:
         self._entries: dict[tuple[int, ...], tuple[Part, ...]] = {}
+        self._sorted: list[tuple[int, ...]] | None = None  # the stored ids in order, built at the first lookup
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, ids: tuple[int, ...], parts: tuple[Part, ...]) -> None:
         self._entries[ids] = parts
-        for drop in range(1, min(SHORTER, len(ids))):
-            parts = _without_last(parts)
-            if parts is None:
-                break
-            self._entries.setdefault(ids[:-drop], parts)
+        self._sorted = None
 
     def longest(self, ids: list[int]) -> tuple[int, tuple[Part, ...]]:
-        """(n, parts): the longest stored ids equal to ``ids[:n]`` with ``n < len(ids)`` (at least
-        one id is left to feed); (0, ()) when none is stored."""
-        for n in range(len(ids) - 1, max(0, len(ids) - 1 - LOOKBACK), -1):
-            parts = self._entries.get(tuple(ids[:n]))
-            if parts is not None:
-                return n, parts
-        return 0, ()
+        """(n, parts): the KV of ``ids[:n]``, where n is the longest common prefix of ``ids`` with a
+        stored row's ids, at most ``len(ids) - 1`` (at least one id is left to feed); (0, ()) when
+        no stored row starts with ``ids[0]``."""
+        if not self._entries or len(ids) < 2:
+            return 0, ()
+        if self._sorted is None:
+            self._sorted = sorted(self._entries)
+        query = tuple(ids[:-1])
+        at = bisect.bisect_left(self._sorted, query)
+        n, best = max(((_common(query, self._sorted[i]), self._sorted[i]) for i in (at - 1, at)
+                       if 0 <= i < len(self._sorted)), key=lambda c: c[0])
+        return (n, _first(self._entries[best], n)) if n else (0, ())
 
 
-def _without_last(parts: tuple[Part, ...]) -> tuple[Part, ...] | None:
-    """``parts`` without their last column (None when that column is not a real one, or is absent)."""
-    if not parts:
-        return None
-    *head, last = parts
-    if last.keys[0].shape[1] == 0:  # an emptied part: drop from the one before
-        return _without_last(tuple(head))
-    if last.valid is not None and not bool(last.valid[-1]):
-        return None
-    valid = None if last.valid is None else last.valid[:-1]
-    return (*head, Part([k[:, :-1] for k in last.keys], [v[:, :-1] for v in last.values], valid))
+def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    """Length of the longest common prefix of a and b (a binary search over slice comparisons, which
+    run in C)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _first(parts: tuple[Part, ...], n: int) -> tuple[Part, ...]:
+    """The first n real columns of ``parts`` (views)."""
+    out = []
+    for part in parts:
+        if n <= 0:
+            break
+        length = part.length
+        if length > n:  # cut this part after its n-th real column
+            end = n if part.valid is None else int(part.valid.nonzero()[n - 1]) + 1
+            valid = None if part.valid is None else part.valid[:end]
+            part = Part([k[:, :end] for k in part.keys], [v[:, :end] for v in part.values], valid)
+            length = n
+        out.append(part)
+        n -= length
+    return tuple(out)
 
 
 def write_parts(parts: tuple[Part, ...], keys: list[torch.Tensor], values: list[torch.Tensor], row: int,

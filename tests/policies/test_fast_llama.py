@@ -76,12 +76,19 @@ def test_unsupported_variants_decode_through_transformers(tok):
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 @pytest.mark.parametrize("rollouts", [1, 3])  # 1: one buffer per row (parts chain across calls); 3: a shared-prefix grid
-def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch, rollouts, monkeypatch):
+@pytest.mark.parametrize("repack", ["default", "at every stop"])
+def test_step_calls_that_extend_the_last_rows_reuse_their_cache_and_sample_the_same(tok, arch, rollouts, repack,
+                                                                                     monkeypatch):
     """A sample taken one step per call: each call's contexts are the last call's contexts plus one
     of their sampled steps (a beam's kept prefixes). Inside reuse_prefixes only the new tokens are
     encoded, and every call's text is what it is without reuse. New KV buffers start as NaN, so a
-    masked column that was never written (contexts reuse different lengths) would show."""
+    masked column that was never written (contexts reuse different lengths) would show. Stopped
+    rows are stored just before a repack moves them: repacking at every stop tests that order."""
+    from pav.policies import fast_decode
     from pav.policies.fast_gpt2 import KVBuffer
+
+    if repack != "default":
+        monkeypatch.setattr(fast_decode, "FAST_PRUNE_FRACTION", 0.0)
 
     real_init = KVBuffer.__init__
 

@@ -110,6 +110,7 @@ class _Cohort:
             hits, cached = [(0, ())] * len(seqs), 0
         self.reused = sum(n for n, _ in hits) - shared  # context tokens not encoded by this cohort
         self.ids, self.keep = ids, keep
+        self.kept: list[tuple[int, int]] = []  # (slot, tokens fed) of stopped rows not yet in ``keep``
         self.hits, self.cached = {u: h for (u, _, _), h in zip(units, hits)}, cached  # stored KV each context reused
         self.owner = [(u, k0 + j) for u, k0, c in units for j in range(c)]  # (context, rollout) of each row
         rows = torch.repeat_interleave(torch.arange(len(units)), torch.tensor(counts)).to(device)
@@ -193,7 +194,7 @@ class _Cohort:
                 if results[r] is not None:
                     results[r] = cut(results[r], ids)
                     if self.keep is not None:
-                        self._keep_row(i, t)
+                        self.kept.append((i, t))
                     self.done[i] = True
                     self.n_live -= 1
                     self.live_in[i // self.per] -= 1
@@ -201,23 +202,49 @@ class _Cohort:
                     out[u][k] = results[r]
         self.tok = tok
 
-    def _keep_row(self, i: int, t: int) -> None:
-        """Store slot i's KV (its context and the t tokens it fed) under those ids (`prefix_store`)."""
-        u = self.owner[self.slot_row[i]][0]
-        ids = (*self.ids[u], *self.tokens[i, :t].tolist())
+    def store_kept(self) -> None:
+        """Store the KV of the rows that stopped since the last call (`prefix_store`): each row's
+        context and the tokens it fed, under those ids, gathered in one copy per layer. A stopped
+        row's columns are not written again until the grid is repacked, so this runs just before a
+        repack and when the cohort ends."""
+        if not self.kept:
+            return
+        slots = [i for i, _ in self.kept]
+        fed = [t for _, t in self.kept]
+        owners = [self.owner[self.slot_row[i]][0] for i in slots]
+        tokens = self.tokens[slots, : max(fed)].tolist()
         grid = self.grid
         if grid.flat is not None:  # one buffer per row: copy what this call added, refer to what it reused
-            n_hit, reused = self.hits[u]
-            start, end = (self.cached if n_hit else 0), grid.P + t
-            part = Part([k[i, :, start:end].clone() for k in grid.flat.keys],
-                        [v[i, :, start:end].clone() for v in grid.flat.values], grid.flat.valid(i, end)[start:])
-            self.keep.put(ids, (*reused, part))
-            return
-        g, r = divmod(i, self.per)
-        prefix = Part([k[g] for k in grid.prefix_keys], [v[g] for v in grid.prefix_values], grid.prefix_valid[g])
-        layers = [grid.suffix(layer) for layer in range(len(grid.prefix_keys))]
-        suffix = Part([k[g, :, r, :t].clone() for k, _ in layers], [v[g, :, r, :t].clone() for _, v in layers])
-        self.keep.put(ids, (prefix, suffix))
+            starts = [self.cached if self.hits[u][0] else 0 for u in owners]
+            for start in set(starts):
+                group = [j for j, s in enumerate(starts) if s == start]
+                index = torch.tensor([slots[j] for j in group], device=self.positions.device)
+                end = grid.P + max(fed[j] for j in group)
+                keys = [k[index, :, start:end] for k in grid.flat.keys]  # (n, H, end - start, d): copies
+                values = [v[index, :, start:end] for v in grid.flat.values]
+                valid = grid.flat.bias[index, 0, 0, start:end] == 0
+                for a, j in enumerate(group):
+                    n = grid.P + fed[j] - start
+                    part = Part([k[a, :, :n] for k in keys], [v[a, :, :n] for v in values], valid[a, :n])
+                    u = owners[j]
+                    self.keep.put((*self.ids[u], *tokens[j][: fed[j]]), (*self.hits[u][1], part))
+        else:
+            per = self.per
+            index_g = torch.tensor([i // per for i in slots], device=self.positions.device)
+            index_r = torch.tensor([i % per for i in slots], device=self.positions.device)
+            end = max(fed)
+            layers = [grid.suffix(layer) for layer in range(len(grid.prefix_keys))]
+            keys = [k[:, :, :, :end][index_g, :, index_r] for k, _ in layers]  # (n, H, end, d): copies
+            values = [v[:, :, :, :end][index_g, :, index_r] for _, v in layers]
+            prefixes: dict[int, Part] = {}  # per grid context, shared by its rows (views)
+            for a, (i, t) in enumerate(self.kept):
+                g = i // per
+                if g not in prefixes:
+                    prefixes[g] = Part([k[g] for k in grid.prefix_keys], [v[g] for v in grid.prefix_values],
+                                       grid.prefix_valid[g])
+                suffix = Part([k[a, :, :t] for k in keys], [v[a, :, :t] for v in values])
+                self.keep.put((*self.ids[owners[a]], *tokens[a][:t]), (prefixes[g], suffix))
+        self.kept = []
 
     def repack(self) -> None:
         """Drop stopped rows and empty contexts from the grid when that saves enough of it. The grid
@@ -240,6 +267,7 @@ class _Cohort:
                 slots += piece + [piece[0]] * (width - len(piece))
                 new_rows += [self.slot_row[i] for i in piece] + [-1] * (width - len(piece))
                 new_live.append(len(piece))
+        self.store_kept()
         device = self.positions.device
         index = torch.tensor(slots, device=device)
         self.grid.compact(torch.tensor(contexts, device=device), index, width, self.t)
@@ -380,6 +408,9 @@ def decode_cohorts(
             b = a + c.grid.n_slots
             c.after_draw(policy, tok[a:b], stop, cut, out)
             a = b
+        for c in cohorts:
+            if not c.n_live:
+                c.store_kept()
         cohorts = [c for c in cohorts if c.n_live]
         if not cohorts:
             continue

@@ -182,14 +182,27 @@ def test_the_store_answers_with_the_longest_common_prefix_of_any_row():
     assert store.longest([0]) == (0, ())
 
 
+def test_prefill_passes_split_where_a_pass_saves_more_than_it_costs(monkeypatch):
+    from pav.policies import fast_decode
+    from pav.policies.fast_decode import _passes
+
+    monkeypatch.setattr(fast_decode, "PREFILL_PASS_COST", 32)
+    assert _passes([1, 1, 1, 40, 1, 1]) == [(0, 3), (3, 4), (4, 6)]
+    assert _passes([5, 3, 4, 6]) == [(0, 4)]  # no split saves 32 ids
+    assert _passes([1] * 64 + [12]) == [(0, 64), (64, 65)]  # 65 x 12 against 64 + 12 + 32
+    assert _passes([7]) == [(0, 1)]
+    monkeypatch.setattr(fast_decode, "PREFILL_PASS_COST", 0)
+    assert _passes([2, 2, 9, 9, 1]) == [(0, 2), (2, 4), (4, 5)]
+
+
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
-def test_a_prefill_in_row_chunks_samples_what_one_pass_samples(tok, arch, monkeypatch):
-    """Forced into chunks of 2 rows, each encoding only its own longest row's width (the columns no
-    chunk writes are masked), the prefill gives the generic path's text under keyed seeds."""
+def test_a_prefill_in_several_passes_samples_what_one_pass_samples(tok, arch, monkeypatch):
+    """Forced to split wherever the rows' widths differ, each pass encoding only its own width (the
+    columns no pass writes are masked), the prefill gives the generic path's text under keyed seeds."""
     from pav.policies import fast_decode
 
     monkeypatch.setattr(fast_decode, "PREFILL_FILL", 1.01)
-    monkeypatch.setattr(fast_decode, "PREFILL_CHUNK_ROWS", 2)
+    monkeypatch.setattr(fast_decode, "PREFILL_PASS_COST", 0)
     model = tiny_gpt2(len(tok), seed=2, eos_token_id=tok.eos_token_id) if arch == "gpt2" else _model(tok, arch, 3)
     kwargs = dict(until="solution", max_steps=4, max_new_tokens=10, seed=list(range(len(CONTEXTS))))
     fast = HFPolicy(model, tok, "t", batch_size=32).sample(CONTEXTS, 1, **kwargs)

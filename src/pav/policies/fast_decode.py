@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from pav.policies.base import Generation, StepScan
@@ -53,9 +54,10 @@ FAST_PREFILL_MAX_SCORES = 2**24
 # that prefix's KV, encoded once, when it is at least this many tokens (`shared_prefix`)
 SHARED_PREFIX_MIN = 16
 # a prefill in which the contexts' new ids fill less than PREFILL_FILL of the padded width (one context
-# that reuses nothing among many that do) runs in chunks of PREFILL_CHUNK_ROWS rows, each its own width
-PREFILL_CHUNK_ROWS = 8
+# that reuses nothing among many that do) runs in several passes over consecutive rows, each as wide
+# as its longest row, split where that saves more than PREFILL_PASS_COST ids per extra pass (`_passes`)
 PREFILL_FILL = 0.5
+PREFILL_PASS_COST = 32
 
 
 class CohortHost(Protocol):
@@ -305,17 +307,34 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]], hits: li
     new = new_mask.sum(-1).tolist()  # (G,) ids each context encodes, right-aligned in the last columns
     if sum(new) >= PREFILL_FILL * g * width:  # the rows need similar widths: one pass
         return buf, fast.forward(input_ids, positions, buf, cached, last_only=True).float(), mask
-    # rows in chunks, each encoding only as many columns as its longest row needs, so one context
-    # that reuses nothing does not make the others compute its width; columns no chunk writes are masked
+    # passes over consecutive rows, each encoding only as many columns as its longest row needs, so one
+    # context that reuses nothing does not make the others compute its width; columns no pass writes are masked
     for x in (*buf.keys, *buf.values):
         x[:, :, cached: cached + width].zero_()
     logits = []
-    for a in range(0, g, PREFILL_CHUNK_ROWS):
-        b = min(g, a + PREFILL_CHUNK_ROWS)
+    for a, b in _passes(new):
         w = max(new[a:b])
         logits.append(fast.forward(input_ids[a:b, width - w:], positions[a:b, width - w:], _Rows(buf, a, b),
                                    cached + width - w, last_only=True))
     return buf, torch.cat(logits).float(), mask
+
+
+def _passes(new: list[int]) -> list[tuple[int, int]]:
+    """Row ranges [a, b) covering rows with ``new`` ids to encode, in order, that minimise the ids
+    computed (each pass is rows x its longest row) plus `PREFILL_PASS_COST` per pass: e.g. ids
+    (1, 1, 1, 40, 1, 1) run as (0, 3), (3, 4), (4, 6). Exact, O(rows^2) in numpy."""
+    n = np.asarray(new)
+    best, cut = np.zeros(len(n) + 1), np.zeros(len(n) + 1, dtype=int)  # best cost of rows [:b], its last pass's start
+    for b in range(1, len(n) + 1):
+        widest = np.maximum.accumulate(n[:b][::-1])[::-1]  # widest[a] = max(new[a:b])
+        cost = best[:b] + (b - np.arange(b)) * widest + PREFILL_PASS_COST
+        cut[b] = int(cost.argmin())
+        best[b] = cost[cut[b]]
+    out, b = [], len(n)
+    while b:
+        out.append((int(cut[b]), b))
+        b = int(cut[b])
+    return out[::-1]
 
 
 class _Rows:

@@ -7,6 +7,10 @@ Throughput at each batch size (``--batches``), sampling at temperature 1, ``--ne
   stepwise   the same rows one step per call (``until="step"``), each call continuing the last
              one's text, inside ``reuse_prefixes()`` (the KV cache kept across the steps of a row);
   generate   Hugging Face ``model.generate`` on the same prompts and batch (left-padded).
+Decode step cost (``--step-costs``): at each batch, whole continuations of 24 and of 4 new tokens;
+the difference is 20 decode steps with every row in the batch (a row stops earlier only at eos), so
+it gives what one step costs at that many rows: a step call whose rows wait for its longest step
+pays the 1-row cost for every step only that row still takes.
 Labelling (Monte-Carlo rollouts of pi, the data a Best-of-K prover's labels are computed from):
 one seed solution per problem, ``--rollouts`` rollouts from every prefix of it,
   pav        every prefix in one `HFPolicy.sample` call (prefixes encoded once, rows batched),
@@ -238,8 +242,25 @@ def scoring_rows(model, tok, n_problems: int) -> list[dict]:
             _row("score beam candidates: extend the parent's KV", 32, tokens, t_extend, note=note)]
 
 
+def step_cost_rows(model, tok, batches: list[int]) -> list[dict]:
+    """What one decode step costs with every row of the batch live (see the module docstring)."""
+    from pav.policies.hf import HFPolicy
+
+    rows = []
+    for b in batches:
+        policy = HFPolicy(model, tok, "bench", batch_size=b)
+        prompts = [p for p, _ in problems(b, seed=b)]
+        whole(policy, prompts[:1], 2)  # warm-up
+        _, long = whole(policy, prompts, 24)
+        _, short = whole(policy, prompts, 4)
+        rows.append(_row("decode step, every row live", b, 20 * b, long - short,
+                         note=f"{(long - short) / 20 * 1000:.0f} ms per step"))
+        print(rows[-1], flush=True)
+    return rows
+
+
 def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, rollouts: int, naive_prefixes: int,
-        threads: int, dtype: str | None = None, beam_problems: int = 0) -> list[dict]:
+        threads: int, dtype: str | None = None, beam_problems: int = 0, step_costs: list[int] = ()) -> list[dict]:
     from pav.policies.hf import HFPolicy, load_causal_lm
 
     torch.set_num_threads(threads)
@@ -270,6 +291,8 @@ def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, ro
         print(rows[-2], rows[-1], sep="\n", flush=True)
     if beam_problems:
         rows += scoring_rows(model, tok, beam_problems)
+    if step_costs:
+        rows += step_cost_rows(model, tok, step_costs)
         print(rows[-2], rows[-1], sep="\n", flush=True)
     return rows
 
@@ -283,12 +306,14 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--naive-prefixes", type=int, default=20)
     ap.add_argument("--beam-problems", type=int, default=8, help="problems of the beam-scoring case (0: skip it)")
+    ap.add_argument("--step-costs", default="", help="comma-separated batch sizes for the decode step cost case")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: the checkpoint's)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     rows = run(args.model, [int(b) for b in args.batches.split(",") if b], args.new_tokens, args.problems, args.rollouts,
-               args.naive_prefixes, args.threads, args.dtype, args.beam_problems)
+               args.naive_prefixes, args.threads, args.dtype, args.beam_problems,
+               [int(b) for b in args.step_costs.split(",") if b])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

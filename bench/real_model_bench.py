@@ -291,9 +291,9 @@ def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, ro
         print(rows[-2], rows[-1], sep="\n", flush=True)
     if beam_problems:
         rows += scoring_rows(model, tok, beam_problems)
-    if step_costs:
-        rows += step_cost_rows(model, tok, step_costs)
         print(rows[-2], rows[-1], sep="\n", flush=True)
+    if step_costs:
+        rows += step_cost_rows(model, tok, step_costs)  # printed one by one as they are measured
     return rows
 
 

@@ -8,10 +8,13 @@ backends read). Shard by shard, as `pav label` cuts them:
 
   seed solutions   n_cov per problem, sampled once with pav's transformers path (keyed seeds); their
                    prefixes are what both backends label;
-  pav              Monte-Carlo rollouts of every prefix through `HFPolicy` (float32, keyed sampling:
+  pav              Monte-Carlo rollouts of every prefix through `HFPolicy` (keyed sampling:
                    bit-reproducible labels);
-  vLLM             the same rollouts through `VLLMPolicy` (its CPU defaults: float32 on a CPU without
-                   native bfloat16, prefix caching, no per-request seeds: not bit-reproducible).
+  vLLM             the same rollouts through `VLLMPolicy` (prefix caching, no per-request seeds: not
+                   bit-reproducible).
+
+Both compute in one dtype, ``--dtype`` (``load.dtype`` of both): by default the one vLLM's CPU build
+picks for itself, bfloat16 where the CPU computes in it natively (AVX512-BF16 or AMX), else float32.
 
 Generated tok/s counts the rollout tokens of each backend over its own sampling seconds; the ratio
 is vLLM's over pav's. Start-up (pav: loading the model; vLLM: the engine start with its torch.compile
@@ -24,7 +27,7 @@ Both backends run on ``--threads`` cores: torch's thread count for pav, ``VLLM_C
 (cores 0..threads-1, unless set) for vLLM's worker; vLLM's scheduler and this process's request loop
 run beside it. Needs vLLM (a venv of its own, docs/benchmarks.md); writes JSON and markdown.
 
-    /work/vllm-venv/bin/python bench/vllm_label_bench.py --threads 1 --out bench/results
+    .venv-vllm/bin/python bench/vllm_label_bench.py --threads 1 --out bench/results
 """
 
 from __future__ import annotations
@@ -62,19 +65,22 @@ def engine_pids() -> list[int]:
     return [p.pid for p in psutil.Process().children(recursive=True)]
 
 
-def run(model: str, preset: str, threads: int, problems: int | None) -> tuple[list[dict], dict]:
+def run(model: str, preset: str, threads: int, problems: int | None, dtype: str | None) -> tuple[list[dict], dict]:
     import torch
 
     from pav.core.config import resolve
     from pav.core.seeding import derive_seed
     from pav.policies.load import load_policy, resolve_model_dir
+    from pav.policies.vllm_backend import cpu_has_bf16
     from pav.rollouts.label import LabelSettings, rollout_counts, sample_seed_solutions
     from pav.rollouts.stage import LabelConfig
     from pav.tasks.build import build_task, with_prompt, with_tokenizer
 
     torch.set_num_threads(threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}" if threads > 1 else "0")
-    cfg = resolve(LabelConfig, preset, {"policy": model, **({"problems": problems} if problems else {})})
+    dtype = dtype or ("bfloat16" if cpu_has_bf16() else "float32")
+    cfg = resolve(LabelConfig, preset, {"policy": model, "load.dtype": dtype,
+                                        **({"problems": problems} if problems else {})})
     settings = LabelSettings(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                              n_cov=cfg.n_cov, n_mc=cfg.n_mc, strategy=cfg.strategy)
     folder = resolve_model_dir(cfg.policy)  # a GGUF file is converted once here, before anything is timed
@@ -135,10 +141,10 @@ def run(model: str, preset: str, threads: int, problems: int | None) -> tuple[li
     agree = (f"mean Q̂ pav {mean(pav_q):.3f}, vLLM {mean(vllm_q):.3f}; mean abs. difference per prefix "
              f"{mean([abs(a - b) for a, b in zip(pav_q, vllm_q)]):.3f}")
     rows = [
-        {"case": "pav: load the model (float32)", "seconds": round(pav_load, 1), "note": "start-up, not in tok/s"},
+        {"case": f"pav: load the model ({dtype})", "seconds": round(pav_load, 1), "note": "start-up, not in tok/s"},
         {"case": "seed solutions (pav, shared by both)", "batch": cfg.batch_size, "tokens": seed_tokens,
          "seconds": round(seed_s, 1), "tok_s": round(seed_tokens / seed_s, 1), "note": job},
-        {"case": "label rollouts: pav transformers path (keyed seeds, float32)", "batch": cfg.batch_size,
+        {"case": f"label rollouts: pav transformers path (keyed seeds, {dtype})", "batch": cfg.batch_size,
          "tokens": pav_tokens, "seconds": round(pav_s, 1), "tok_s": round(pav_tokens / pav_s, 1), "ratio": "1.00",
          "peak_rss_mib": round(pav_rss), "note": f"bit-reproducible labels; prompt tokens encoded {pav_prompt}; {agree}"},
         {"case": "vLLM CPU: engine start-up (torch.compile warm-up, first request)",
@@ -160,12 +166,14 @@ def main() -> None:
     ap.add_argument("--preset", default="smollm2_label", help="the labelling job (a `pav label` preset)")
     ap.add_argument("--problems", type=int, default=None, help="override the preset's problem count")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", default=None, choices=["float32", "bfloat16"],
+                    help="both backends' weights (default: bfloat16 on a CPU with native bfloat16, else float32)")
     ap.add_argument("--out", default="bench/results", help="folder for vllm_label.json and vllm_label.md")
     args = ap.parse_args()
     from run import machine, markdown
 
     meta = machine()
-    rows, extra = run(args.model, args.preset, args.threads, args.problems)
+    rows, extra = run(args.model, args.preset, args.threads, args.problems, args.dtype)
     meta.update(extra, load_after=[round(x, 1) for x in os.getloadavg()])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

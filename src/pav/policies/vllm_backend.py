@@ -37,7 +37,8 @@ row's draws depend on what else the engine scheduled with it). pav's keyed sampl
 CPU defaults (each only where the user has not set it): with ``dtype="auto"`` the weights in
 bfloat16 where the CPU computes in it natively (AVX512-BF16 or AMX), else float32 — on an AVX2-only
 CPU vLLM's bfloat16 matmuls fall back to slow code: SmolLM2-135M, one thread, 64 rows x 64 tokens,
-generated 24.9 tok/s in bfloat16 and 125.2 in float32 on the 2-core AMD EPYC of docs/benchmarks.md;
+generated 24.9 tok/s in bfloat16 and 125.2 in float32 on a 2-core AVX2 AMD EPYC (on one with
+AVX512-BF16, labelling SmolLM2: 292.9 tok/s in bfloat16, 170.9 in float32);
 ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` (vLLM otherwise keeps a core for its scheduler,
 half of a 2-core machine) and ``VLLM_CPU_KVCACHE_SPACE`` = `CPU_KV_CACHE_GIB` GiB; and KV blocks of
 `CPU_BLOCK_SIZE` tokens instead of vLLM's 128 on a CPU, because prefix caching reuses whole blocks
@@ -113,7 +114,7 @@ class VLLMPolicy:
         self._vllm = vllm
         self.on_cpu = _on_cpu()
         if self.on_cpu and dtype == "auto":
-            dtype = "bfloat16" if _cpu_has_bf16() else "float32"
+            dtype = "bfloat16" if cpu_has_bf16() else "float32"
         self.dtype = dtype
         engine = {"model": model, "dtype": dtype,
                   "trust_remote_code": trust_remote_code, "max_model_len": max_model_len,
@@ -207,7 +208,7 @@ def _on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX tiles), as torch sees it."""
     import torch
 

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pav.tasks.answer_forms import AnswerPolicy
-from pav.tasks.grader import Grade, MathGrader, Verdict, verdict_table
+from pav.tasks.grader import Grade, GraderError, MathGrader, Verdict, _Worker, verdict_table
 
 DATA = Path(__file__).parent / "data"
 DEADLINE = 2.0
@@ -151,6 +151,15 @@ def test_a_killed_worker_is_a_crash_verdict_and_is_replaced():
         assert got.verdict is Verdict.CRASH and got.detail == "worker died"
         assert g.grade("72", "72").verdict is Verdict.CORRECT  # waits for the replacement
         assert g.counters["worker_restarts"] == 1
+
+
+def test_a_worker_killed_while_it_starts_did_not_start():
+    """close() kills a replacement that is still starting; its waiting thread must see a worker that
+    did not start (GraderError, which it handles), not a read from closed pipes."""
+    worker = _Worker(memory_mb=256)
+    worker.kill()
+    with pytest.raises(GraderError):
+        worker.wait_ready(5.0)
 
 
 def test_bad_inputs_get_typed_verdicts_without_a_worker(grader):

@@ -90,7 +90,7 @@ class _Worker:
     def wait_ready(self, timeout: float) -> None:
         try:
             reply = self.read_line(timeout)
-        except EOFError:
+        except (EOFError, OSError, ValueError):  # gone, or killed meanwhile (its pipes closed) by close()
             reply = None
         if reply is None or not json.loads(reply).get("ready"):
             self.kill()

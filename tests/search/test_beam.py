@@ -51,6 +51,26 @@ def test_paper_fig2a_q_keeps_two_children_of_s1_and_the_effective_reward_keeps_a
     assert by_eff.steps == ("s1", "ans13")  # the final pick is by the PQV's value
 
 
+def test_the_search_freezes_the_heap_only_while_it_runs_and_keeps_a_callers_freeze(toys, problem, monkeypatch):
+    import gc
+
+    seen = []
+    scorer = toys.oracle(Q)
+    score = scorer.score
+    monkeypatch.setattr(scorer, "score", lambda *a, **k: (seen.append(gc.get_freeze_count()), score(*a, **k))[1])
+    settings = BeamSettings(**{**SEARCH, "width": 2})
+    assert gc.get_freeze_count() == 0
+    beam_search(toys.tree_policy(TREE), scorer, toys.task(), [problem], settings, seed=0)
+    assert seen and min(seen) > 0 and gc.get_freeze_count() == 0
+    gc.freeze()  # a caller's own freeze (a pre-forking server's, say) is left as it was
+    try:
+        frozen = gc.get_freeze_count()
+        beam_search(toys.tree_policy(TREE), scorer, toys.task(), [problem], settings, seed=0)
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 def test_compute_matches_a_hand_count(toys, problem):
     """width 1, C 2 on TREE; a token is a character (see the module's toy policy and scorer)."""
     result, policy, _ = _search(toys, problem, TREE, Q, width=1, candidates=2, alpha=0.0)

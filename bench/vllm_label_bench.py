@@ -71,14 +71,14 @@ def run(model: str, preset: str, threads: int, problems: int | None, dtype: str 
     from pav.core.config import resolve
     from pav.core.seeding import derive_seed
     from pav.policies.load import load_policy, resolve_model_dir
-    from pav.policies.vllm_backend import cpu_has_bf16
+    from pav.policies.vllm_backend import cpu_dtype
     from pav.rollouts.label import LabelSettings, rollout_counts, sample_seed_solutions
     from pav.rollouts.stage import LabelConfig
     from pav.tasks.build import build_task, with_prompt, with_tokenizer
 
     torch.set_num_threads(threads)
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"0-{threads - 1}" if threads > 1 else "0")
-    dtype = dtype or ("bfloat16" if cpu_has_bf16() else "float32")
+    dtype = dtype or cpu_dtype()  # the adapter's own rule
     cfg = resolve(LabelConfig, preset, {"policy": model, "load.dtype": dtype,
                                         **({"problems": problems} if problems else {})})
     settings = LabelSettings(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,

@@ -141,7 +141,7 @@ def test_the_engine_runs_with_prefix_caching(fake_vllm):
 def test_on_a_cpu_requests_carry_no_seed_and_the_engine_gets_cpu_defaults(fake_vllm_cpu, monkeypatch):
     import os
 
-    monkeypatch.setattr("pav.policies.vllm_backend.cpu_has_bf16", lambda: True)
+    monkeypatch.setattr("pav.policies.vllm_backend._cpu_has_bf16", lambda: True)
     p = policy(seed=5)
     kwargs = LLM.instances[0].kwargs
     assert kwargs["dtype"] == "bfloat16" and kwargs["enable_prefix_caching"] is True and kwargs["seed"] == 5
@@ -154,7 +154,7 @@ def test_on_a_cpu_requests_carry_no_seed_and_the_engine_gets_cpu_defaults(fake_v
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "8")  # what a user set stays
     policy(dtype="float16")
     assert os.environ["VLLM_CPU_KVCACHE_SPACE"] == "8" and LLM.instances[1].kwargs["dtype"] == "float16"
-    monkeypatch.setattr("pav.policies.vllm_backend.cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is slow there
+    monkeypatch.setattr("pav.policies.vllm_backend._cpu_has_bf16", lambda: False)  # AVX2 only: bf16 is slow there
     policy()
     assert LLM.instances[2].kwargs["dtype"] == "float32"
 

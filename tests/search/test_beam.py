@@ -54,10 +54,15 @@ def test_paper_fig2a_q_keeps_two_children_of_s1_and_the_effective_reward_keeps_a
 def test_the_search_freezes_the_heap_only_while_it_runs_and_keeps_a_callers_freeze(toys, problem, monkeypatch):
     import gc
 
-    seen = []
+    seen = []  # the freeze count at each scorer call
     scorer = toys.oracle(Q)
     score = scorer.score
-    monkeypatch.setattr(scorer, "score", lambda *a, **k: (seen.append(gc.get_freeze_count()), score(*a, **k))[1])
+
+    def counting_score(*args, **kwargs):
+        seen.append(gc.get_freeze_count())
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "score", counting_score)
     settings = BeamSettings(**{**SEARCH, "width": 2})
     assert gc.get_freeze_count() == 0
     beam_search(toys.tree_policy(TREE), scorer, toys.task(), [problem], settings, seed=0)

@@ -114,7 +114,7 @@ class VLLMPolicy:
         self._vllm = vllm
         self.on_cpu = _on_cpu()
         if self.on_cpu and dtype == "auto":
-            dtype = "bfloat16" if cpu_has_bf16() else "float32"
+            dtype = cpu_dtype()
         self.dtype = dtype
         engine = {"model": model, "dtype": dtype,
                   "trust_remote_code": trust_remote_code, "max_model_len": max_model_len,
@@ -208,7 +208,12 @@ def _on_cpu() -> bool:
     return bool(current_platform.is_cpu())
 
 
-def cpu_has_bf16() -> bool:
+def cpu_dtype() -> str:
+    """The weights' dtype on this CPU under ``dtype="auto"``: bfloat16 where it is native, else float32."""
+    return "bfloat16" if _cpu_has_bf16() else "float32"
+
+
+def _cpu_has_bf16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX tiles), as torch sees it."""
     import torch
 

@@ -182,6 +182,44 @@ def test_the_store_answers_with_the_longest_common_prefix_of_any_row():
     assert store.longest([0]) == (0, ())
 
 
+def test_parts_are_written_right_aligned_real_columns_only():
+    """A part's masked columns (left padding, a gap between reused and new KV) are skipped: the real
+    columns of every part, in order, end at column ``end`` of the row; nothing else is touched."""
+    from pav.policies.prefix_store import Part, write_parts
+
+    a = torch.arange(2 * 5 * 3, dtype=torch.float32).view(2, 5, 3)
+    b = -torch.arange(1, 2 * 2 * 3 + 1, dtype=torch.float32).view(2, 2, 3)
+    parts = (Part([a], [a + 0.5], torch.tensor([False, True, True, False, True])), Part([b], [b - 0.5]))
+    keys, values = [torch.full((3, 2, 9, 3), 7.0)], [torch.full((3, 2, 9, 3), 7.0)]
+    write_parts(parts, keys, values, 1, 8)
+    expected = torch.cat([a[:, [1, 2, 4]], b], dim=1)  # 5 real columns: 3 then 8
+    assert torch.equal(keys[0][1, :, 3:8], expected) and torch.equal(values[0][1, :, 3:8], torch.cat(
+        [a[:, [1, 2, 4]] + 0.5, b - 0.5], dim=1))
+    untouched = torch.ones(3, 9, dtype=torch.bool)
+    untouched[1, 3:8] = False
+    assert (keys[0].transpose(1, 2)[untouched] == 7).all() and (values[0].transpose(1, 2)[untouched] == 7).all()
+
+
+def test_compacting_a_buffer_keeps_the_chosen_rows_in_order():
+    from pav.policies.fast_gpt2 import KVBuffer
+
+    buf = KVBuffer(1, 5, 2, 4, 3, dtype=torch.float32, device=torch.device("cpu"))
+    rows = torch.arange(5, dtype=torch.float32)[:, None, None, None].expand(5, 2, 4, 3)
+    buf.keys[0].copy_(rows)
+    buf.values[0].copy_(rows + 10)
+    buf.set_padding(torch.tensor([0, 1, 2, 3, 0]))
+    bias = buf.bias.clone()
+    for keep in ([0, 1, 3, 4], [2, 4]):
+        before_k, before_v, before_b = buf.keys[0].clone(), buf.values[0].clone(), buf.bias.clone()
+        buf.compact(torch.tensor(keep), 3)
+        n = len(keep)
+        assert buf.size == n
+        assert torch.equal(buf.keys[0][:n, :, :3], before_k[keep, :, :3])
+        assert torch.equal(buf.values[0][:n, :, :3], before_v[keep, :, :3])
+        assert torch.equal(buf.bias[:n], before_b[keep])
+    assert torch.equal(buf.keys[0][:2, 0, 0, 0], torch.tensor([3.0, 4.0])) and torch.equal(buf.bias[:2], bias[[3, 4]])
+
+
 def test_prefill_passes_split_where_a_pass_saves_more_than_it_costs(monkeypatch):
     from pav.policies import fast_decode
     from pav.policies.fast_decode import _passes

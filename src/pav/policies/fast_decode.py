@@ -296,8 +296,9 @@ def _prefill(policy: CohortHost, fast: FastGPT2, seqs: list[list[int]], hits: li
     buf = fast.buffer(g, cached + width + room)
     reused = torch.arange(cached, device=policy.device)[None, :] >= cached - torch.tensor(
         [n for n, _ in hits], device=policy.device)[:, None]  # (G, C) True where stored KV lies
+    pad = cached - min(n for n, _ in hits)  # every row's stored KV covers the columns after this
     for x in (*buf.keys, *buf.values):  # masked columns are still read: they must be finite
-        x[:, :, :cached].zero_()
+        x[:, :, :pad].zero_()
     for row, (n, parts) in enumerate(hits):
         if n:
             write_parts(parts, buf.keys, buf.values, row, cached)

@@ -69,9 +69,12 @@ class KVBuffer:
     def compact(self, keep: torch.Tensor, filled: int) -> None:
         """Keep rows ``keep`` (sorted ascending, (b',) long) as rows ``[:b']``; columns ``[:filled]``."""
         n = keep.shape[0]
+        moved = (keep != torch.arange(n, device=keep.device)).nonzero()
+        first = int(moved[0]) if len(moved) else n  # rows before it stay where they are
+        keep = keep[first:]
         for buf in (*self.keys, *self.values):
-            buf[:n, :, :filled] = buf[keep, :, :filled]
-        self.bias[:n] = self.bias[keep]
+            buf[first:n, :, :filled] = buf[keep, :, :filled]
+        self.bias[first:n] = self.bias[keep]
         self.size = n
 
 

@@ -111,7 +111,7 @@ class FastLlama:
         ``last_only``. Query t attends to columns ``[0, start + t]`` where the row's mask allows
         (``cache.bias``); a padding query also attends to itself."""
         b, t = input_ids.shape
-        end, d, rep = start + t, self.head_dim, self.n_head // self.n_kv
+        end, d = start + t, self.head_dim
         x = F.embedding(input_ids, self.wte).view(b * t, self.n_embd)
         cos, sin = self._rope(x, position_ids.reshape(-1))
         q_col = torch.arange(start, end, device=x.device)[:, None]  # (T, 1)
@@ -124,9 +124,9 @@ class FastLlama:
             keys, values = cache.keys[i][:b], cache.values[i][:b]  # (B, H, max_len, d)
             keys[:, :, start:end] = k.view(b, t, self.n_kv, d).transpose(1, 2)
             values[:, :, start:end] = v.view(b, t, self.n_kv, d).transpose(1, 2)
-            o = F.scaled_dot_product_attention(
-                q.view(b, t, self.n_head, d).transpose(1, 2), keys[:, :, :end].repeat_interleave(rep, dim=1),
-                values[:, :, :end].repeat_interleave(rep, dim=1), attn_mask=bias, scale=self.scale)  # (B, Hq, T, d)
+            o = F.scaled_dot_product_attention(  # grouped heads read in place, not repeated
+                q.view(b, t, self.n_head, d).transpose(1, 2), keys[:, :, :end], values[:, :, :end], attn_mask=bias,
+                scale=self.scale, enable_gqa=self.n_head != self.n_kv)  # (B, Hq, T, d)
             x = x + F.linear(o.transpose(1, 2).reshape(b * t, self.n_head * d), w_o, b_o)
             x = self._mlp(x, block)
         x = x.view(b, t, self.n_embd)

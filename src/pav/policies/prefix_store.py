@@ -109,7 +109,19 @@ def write_parts(parts: tuple[Part, ...], keys: list[torch.Tensor], values: list[
     (B, H, L, d), where n is the parts' total real length."""
     start = end - sum(p.length for p in parts)
     for part in parts:
-        n = part.length
-        for buf, src in zip((*keys, *values), (*part.keys, *part.values)):
-            buf[row, :, start:start + n] = src if part.valid is None else src[:, part.valid]
-        start += n
+        at = start
+        for a, b in _runs(part):  # slices, not a boolean gather: one copy, no temporary
+            for buf, src in zip((*keys, *values), (*part.keys, *part.values)):
+                buf[row, :, at:at + b - a] = src[:, a:b]
+            at += b - a
+        start = at
+
+
+def _runs(part: Part) -> list[tuple[int, int]]:
+    """The column ranges [a, b) of ``part``'s real columns, in order (left padding and a reuse gap
+    split them; usually one or two)."""
+    if part.valid is None:
+        return [(0, part.keys[0].shape[1])]
+    edges = torch.diff(part.valid.to(torch.int8), prepend=torch.zeros(1, dtype=torch.int8),
+                       append=torch.zeros(1, dtype=torch.int8)).nonzero().flatten().tolist()
+    return list(zip(edges[::2], edges[1::2]))

@@ -7,10 +7,15 @@ Throughput at each batch size (``--batches``), sampling at temperature 1, ``--ne
   stepwise   the same rows one step per call (``until="step"``), each call continuing the last
              one's text, inside ``reuse_prefixes()`` (the KV cache kept across the steps of a row);
   generate   Hugging Face ``model.generate`` on the same prompts and batch (left-padded).
+With ``--repeats N`` the three run N times, alternating, and each row is the median run.
 Decode step cost (``--step-costs``): at each batch, whole continuations of 24 and of 4 new tokens;
-the difference is 20 decode steps with every row in the batch (a row stops earlier only at eos), so
-it gives what one step costs at that many rows: a step call whose rows wait for its longest step
-pays the 1-row cost for every step only that row still takes.
+the difference (the median of 3 such pairs) is 20 decode steps with every row in the batch (a row
+stops earlier only at eos), so it gives what one step costs at that many rows: a step call whose
+rows wait for its longest step pays the 1-row cost for every step only that row still takes.
+Decode-step bound (with ``--step-costs`` that include 1 and the largest of ``--batches``): the
+whole and stepwise runs' calls re-timed as nothing but their decode steps, each at the measured
+cost of a step with that many live rows: what a sampler without prefill or per-call cost would
+reach on those very calls, so how far the stepwise ratio can rise at all under this loop.
 Labelling (Monte-Carlo rollouts of pi, the data a Best-of-K prover's labels are computed from):
 one seed solution per problem, ``--rollouts`` rollouts from every prefix of it,
   pav        every prefix in one `HFPolicy.sample` call (prefixes encoded once, rows batched),
@@ -38,8 +43,10 @@ import os
 import random
 import re
 import resource
+import statistics
 import time
 
+import numpy as np
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -47,6 +54,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SHOTS = [(3, 4, 2), (6, 1, 8), (12, 9, 5)]
 MAX_STEPS = 6
 ANSWER = re.compile(r"The answer is (-?\d+)")
+STEP_COST_REPEATS = 3  # a step's cost is the median of this many measurements (one is noisy on a shared VM)
 
 
 def _worked(a: int, b: int, c: int) -> str:
@@ -77,16 +85,19 @@ def _row(case: str, batch: int, tokens: int, seconds: float, **extra) -> dict:
             "tok_s": round(tokens / seconds, 1), "peak_rss_mib": round(peak_rss_mib()), **extra}
 
 
-def whole(policy, prompts: list[str], new_tokens: int) -> tuple[int, float]:
+def whole(policy, prompts: list[str], new_tokens: int) -> tuple[int, float, list[list[int]]]:
+    """Tokens, seconds, and the tokens of each row of each sampler call (one call)."""
     start = time.perf_counter()
     batch = policy.sample(prompts, 1, until="solution", max_steps=10**6, max_new_tokens=new_tokens,
                           seed=list(range(len(prompts))))
-    return batch.generated_tokens, time.perf_counter() - start
+    return batch.generated_tokens, time.perf_counter() - start, [[g.n_tokens for (g,) in batch.generations]]
 
 
-def stepwise(policy, prompts: list[str], new_tokens: int) -> tuple[int, float]:
-    """Each row continued one step per call until it has ``new_tokens`` tokens or ends at eos."""
+def stepwise(policy, prompts: list[str], new_tokens: int) -> tuple[int, float, list[list[int]]]:
+    """Each row continued one step per call until it has ``new_tokens`` tokens or ends at eos; tokens,
+    seconds, and the tokens of each row of each call."""
     texts, used, live = [""] * len(prompts), [0] * len(prompts), list(range(len(prompts)))
+    calls = []
     start = time.perf_counter()
     with policy.reuse_prefixes():
         for call in range(10**6):
@@ -95,6 +106,7 @@ def stepwise(policy, prompts: list[str], new_tokens: int) -> tuple[int, float]:
             budget = min(new_tokens - used[i] for i in live)
             batch = policy.sample([prompts[i] + texts[i] for i in live], 1, until="step", max_steps=1,
                                   max_new_tokens=budget, seed=[1000 * call + i for i in live])
+            calls.append([g.n_tokens for (g,) in batch.generations])
             still = []
             for i, (g,) in zip(live, batch.generations):
                 texts[i] += g.text
@@ -103,7 +115,32 @@ def stepwise(policy, prompts: list[str], new_tokens: int) -> tuple[int, float]:
                 if not eos and used[i] < new_tokens:
                     still.append(i)
             live = still
-    return sum(used), time.perf_counter() - start
+    return sum(used), time.perf_counter() - start, calls
+
+
+def decode_bound(calls: list[list[int]], ms_per_step: dict[int, float]) -> float:
+    """Seconds that the decode steps of ``calls`` (the tokens of each row of each sampler call) take
+    at the measured cost of one step with that many live rows, linear between the measured batches,
+    and nothing else: no prompt prefill, no per-call work. A call's step t runs the rows that sample
+    a (t+1)-th token, so the call pays for every step its longest row takes."""
+    xs = sorted(ms_per_step)
+    ys = [ms_per_step[x] for x in xs]
+    return sum(float(np.interp(sum(n > t for n in ns), xs, ys)) for ns in calls for t in range(max(ns))) / 1000
+
+
+def bound_rows(traces: dict[int, dict[str, tuple[int, list[list[int]]]]], ms_per_step: dict[int, float]) -> list[dict]:
+    """Whole and stepwise at each batch at the decode-step bound (`decode_bound`): what a sampler with
+    no cost but its decode steps would reach on the very calls the measured rows made."""
+    rows = []
+    for b, trace in traces.items():
+        (w_tokens, w_calls), (s_tokens, s_calls) = trace["whole"], trace["stepwise"]
+        w_s, s_s = decode_bound(w_calls, ms_per_step), decode_bound(s_calls, ms_per_step)
+        note = (f"stepwise / whole at the bound: {s_tokens / s_s / (w_tokens / w_s):.2f}; decode steps "
+                f"{sum(max(ns) for ns in w_calls)} whole, {sum(max(ns) for ns in s_calls)} stepwise in {len(s_calls)} calls")
+        rows += [_row("decode-step bound: whole", b, w_tokens, w_s, note=note),
+                 _row("decode-step bound: stepwise", b, s_tokens, s_s, note=note)]
+        print(rows[-2], rows[-1], sep="\n", flush=True)
+    return rows
 
 
 @torch.inference_mode()
@@ -114,7 +151,7 @@ def hf_generate(model, tok, prompts: list[str], new_tokens: int) -> tuple[int, f
     new = out[:, enc["input_ids"].shape[1]:]  # (B, T)
     eos = (new == tok.eos_token_id).int()
     ended = eos.cumsum(-1) - eos > 0  # tokens after a row's first eos are padding
-    return int((~ended).sum()), time.perf_counter() - start
+    return int((~ended).sum()), time.perf_counter() - start, []
 
 
 def _solution_steps(text: str) -> list[str]:
@@ -251,30 +288,46 @@ def step_cost_rows(model, tok, batches: list[int]) -> list[dict]:
         policy = HFPolicy(model, tok, "bench", batch_size=b)
         prompts = [p for p, _ in problems(b, seed=b)]
         whole(policy, prompts[:1], 2)  # warm-up
-        _, long = whole(policy, prompts, 24)
-        _, short = whole(policy, prompts, 4)
-        rows.append(_row("decode step, every row live", b, 20 * b, long - short,
-                         note=f"{(long - short) / 20 * 1000:.0f} ms per step"))
+        spans = []
+        for _ in range(STEP_COST_REPEATS):
+            _, long, _ = whole(policy, prompts, 24)
+            _, short, _ = whole(policy, prompts, 4)
+            spans.append(long - short)
+        span = statistics.median(spans)
+        rows.append(_row("decode step, every row live", b, 20 * b, span,
+                         note=f"{span / 20 * 1000:.0f} ms per step (median of {STEP_COST_REPEATS})"))
         print(rows[-1], flush=True)
     return rows
 
 
 def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, rollouts: int, naive_prefixes: int,
-        threads: int, dtype: str | None = None, beam_problems: int = 0, step_costs: list[int] = ()) -> list[dict]:
+        threads: int, dtype: str | None = None, beam_problems: int = 0, step_costs: list[int] = (),
+        repeats: int = 1) -> list[dict]:
     from pav.policies.hf import HFPolicy, load_causal_lm
 
     torch.set_num_threads(threads)
     model, tok = load_causal_lm(model_dir, dtype=dtype)
     rows = []
+    traces: dict[int, dict[str, tuple[int, list[list[int]]]]] = {}  # batch -> mode -> (tokens, each call's rows)
     for b in batches:
         policy = HFPolicy(model, tok, "bench", batch_size=b)
         prompts = [p for p, _ in problems(b, seed=b)]
         whole(policy, prompts[:2], 4)  # warm-up
-        for case, fn in (("pav whole", lambda: whole(policy, prompts, new_tokens)),
-                         ("pav stepwise (KV kept across steps)", lambda: stepwise(policy, prompts, new_tokens)),
-                         ("HF generate", lambda: hf_generate(model, tok, prompts, new_tokens))):
-            tokens, seconds = fn()
-            rows.append(_row(case, b, tokens, seconds))
+        cases = (("whole", "pav whole", lambda: whole(policy, prompts, new_tokens)),
+                 ("stepwise", "pav stepwise (KV kept across steps)", lambda: stepwise(policy, prompts, new_tokens)),
+                 ("generate", "HF generate", lambda: hf_generate(model, tok, prompts, new_tokens)))
+        runs: dict[str, list[tuple[int, float]]] = {}
+        for _ in range(repeats):  # the cases alternate, so a slow spell of the machine hits them alike
+            for mode, _, fn in cases:
+                tokens, seconds, calls = fn()
+                traces.setdefault(b, {})[mode] = (tokens, calls)  # the same calls every time (keyed seeds)
+                runs.setdefault(mode, []).append((tokens, seconds))
+        for mode, case, _ in cases:
+            speeds = sorted(runs[mode], key=lambda r: r[0] / r[1])
+            tokens, seconds = speeds[len(speeds) // 2]
+            note = "" if repeats == 1 else (f"median of {repeats} runs: {speeds[0][0] / speeds[0][1]:.1f}-"
+                                            f"{speeds[-1][0] / speeds[-1][1]:.1f} tok/s")
+            rows.append(_row(case, b, tokens, seconds, **({"note": note} if note else {})))
             print(rows[-1], flush=True)
     if n_problems:
         policy = HFPolicy(model, tok, "bench", batch_size=256)  # all rollouts of many prefixes in flight
@@ -293,7 +346,10 @@ def run(model_dir: str, batches: list[int], new_tokens: int, n_problems: int, ro
         rows += scoring_rows(model, tok, beam_problems)
         print(rows[-2], rows[-1], sep="\n", flush=True)
     if step_costs:
-        rows += step_cost_rows(model, tok, step_costs)  # printed one by one as they are measured
+        costs = step_cost_rows(model, tok, step_costs)  # printed one by one as they are measured
+        rows += costs
+        if 1 in step_costs and traces and max(traces) <= max(step_costs):
+            rows += bound_rows(traces, {r["batch"]: r["seconds"] / 20 * 1000 for r in costs})
     return rows
 
 
@@ -307,13 +363,15 @@ def main() -> None:
     ap.add_argument("--naive-prefixes", type=int, default=20)
     ap.add_argument("--beam-problems", type=int, default=8, help="problems of the beam-scoring case (0: skip it)")
     ap.add_argument("--step-costs", default="", help="comma-separated batch sizes for the decode step cost case")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each sampling case, alternating; a row reports the median (a noisy machine: 3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--dtype", default=None, help="float32, bfloat16 (default: the checkpoint's)")
     ap.add_argument("--json", help="write the rows here")
     args = ap.parse_args()
     rows = run(args.model, [int(b) for b in args.batches.split(",") if b], args.new_tokens, args.problems, args.rollouts,
                args.naive_prefixes, args.threads, args.dtype, args.beam_problems,
-               [int(b) for b in args.step_costs.split(",") if b])
+               [int(b) for b in args.step_costs.split(",") if b], args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

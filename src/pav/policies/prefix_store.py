@@ -122,6 +122,6 @@ def _runs(part: Part) -> list[tuple[int, int]]:
     split them; usually one or two)."""
     if part.valid is None:
         return [(0, part.keys[0].shape[1])]
-    edges = torch.diff(part.valid.to(torch.int8), prepend=torch.zeros(1, dtype=torch.int8),
-                       append=torch.zeros(1, dtype=torch.int8)).nonzero().flatten().tolist()
+    zero = torch.zeros(1, dtype=torch.int8, device=part.valid.device)  # the mask lives with the KV (a GPU's)
+    edges = torch.diff(part.valid.to(torch.int8), prepend=zero, append=zero).nonzero().flatten().tolist()
     return list(zip(edges[::2], edges[1::2]))

@@ -109,12 +109,10 @@ def write_parts(parts: tuple[Part, ...], keys: list[torch.Tensor], values: list[
     (B, H, L, d), where n is the parts' total real length."""
     start = end - sum(p.length for p in parts)
     for part in parts:
-        at = start
         for a, b in _runs(part):  # slices, not a boolean gather: one copy, no temporary
             for buf, src in zip((*keys, *values), (*part.keys, *part.values)):
-                buf[row, :, at:at + b - a] = src[:, a:b]
-            at += b - a
-        start = at
+                buf[row, :, start:start + b - a] = src[:, a:b]
+            start += b - a
 
 
 def _runs(part: Part) -> list[tuple[int, int]]:
